@@ -1,0 +1,295 @@
+"""Device descriptions, independent of any model: the parametric ReRAM crossbar, a fitted tile, a
+dense N(mu, Sigma). `dat.profiles.bind(device, targets)` turns one into a `NoiseProfile`.
+
+Every noise value is relative to g_max, the conductance that max|W| of a layer is mapped to
+(see `dat.targets`): a std of 0.05 means 5% of g_max.
+
+Parametric crossbar model, per tile of R x C cells (cell (r, c) at eta index r*C + c):
+
+  Sigma_tile = s_sp^2 Kr (x) Kc                 device-to-device variation, spatially correlated
+             + s_row^2 (I_R (x) 1 1^T_C)        shared by the cells of one word line (row)
+             + s_col^2 (1 1^T_R (x) I_C)        shared by the cells of one bit line (column)
+             + s_tile^2 1 1^T                   shared by the whole tile
+             + s_prog^2 I                       programming noise, independent per cell
+  mu_tile(r, c) = relaxation(t) + g_row * (r / (R0 - 1) - 1/2) + g_col * (c / (C0 - 1) - 1/2)
+
+The spatial kernel is separable so that Kr (x) Kc is exact, not an approximation:
+  exponential over the L1 (Manhattan) cell distance: exp(-(|dr| + |dc|) / ell)
+             = exp(-|dr| / ell) * exp(-|dc| / ell);
+  Gaussian over the Euclidean cell distance: exp(-(dr^2 + dc^2) / (2 ell^2))
+             = exp(-dr^2 / (2 ell^2)) * exp(-dc^2 / (2 ell^2)).
+(R0, C0) is the nominal tile shape: a partial edge tile sees the part of the gradient its cells
+occupy. Tiles are independent, so Sigma over all targets is block-diagonal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+KERNELS = ("exponential", "gaussian")
+
+# Programming-noise std (fraction of g_max) against time since programming, from the Wan et al.
+# (Nature 608, 504, 2022) ReRAM fits used by IBM aihwkit's `ReRamWan2022NoiseModel`: the 4th-order
+# polynomials in g/g_max (in uS at g_max = 40 uS) for 1 s, 1 day and 2 days, reduced to one number
+# each as their RMS over g/g_max uniform on [0, 1], divided by 40 uS. The polynomials range over
+# 0.9-5.8% of g_max at 1 s and 1.8-10% after a day.
+WAN2022_PROG_STD = ((1.0, 0.0446), (86400.0, 0.0844), (172800.0, 0.0842))
+
+
+def wan2022_prog_std(t_seconds: float) -> float:
+    """Programming-noise std at t seconds: linear in log10(t) between the fitted times, held at
+    the last fit beyond 2 days (no data there)."""
+    logs = [math.log10(t) for t, _ in WAN2022_PROG_STD]
+    vals = [v for _, v in WAN2022_PROG_STD]
+    return float(np.interp(math.log10(t_seconds), logs, vals))
+
+
+def _finite_number(name: str, value, minimum=None, strict=False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{name} must be a number, found {type(value).__name__} {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, found {value}")
+    if minimum is not None and (value < minimum or (strict and value == minimum)):
+        raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum}, found {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class CrossbarParams:
+    """Parametric ReRAM crossbar device. Stds and means are fractions of g_max."""
+
+    name: str = "custom"
+    # Spatial kernel of device-to-device variation: "exponential" (L1 cell distance) or "gaussian".
+    kernel: str = "exponential"
+    # Correlation length of that variation, in cells (> 0).
+    ell: float = 2.0
+    # Std of the spatially correlated device-to-device variation (fraction of g_max).
+    sigma_spatial: float = 0.0
+    # Std of the component shared by all cells on one word line (row): driver / IR-drop variation.
+    sigma_row: float = 0.0
+    # Std of the component shared by all cells on one bit line (column): sense amplifier / ADC
+    # offset and bit-line resistance.
+    sigma_col: float = 0.0
+    # Std of the component shared by the whole tile: die- or tile-level process shift.
+    sigma_tile: float = 0.0
+    # Multiplier (dimensionless) on the Wan et al. 2022 programming-noise std at t_seconds.
+    prog_noise: float = 1.0
+    # Mean conductance relaxation per decade of t / 1 s (fraction of g_max; negative = decay).
+    relax_per_decade: float = 0.0
+    # Mean difference between the last and first row (col) of a tile: a linear gradient across
+    # the tile from, e.g., oxide-thickness or line-resistance gradients (fraction of g_max).
+    grad_row: float = 0.0
+    grad_col: float = 0.0
+    # Time since programming in seconds (>= 1 s, the earliest time the fits describe).
+    t_seconds: float = 1.0
+    # Dimensionless multiplier on every std above (one calibration number per preset).
+    scale: float = 1.0
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"name must be a non-empty string, found {self.name!r}")
+        if self.kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {KERNELS}, found {self.kernel!r}")
+        _finite_number("ell (correlation length, cells)", self.ell, 0.0, strict=True)
+        for f in ("sigma_spatial", "sigma_row", "sigma_col", "sigma_tile", "prog_noise", "scale"):
+            _finite_number(f, getattr(self, f), 0.0)
+        for f in ("relax_per_decade", "grad_row", "grad_col"):
+            _finite_number(f, getattr(self, f))
+        _finite_number("t_seconds (time since programming)", self.t_seconds, 1.0)
+
+    # -- derived quantities ---------------------------------------------------------------
+    def stds(self) -> dict[str, float]:
+        """Effective stds at t_seconds, `scale` applied (fractions of g_max)."""
+        return {
+            "spatial": self.scale * self.sigma_spatial,
+            "row": self.scale * self.sigma_row,
+            "col": self.scale * self.sigma_col,
+            "tile": self.scale * self.sigma_tile,
+            "prog": self.scale * self.prog_noise * wan2022_prog_std(self.t_seconds),
+        }
+
+    def relaxation(self) -> float:
+        """Mean shift at t_seconds: linear in log10(t / 1 s), zero at 1 s."""
+        return self.relax_per_decade * math.log10(self.t_seconds)
+
+    def kernel_1d(self, m: int) -> np.ndarray:
+        """The per-axis factor K[i, j] = k(|i - j|) of the separable spatial kernel, [m, m]."""
+        d = np.abs(np.subtract.outer(np.arange(m), np.arange(m))).astype(np.float64)
+        if self.kernel == "exponential":
+            return np.exp(-d / self.ell)
+        return np.exp(-(d**2) / (2.0 * self.ell**2))
+
+    def tile_mean(self, rows: int, cols: int, tile_shape: tuple[int, int]) -> np.ndarray:
+        """mu over the used rows x cols cells of a tile of nominal shape tile_shape, row-major."""
+        R0, C0 = tile_shape
+        xr = np.arange(rows) / (R0 - 1) - 0.5 if R0 > 1 else np.zeros(rows)
+        xc = np.arange(cols) / (C0 - 1) - 0.5 if C0 > 1 else np.zeros(cols)
+        mu = self.relaxation() + self.grad_row * xr[:, None] + self.grad_col * xc[None, :]
+        return mu.reshape(-1)
+
+    def replace(self, **overrides) -> "CrossbarParams":
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ValueError(f"unknown CrossbarParams field(s) {sorted(unknown)}; fields are "
+                             f"{[f.name for f in dataclasses.fields(self)]}")
+        return dataclasses.replace(self, **overrides)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# Units of every CrossbarParams field, saved with profiles.
+CROSSBAR_UNITS = {
+    "name": "-", "kernel": "-", "ell": "cells", "sigma_spatial": "fraction of g_max",
+    "sigma_row": "fraction of g_max", "sigma_col": "fraction of g_max",
+    "sigma_tile": "fraction of g_max", "prog_noise": "x Wan et al. 2022 std",
+    "relax_per_decade": "fraction of g_max per decade of t/1s", "grad_row": "fraction of g_max",
+    "grad_col": "fraction of g_max", "t_seconds": "s", "scale": "dimensionless",
+}
+
+# Two physically different devices. Numbers without a citation are stated assumptions; `scale`
+# is calibrated (bench/calibrate_presets.py, numbers in docs/device_model.md) so that plain SGD on
+# the digits CNN loses at least 5 points of test accuracy under each device on the last layer.
+PRESETS: dict[str, CrossbarParams] = {
+    # Device A: strong short-range correlation (neighbouring filaments share local oxide
+    # thickness and forming conditions) and word-line-shared noise.
+    "device-A": CrossbarParams(
+        name="device-A",
+        kernel="exponential",
+        ell=2.0,  # assumption: correlation over about two cells
+        sigma_spatial=0.04,  # assumption: same order as Wan 2022 programming noise at 1 s (4.5%)
+        sigma_row=0.02,  # assumption: word-line driver / IR-drop variation, half the above
+        sigma_col=0.0,
+        sigma_tile=0.005,  # assumption: small tile-level process shift
+        prog_noise=1.0,  # Wan et al. 2022, as fitted in aihwkit
+        relax_per_decade=0.0,  # assumption: a device with negligible mean relaxation
+        grad_row=0.0,
+        grad_col=0.0,
+        t_seconds=3600.0,  # assumption: inference one hour after programming
+        scale=5.0,  # calibrated: SGD on digits loses 8.5 points (docs/device_model.md)
+    ),
+    # Device B: long-range correlation (wafer-scale thickness variation seen across a tile),
+    # bit-line-shared noise and a log-time relaxation with a gradient across the bit lines.
+    "device-B": CrossbarParams(
+        name="device-B",
+        kernel="gaussian",
+        ell=16.0,  # assumption: correlation over a quarter of a 64-cell tile
+        sigma_spatial=0.04,  # assumption: as device A, but long-range
+        sigma_row=0.0,
+        sigma_col=0.03,  # assumption: column sense-amplifier / ADC offset, 3% of g_max
+        sigma_tile=0.01,  # assumption: tile-level process shift
+        prog_noise=1.0,  # Wan et al. 2022, as fitted in aihwkit
+        # assumption: 1% of g_max decay per decade of time, the log-time form of ReRAM relaxation
+        # (aihwkit's ReRamCMONoiseModel also models the mean shift as linear in log t)
+        relax_per_decade=-0.01,
+        grad_row=0.0,
+        grad_col=0.02,  # assumption: 2% of g_max from first to last bit line of a tile
+        t_seconds=3600.0,  # assumption: inference one hour after programming
+        scale=4.0,  # calibrated: SGD on digits loses 12.4 points (docs/device_model.md)
+    ),
+}
+
+
+def preset(name: str, **overrides) -> CrossbarParams:
+    """A preset by name, with field overrides."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown device preset {name!r}; presets are {sorted(PRESETS)}")
+    return PRESETS[name].replace(**overrides) if overrides else PRESETS[name]
+
+
+def check_covariance(sigma, n=None, repair=False, what="Sigma"):
+    """Validate a dense covariance: square, finite, symmetric, positive semi-definite.
+
+    Returns (sigma as float64 array, report dict). With repair=True, negative eigenvalues are
+    clipped to zero and the report says by how much the matrix changed; otherwise a matrix with
+    an eigenvalue below -1e-10 * max|eigenvalue| is refused, naming its most negative eigenvalue.
+    """
+    try:
+        s = np.asarray(sigma, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{what} must be a numeric matrix, found {type(sigma).__name__}") from err
+    if s.ndim != 2 or s.shape[0] != s.shape[1]:
+        raise ValueError(f"{what} must be a square matrix, found shape {s.shape}")
+    if n is not None and s.shape[0] != n:
+        raise ValueError(f"{what} must be {n} x {n}, found {s.shape[0]} x {s.shape[1]}")
+    if not np.all(np.isfinite(s)):
+        raise ValueError(f"{what} must be finite, found {int((~np.isfinite(s)).sum())} NaN/inf entries")
+    asym = float(np.max(np.abs(s - s.T))) if s.size else 0.0
+    if asym > 1e-8 * max(float(np.max(np.abs(s))), 1e-300):
+        raise ValueError(f"{what} must be symmetric, found max |S - S^T| = {asym:.3g}")
+    s = 0.5 * (s + s.T)
+    if np.any(np.diag(s) < 0):
+        raise ValueError(f"{what} has negative variances on its diagonal, e.g. {float(np.diag(s).min()):.3g}")
+    # A Cholesky factor proves positive definiteness at a fraction of an eigendecomposition's cost.
+    st = torch.from_numpy(s)
+    if s.size and int(torch.linalg.cholesky_ex(st)[1]) == 0:
+        return s, {"most_negative_eigenvalue": None, "positive_definite": True, "repaired": False}
+    evals, evecs = (x.numpy() for x in torch.linalg.eigh(st))
+    most_negative = float(evals.min()) if evals.size else 0.0
+    tol = 1e-10 * max(float(np.abs(evals).max()) if evals.size else 0.0, 1e-300)
+    report = {"most_negative_eigenvalue": most_negative, "positive_definite": False, "repaired": False}
+    if most_negative < -tol:
+        if not repair:
+            raise ValueError(
+                f"{what} must be positive semi-definite, found most negative eigenvalue "
+                f"{most_negative:.6g} (use repair to clip negative eigenvalues)"
+            )
+        fixed = (evecs * np.clip(evals, 0.0, None)) @ evecs.T
+        fixed = 0.5 * (fixed + fixed.T)
+        report.update(
+            repaired=True,
+            clipped_eigenvalues=int((evals < 0).sum()),
+            frobenius_change=float(np.linalg.norm(fixed - s)),
+            relative_change=float(np.linalg.norm(fixed - s) / max(np.linalg.norm(s), 1e-300)),
+        )
+        s = fixed
+    return s, report
+
+
+def check_mean(mu, n, what="mu") -> np.ndarray:
+    try:
+        m = np.asarray(mu, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{what} must be a numeric vector, found {type(mu).__name__}") from err
+    if m.shape != (n,):
+        raise ValueError(f"{what} must have shape ({n},), found {m.shape}")
+    if not np.all(np.isfinite(m)):
+        raise ValueError(f"{what} must be finite, found {int((~np.isfinite(m)).sum())} NaN/inf entries")
+    return m
+
+
+class DenseDevice:
+    """A device given directly as N(mu, Sigma) over n noise values (in the targets' eta order).
+
+    Sigma is validated on entry (see `check_covariance`); `repair_report` says what was found and
+    whether negative eigenvalues were clipped.
+    """
+
+    def __init__(self, mu, sigma, name: str = "dense", repair: bool = False):
+        self.sigma, self.repair_report = check_covariance(sigma, repair=repair)
+        self.mu = check_mean(mu, self.sigma.shape[0])
+        self.name = name
+
+    @property
+    def n(self) -> int:
+        return self.sigma.shape[0]
+
+    def __repr__(self) -> str:
+        return f"DenseDevice(name={self.name!r}, n={self.n})"
+
+
+def bind(device, targets):
+    """Bind a device to a model's targets (see `dat.profiles.bind`)."""
+    from dat.profiles import bind as _bind
+
+    return _bind(device, targets)
+
+
+# The fitted-tile device is an estimator; it lives with the fitting code.
+from dat.measure import FittedTile  # noqa: E402,F401  (re-export: a device description)

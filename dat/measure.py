@@ -1,0 +1,201 @@
+"""Fitting a device from repeated programming maps of one crossbar tile.
+
+A measurement is an array `maps` of shape [n_samples, rows, cols]: the deviation of every cell
+from its target (fraction of g_max), measured after each of n_samples programmings of the same
+tile. Files:
+- .npz with the array under the key "maps";
+- .csv with one line per sample holding rows*cols numbers in row-major cell order (cell (r, c) at
+  column r*cols + c). The tile shape is read from an optional first line
+  `# rows=R cols=C`; without it the tile must be square.
+
+`FittedTile` estimates mu and Sigma of the rows*cols cells with shrinkage (scikit-learn's
+LedoitWolf by default, OAS as an option), which keeps Sigma well conditioned when n_samples is
+not much larger than the number of cells. Bound to targets (`dat.profiles.bind`), the fitted tile
+is repeated over every tile of the layout; partial edge tiles use the matching sub-block.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.covariance import OAS, LedoitWolf
+
+ESTIMATORS = {"ledoitwolf": LedoitWolf, "oas": OAS}
+# Fewer repeats than this leave even a shrunk covariance poorly determined: fit warns.
+MIN_RECOMMENDED_SAMPLES = 10
+
+
+def check_maps(maps) -> np.ndarray:
+    """Validate repeated programming maps, [n_samples, rows, cols], finite, n_samples >= 2."""
+    try:
+        arr = np.asarray(maps, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"maps must be a numeric array [n_samples, rows, cols], found {type(maps).__name__}: {err}") from err
+    if arr.ndim != 3:
+        raise ValueError(f"maps must have shape [n_samples, rows, cols], found shape {arr.shape}")
+    if arr.shape[1] < 1 or arr.shape[2] < 1:
+        raise ValueError(f"maps must have at least one row and one column, found shape {arr.shape}")
+    if arr.shape[0] < 2:
+        raise ValueError(f"a covariance needs at least 2 samples, found {arr.shape[0]}")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        s, r, c = np.argwhere(bad)[0]
+        raise ValueError(f"maps must be finite, found {int(bad.sum())} NaN/inf values (first at sample {s}, cell ({r}, {c}))")
+    return arr
+
+
+def _read_csv(path: Path) -> np.ndarray:
+    with open(path, newline="") as fh:
+        lines = fh.read().splitlines()
+    shape = None
+    if lines and lines[0].lstrip().startswith("#"):
+        m = re.search(r"rows\s*=\s*(\d+)\D+cols\s*=\s*(\d+)", lines[0])
+        if m is None:
+            raise ValueError(f"{path}: header must read '# rows=R cols=C', found {lines[0]!r}")
+        shape = (int(m.group(1)), int(m.group(2)))
+        lines = lines[1:]
+    rows = []
+    for i, row in enumerate(csv.reader(lines), start=2 if shape else 1):
+        if not row or all(not x.strip() for x in row):
+            continue  # blank lines carry no sample
+        vals = []
+        for j, cell in enumerate(row, start=1):
+            try:
+                vals.append(float(cell))
+            except ValueError:
+                raise ValueError(f"{path}: line {i}, column {j}: expected a number, found {cell!r}") from None
+        if rows and len(vals) != len(rows[0]):
+            raise ValueError(f"{path}: line {i} has {len(vals)} values, expected {len(rows[0])} like the first sample (ragged rows)")
+        rows.append(vals)
+    if not rows:
+        raise ValueError(f"{path}: no samples found")
+    data = np.asarray(rows, dtype=np.float64)
+    m = data.shape[1]
+    if shape is None:
+        side = math.isqrt(m)
+        if side * side != m:
+            raise ValueError(f"{path}: {m} values per sample is not a square tile; add a first line '# rows=R cols=C'")
+        shape = (side, side)
+    if shape[0] * shape[1] != m:
+        raise ValueError(f"{path}: header says {shape[0]} x {shape[1]} = {shape[0] * shape[1]} cells, found {m} values per sample")
+    return data.reshape(-1, *shape)
+
+
+def load_maps(path) -> np.ndarray:
+    """Read repeated programming maps from .npz (key "maps") or .csv; validated."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"measurement file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            if "maps" not in z.files:
+                raise ValueError(f"{path}: expected an array named 'maps', found {sorted(z.files)}")
+            maps = z["maps"]
+        if not np.issubdtype(maps.dtype, np.number):
+            raise ValueError(f"{path}: 'maps' must be numeric, found dtype {maps.dtype}")
+    elif suffix == ".csv":
+        maps = _read_csv(path)
+    else:
+        raise ValueError(f"measurement file must be .npz or .csv, found {path.suffix!r}")
+    return check_maps(maps)
+
+
+def save_maps_csv(path, maps) -> None:
+    """Write maps in the .csv layout `load_maps` reads (header with the tile shape)."""
+    maps = check_maps(maps)
+    n, r, c = maps.shape
+    with open(path, "w", newline="") as fh:
+        fh.write(f"# rows={r} cols={c}\n")
+        w = csv.writer(fh)
+        for s in maps.reshape(n, r * c):
+            w.writerow([repr(float(v)) for v in s])
+
+
+class FittedTile:
+    """A tile's N(mu, Sigma) fitted from repeated programming maps (scikit-learn manners).
+
+    Parameters: estimator ("ledoitwolf" | "oas"), k (rank for the captured-variance report),
+    name. Learned: mu_ [rows*cols], sigma_ [rows*cols, rows*cols], tile_shape_, shrinkage_,
+    n_samples_, captured_variance_ (top-k eigenvalues / trace).
+    """
+
+    def __init__(self, estimator: str = "ledoitwolf", k: int = 10, name: str = "fitted"):
+        self.estimator = estimator
+        self.k = k
+        self.name = name
+
+    def fit(self, maps) -> "FittedTile":
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {sorted(ESTIMATORS)}, found {self.estimator!r}")
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
+            raise ValueError(f"k must be a positive int, found {self.k!r}")
+        maps = check_maps(maps)
+        n, rows, cols = maps.shape
+        if n < MIN_RECOMMENDED_SAMPLES:
+            warnings.warn(
+                f"only {n} samples (fewer than {MIN_RECOMMENDED_SAMPLES}): Sigma is poorly determined",
+                UserWarning,
+                stacklevel=2,
+            )
+        est = ESTIMATORS[self.estimator]().fit(maps.reshape(n, rows * cols))
+        self._set(est.location_, est.covariance_, (rows, cols), float(est.shrinkage_), n)
+        return self
+
+    def _set(self, mu, sigma, tile_shape, shrinkage, n_samples):
+        self.mu_ = np.asarray(mu, dtype=np.float64)
+        self.sigma_ = np.asarray(sigma, dtype=np.float64)
+        self.tile_shape_ = (int(tile_shape[0]), int(tile_shape[1]))
+        self.shrinkage_ = float(shrinkage)
+        self.n_samples_ = int(n_samples)
+        m = self.tile_shape_[0] * self.tile_shape_[1]
+        if self.mu_.shape != (m,) or self.sigma_.shape != (m, m):
+            raise ValueError(f"fitted tile {self.tile_shape_}: expected mu ({m},) and Sigma ({m}, {m}), "
+                             f"found {self.mu_.shape} and {self.sigma_.shape}")
+        evals = np.sort(torch.linalg.eigvalsh(torch.from_numpy(self.sigma_)).numpy())[::-1]
+        k = min(self.k, m)
+        self.captured_variance_ = float(evals[:k].sum() / evals.sum()) if evals.sum() > 0 else 1.0
+
+    @classmethod
+    def from_arrays(cls, mu, sigma, tile_shape, estimator="ledoitwolf", shrinkage=float("nan"),
+                    n_samples=0, k=10, name="fitted") -> "FittedTile":
+        """A fitted tile from stored arrays (used when loading a saved profile)."""
+        from dat.devices import check_covariance, check_mean  # late: dat.devices imports this module
+
+        obj = cls(estimator=estimator, k=k, name=name)
+        sigma, _ = check_covariance(sigma, what="fitted Sigma")
+        obj._set(check_mean(mu, sigma.shape[0]), sigma, tile_shape, shrinkage, n_samples)
+        return obj
+
+    def is_fitted(self) -> bool:
+        return hasattr(self, "sigma_")
+
+    def report(self) -> dict:
+        if not self.is_fitted():
+            raise ValueError("FittedTile is not fitted yet: call fit(maps) first")
+        return {
+            "estimator": self.estimator,
+            "tile_shape": list(self.tile_shape_),
+            "n_samples": self.n_samples_,
+            "shrinkage": self.shrinkage_,
+            "k": self.k,
+            "captured_variance": self.captured_variance_,
+            "mean_std": float(np.sqrt(np.diag(self.sigma_)).mean()),
+        }
+
+    def __repr__(self) -> str:
+        if not self.is_fitted():
+            return f"FittedTile(estimator={self.estimator!r}, k={self.k}, name={self.name!r})"
+        return (f"FittedTile(name={self.name!r}, tile={self.tile_shape_}, n_samples={self.n_samples_}, "
+                f"shrinkage={self.shrinkage_:.3g})")
+
+
+def fit_file(path, estimator: str = "ledoitwolf", k: int = 10, name: str | None = None) -> FittedTile:
+    """Fit a tile from a measurement file (.npz or .csv)."""
+    return FittedTile(estimator=estimator, k=k, name=name or Path(path).stem).fit(load_maps(path))
