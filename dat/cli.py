@@ -1,0 +1,260 @@
+"""The `dat` command: train, eval, table, demo, profile, landscape.
+
+    dat train --preset digits --method dat-fast --device device-A
+    dat eval checkpoints/dat-a.safetensors --device device-B
+    dat table checkpoints/ --markdown table.md --csv table.csv
+    dat table --reproduce digits
+    dat demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from dat.config import METHODS, PRESETS, TARGET_CHOICES, UNITS, TrainConfig
+
+# One line per TrainConfig field, shown by `dat train --help` (units in brackets).
+FIELD_HELP = {
+    "dataset": "dataset: digits (embedded), cifar10 or cifar100",
+    "data_root": "folder that holds cifar-10-batches-py / cifar-100-python",
+    "download": "download CIFAR into --data-root when it is missing",
+    "verify": "check CIFAR files against the official md5 sums (--no-verify for a folder you built)",
+    "arch": "architecture: cnn6 (the paper's 6-layer CNN) or resnet18 (CIFAR variant)",
+    "batchnorm": "use BatchNorm (default: off for sgd, on for every other method)",
+    "width": "channels of the first stage [channels] (default 64)",
+    "hidden": "CNN6 hidden linear width [units] (default 256); the head is hidden x classes",
+    "method": f"training method: {', '.join(METHODS)}",
+    "device": "noise profile for training (and evaluation): a preset (device-A, device-B) or a saved .npz",
+    "targets": f"noise targets: {', '.join(TARGET_CHOICES)}",
+    "units": f"noise units: {', '.join(UNITS)} (relative: delta_W = max|W| * eta)",
+    "tile": "crossbar tile size T [cells per side]",
+    "alpha": "DAT perturbation strength alpha [dimensionless multiplier of eps]",
+    "k": "rank of the low-rank factor A_k used by dat-fast [eigenpairs]",
+    "p": "perturbations averaged per step (Algorithm 1's p)",
+    "rho": "SAM radius on the noise targets [weight units]",
+    "epochs": "passes over the training set",
+    "batch_size": "images per step",
+    "lr": "base SGD learning rate",
+    "momentum": "SGD momentum",
+    "weight_decay": "L2 weight decay",
+    "lr_decay": "learning-rate multiplier applied every --lr-decay-every epochs",
+    "lr_decay_every": "epochs between learning-rate decays",
+    "seed": "seed of initialisation, data order and noise draws",
+    "eval_draws": "noise draws R for the noisy accuracy (mean and std)",
+    "eval_device": "profile for the noisy evaluation (default: --device)",
+    "eval_batch_size": "images per evaluation batch",
+    "out": "checkpoint path (default checkpoints/<dataset>-<arch>-<method>[-<device>]-s<seed>.safetensors)",
+    "resume": "continue from <out>.resume.pt when it exists (--no-resume starts over)",
+    "num_workers": "DataLoader worker processes",
+    "torch_device": "torch device: cpu or cuda",
+}
+
+
+def _field_type(field: dataclasses.Field):
+    text = str(field.type)
+    if "bool" in text:
+        return "bool"
+    if "int" in text:
+        return int
+    if "float" in text:
+        return float
+    return str
+
+
+def _add_train_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", default="digits", choices=sorted(PRESETS),
+                        help="named settings to start from (default: digits); every option below overrides it")
+    for field in dataclasses.fields(TrainConfig):
+        if field.name not in FIELD_HELP:
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        kind = _field_type(field)
+        if kind == "bool":
+            parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None,
+                                help=FIELD_HELP[field.name])
+        else:
+            parser.add_argument(flag, dest=field.name, type=kind, default=None, help=FIELD_HELP[field.name])
+
+
+def _config_from(args) -> TrainConfig:
+    from dat.config import resolve
+    overrides = {name: getattr(args, name) for name in FIELD_HELP if getattr(args, name, None) is not None}
+    return resolve(args.preset, **overrides)
+
+
+def _progress_callback(quiet: bool):
+    """A tqdm progress bar subscribed to the trainer's events."""
+    from tqdm import tqdm
+
+    state = {"bar": None}
+
+    def callback(event: str, payload: dict) -> None:
+        label = payload.get("run", "")
+        if event == "start":
+            state["bar"] = tqdm(total=payload["total_steps"], initial=payload["start_epoch"] * (
+                payload["total_steps"] // max(payload["epochs"], 1)), desc=label or "train", disable=quiet,
+                unit="step", file=sys.stderr)
+        elif event == "step" and state["bar"] is not None:
+            state["bar"].update(1)
+            state["bar"].set_postfix(loss=f"{payload['loss']:.3f}", refresh=False)
+        elif event == "epoch" and state["bar"] is not None and not quiet:
+            state["bar"].write(f"{label + ' ' if label else ''}epoch {payload['epoch']}/{payload['epochs']}: "
+                               f"loss {payload['train_loss']:.4f}, train acc {payload['train_acc']:.3f}, "
+                               f"test acc {payload['test_acc']:.3f}, lr {payload['lr']:.4g}")
+        elif event in ("end", "cancelled") and state["bar"] is not None:
+            state["bar"].close()
+            state["bar"] = None
+    return callback
+
+
+def _summary(metrics: dict) -> str:
+    parts = []
+    for split in ("train", "test"):
+        m = metrics[split]
+        noisy = m.get("noisy")
+        text = f"{split}: clean {100 * m['clean']['acc']:.2f}%"
+        if noisy:
+            text += f", noisy {100 * noisy['acc_mean']:.2f} ± {100 * noisy['acc_std']:.2f}% ({noisy['draws']} draws)"
+        parts.append(text)
+    return "; ".join(parts)
+
+
+def cmd_train(args) -> int:
+    from dat.train import train
+
+    config = _config_from(args)
+    result = train(config, callbacks=[_progress_callback(args.quiet)])
+    print(f"wrote {result.checkpoint_path} ({result.metrics['train_time_s']:.1f} s of training)")
+    print(_summary(result.metrics) + f" under {result.metrics['eval_device']}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from dat.checkpoint import load_checkpoint
+    from dat.data import load_dataset
+    from dat.evaluate import evaluate
+    from dat.targets import find_targets
+    from dat.train import make_profile
+
+    ckpt = load_checkpoint(args.checkpoint)
+    config = ckpt.meta.get("config", {})
+    targets = find_targets(ckpt.model, args.targets or config.get("targets", "last-linear"),
+                           tile=(config.get("tile", 64),) * 2, units=config.get("units", "relative"))
+    device = args.device or config.get("device", "device-A")
+    profile = make_profile(device, targets)
+    bundle = load_dataset(config.get("dataset", "digits"), args.data_root or config.get("data_root"),
+                          verify=config.get("verify", True))
+    splits = {"train": bundle.train_eval, "test": bundle.test}
+    chosen = ["train", "test"] if args.split == "both" else [args.split]
+    metrics = {s: evaluate(ckpt.model, splits[s], profile=profile, targets=targets, draws=args.draws,
+                           seed=args.seed, batch_size=args.batch_size) for s in chosen}
+    for m in metrics.values():
+        m["noisy"].pop("acc_per_draw", None)
+    if args.json:
+        print(json.dumps({"checkpoint": args.checkpoint, "device": device, "metrics": metrics}, indent=1))
+    else:
+        for s, m in metrics.items():
+            n = m["noisy"]
+            print(f"{s}: clean acc {100 * m['clean']['acc']:.2f}% loss {m['clean']['loss']:.4f}; under {device}: "
+                  f"acc {100 * n['acc_mean']:.2f} ± {100 * n['acc_std']:.2f}% loss {n['loss_mean']:.4f} ± "
+                  f"{n['loss_std']:.4f} ({n['draws']} draws)")
+    return 0
+
+
+def cmd_table(args) -> int:
+    from dat import table
+
+    if args.reproduce:
+        seeds = [int(s) for s in args.seeds.split(",")]
+        overrides = {"epochs": args.epochs} if args.epochs else {}
+        result = table.reproduce(args.reproduce, seeds=seeds, folder=args.folder,
+                                 callbacks=[_progress_callback(args.quiet)], **overrides)
+        print(result["markdown"])
+        print(f"wrote {args.folder}/table1.md and table1.csv; wall time {result['wall_time_s'] / 60:.1f} min")
+        return 0
+    if not args.checkpoints:
+        raise SystemExit("dat table: give checkpoint files or folders, or --reproduce digits")
+    rows = table.table_rows(table.load_metas(args.checkpoints), device=args.device)
+    table.write_table(rows, args.markdown, args.csv)
+    print(table.to_markdown(rows))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from dat.train import make_demo
+
+    overrides = {"epochs": args.epochs} if args.epochs else {}
+    results = make_demo(args.folder, args.profiles, callbacks=[_progress_callback(args.quiet)], **overrides)
+    for label, result in results.items():
+        print(f"{label}: {result.checkpoint_path}  {_summary(result.metrics)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dat", description="Device-Aware Training (DAT) for ReRAM crossbars: "
+                                     "train, evaluate, tabulate, make profiles and loss landscapes.",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train one model (SGD, SGD-BN, DAT-Fast, DAT-Full, SAM, noise injection)",
+                       description="Train one model and write a checkpoint with its clean and noisy accuracy.")
+    _add_train_options(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="clean and noisy accuracy of a checkpoint under any device",
+                       description="Evaluate a checkpoint without noise and under R draws of a device profile.")
+    p.add_argument("checkpoint", help="a .safetensors checkpoint written by dat train")
+    p.add_argument("--device", default=None, help="profile: preset or .npz (default: the one it was trained with)")
+    p.add_argument("--draws", type=int, default=20, help="noise draws R")
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise draws")
+    p.add_argument("--split", choices=("train", "test", "both"), default="both", help="which split(s)")
+    p.add_argument("--targets", choices=TARGET_CHOICES, default=None, help="noise targets (default: as trained)")
+    p.add_argument("--data-root", default=None, help="CIFAR folder (default: as trained)")
+    p.add_argument("--batch-size", type=int, default=512, help="images per evaluation batch")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("table", help="Table I from checkpoints (Markdown and CSV), or reproduce it on digits",
+                       description="Table I rows (mean ± std over seeds) from checkpoints, or --reproduce digits.")
+    p.add_argument("checkpoints", nargs="*", help="checkpoint files or folders")
+    p.add_argument("--device", default=None, help="evaluate every row under this profile (re-evaluates as needed)")
+    p.add_argument("--markdown", default=None, help="write the Markdown table here")
+    p.add_argument("--csv", default=None, help="write the CSV table here")
+    p.add_argument("--reproduce", choices=("digits",), default=None,
+                   help="train SGD, SGD-BN, DAT-Fast, DAT-Full for device A and B over the seeds, then tabulate")
+    p.add_argument("--seeds", default="0,1,2", help="seeds for --reproduce (comma-separated)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs for --reproduce (default: the preset's)")
+    p.add_argument("--folder", default="runs/table1", help="where --reproduce writes checkpoints and the table")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_table)
+
+    p = sub.add_parser("demo", help="demo profiles and checkpoints (SGD, DAT-A, DAT-B on digits)",
+                       description="Save profiles/device-A.npz and device-B.npz and train the three demo models.")
+    p.add_argument("--folder", default="checkpoints", help="checkpoint folder")
+    p.add_argument("--profiles", default="profiles", help="profile folder")
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default: the digits preset's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_demo)
+
+    from dat.profile_cli import add_profile_parser
+    add_profile_parser(sub)
+    from landscape.cli import add_landscape_parser
+    add_landscape_parser(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"dat {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""Training configuration: one dataclass with commented defaults, and named presets.
+
+The resolved config is stored inside every checkpoint, so a result always says how it was made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+METHODS = ("sgd", "sgd-bn", "dat-fast", "dat-full", "sam", "noise-injection")
+TARGET_CHOICES = ("last-linear", "all-analog")
+UNITS = ("relative", "absolute")
+
+# Default DAT strength on digits: chosen by the sweep in bench/alpha_sweep.py, see docs/training.md.
+DEFAULT_ALPHA = 30.0
+
+
+@dataclass
+class TrainConfig:
+    # --- data ---
+    dataset: str = "digits"            # "digits" (embedded), "cifar10" or "cifar100"
+    data_root: str = "data"            # folder holding cifar-10-batches-py / cifar-100-python
+    download: bool = False             # fetch CIFAR into data_root when it is missing
+    verify: bool = True                # check CIFAR files against the official md5 sums
+    # --- model ---
+    arch: str = "cnn6"                 # "cnn6" or "resnet18"
+    batchnorm: bool | None = None      # None: follow the method (False for sgd, True otherwise)
+    width: int | None = None           # channels of the first stage (None: 64)
+    hidden: int | None = None          # CNN6 hidden linear width (None: 256); head = hidden x classes
+    # --- method ---
+    method: str = "dat-fast"           # one of METHODS
+    device: str = "device-A"           # noise profile: a preset name or a path to a saved profile (.npz)
+    targets: str = "last-linear"       # noise targets: "last-linear" (the paper) or "all-analog"
+    units: str = "relative"            # eta relative to max|W| of each layer, or "absolute"
+    tile: int = 64                     # crossbar tile size T (cells per side)
+    alpha: float = DEFAULT_ALPHA       # DAT perturbation strength (dimensionless multiplier of eps)
+    k: int = 10                        # rank of A_k for dat-fast (eigenpairs kept)
+    p: int = 1                         # perturbations averaged per step (Algorithm 1's p)
+    rho: float = 0.05                  # SAM radius (weight units, on the noise targets)
+    # --- optimisation ---
+    epochs: int = 10                   # passes over the training set
+    batch_size: int = 64               # images per step
+    lr: float = 0.05                   # base SGD learning rate
+    momentum: float = 0.9              # SGD momentum
+    weight_decay: float = 2e-4         # L2 penalty (per unit weight)
+    lr_decay: float = 0.8              # learning rate multiplier ...
+    lr_decay_every: int = 10           # ... applied every this many epochs
+    seed: int = 0                      # seeds model init, data order and noise draws
+    # --- evaluation and output ---
+    eval_draws: int = 20               # noise draws R for the noisy accuracy (mean and std)
+    eval_device: str | None = None     # profile for the noisy evaluation (None: same as device)
+    eval_batch_size: int = 512         # images per evaluation batch
+    out: str | None = None             # checkpoint path (None: checkpoints/<dataset>-<arch>-<method>-s<seed>.safetensors)
+    resume: bool = True                # continue from <out>.resume.pt when present
+    num_workers: int = 0               # DataLoader worker processes
+    torch_device: str = "cpu"          # "cpu" or "cuda"
+    extra: dict = field(default_factory=dict)  # free-form notes carried into the checkpoint
+
+    @property
+    def uses_batchnorm(self) -> bool:
+        if self.batchnorm is not None:
+            return self.batchnorm
+        return self.method != "sgd"
+
+    @property
+    def checkpoint_path(self) -> str:
+        if self.out:
+            return self.out
+        dev = "" if self.method in ("sgd", "sgd-bn") else "-" + _slug(self.device)
+        return f"checkpoints/{self.dataset}-{self.arch}-{self.method}{dev}-s{self.seed}.safetensors"
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["batchnorm"] = self.uses_batchnorm
+        return data
+
+    def validate(self) -> "TrainConfig":
+        _choice("dataset", self.dataset, ("digits", "cifar10", "cifar100"))
+        _choice("arch", self.arch, ("cnn6", "resnet18"))
+        _choice("method", self.method, METHODS)
+        _choice("targets", self.targets, TARGET_CHOICES)
+        _choice("units", self.units, UNITS)
+        if self.batchnorm is not None and not isinstance(self.batchnorm, bool):
+            raise TypeError(f"batchnorm must be True, False or None, found {self.batchnorm!r}")
+        if self.method == "sgd" and self.batchnorm:
+            raise ValueError("method 'sgd' is the no-BatchNorm row; use method 'sgd-bn' for SGD with BatchNorm")
+        for name in ("epochs", "batch_size", "k", "p", "tile", "eval_draws", "lr_decay_every", "eval_batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"Invalid {name}: expected a positive int, found {value!r}")
+        for name in ("width", "hidden"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"Invalid {name}: expected a positive int or None, found {value!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"Invalid seed: expected a non-negative int, found {self.seed!r}")
+        for name in ("alpha", "rho", "lr", "weight_decay", "momentum"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
+                raise ValueError(f"Invalid {name}: expected a non-negative number, found {value!r}")
+        if not 0 < self.lr_decay <= 1:
+            raise ValueError(f"Invalid lr_decay: expected a factor in (0, 1], found {self.lr_decay!r}")
+        if not isinstance(self.device, str) or not self.device:
+            raise ValueError(f"Invalid device: expected a preset name or a profile path, found {self.device!r}")
+        if self.num_workers < 0:
+            raise ValueError(f"Invalid num_workers: expected >= 0, found {self.num_workers}")
+        return self
+
+
+def _choice(name: str, value, options) -> None:
+    if value not in options:
+        raise ValueError(f"Invalid {name}: expected one of {tuple(options)}, found {value!r}")
+
+
+def _slug(text: str) -> str:
+    import os
+    base = os.path.splitext(os.path.basename(text))[0]
+    return "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in base)
+
+
+# Digits: a narrow CNN6 that trains in seconds on two CPU cores.
+_DIGITS = dict(dataset="digits", arch="cnn6", width=16, hidden=64, epochs=20, batch_size=64, lr=0.05,
+               lr_decay_every=4, eval_draws=20)
+# The paper's CIFAR settings: 200 epochs, batch 128, lr 0.015 (CNN) / 0.075 (ResNet18),
+# weight decay 2e-4, lr x0.8 every 10 epochs.
+_PAPER = dict(epochs=200, batch_size=128, weight_decay=2e-4, lr_decay=0.8, lr_decay_every=10, momentum=0.9)
+
+PRESETS: dict[str, dict] = {
+    "digits": _DIGITS,
+    "digits-resnet18": {**_DIGITS, "arch": "resnet18", "width": 8, "hidden": None, "epochs": 10, "lr": 0.05},
+    "cifar10-cnn6": {**_PAPER, "dataset": "cifar10", "arch": "cnn6", "lr": 0.015},
+    "cifar10-resnet18": {**_PAPER, "dataset": "cifar10", "arch": "resnet18", "lr": 0.075},
+    "cifar100-cnn6": {**_PAPER, "dataset": "cifar100", "arch": "cnn6", "lr": 0.015},
+    "cifar100-resnet18": {**_PAPER, "dataset": "cifar100", "arch": "resnet18", "lr": 0.075},
+}
+
+
+def resolve(preset: str = "digits", **overrides) -> TrainConfig:
+    """The named preset with ``overrides`` applied (``None`` values are ignored), validated."""
+    if preset not in PRESETS:
+        raise ValueError(f"Invalid preset: expected one of {tuple(PRESETS)}, found {preset!r}")
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ValueError(f"Unknown config field(s) {unknown}; valid fields are {sorted(names)}")
+    values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
+    values.setdefault("extra", {})
+    values["extra"] = {**values["extra"], "preset": preset}
+    return TrainConfig(**values).validate()
+
+
+def from_dict(data: dict) -> TrainConfig:
+    """Rebuild a config from ``TrainConfig.to_dict()`` (as stored in a checkpoint)."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in data.items() if k in names}).validate()

@@ -1,0 +1,260 @@
+"""Background jobs for the dashboard: training runs that outlive a page, a rerun or a closed tab.
+
+Streamlit re-executes a page script on every interaction, but it imports library modules once per
+server process. So the registry of jobs lives here, at module level: a page submits a job, gets
+its id, and later pages (or the same page after a rerun, or another browser tab) look it up again.
+
+A job is a callable ``work(report, should_stop) -> dict``. It runs on a worker thread; ``report``
+is a training callback (``cb(event, payload)``, the interface of ``dat.train.train``) that records
+progress and metrics on the job; ``should_stop`` returns True once the user pressed cancel. What a
+job returns (for training: the checkpoint paths it wrote) is kept on the job. A job that raises is
+marked failed with the error's message, and the dashboard shows it; nothing else is affected.
+
+Every job that writes files gets its own output paths from :func:`reserve_path`, which never hands
+out the same path twice in this process and never a path that already exists on disk, so two jobs
+never write the same file.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import threading
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+# Job states, in the order a job moves through them.
+QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
+FINISHED_STATES = (DONE, FAILED, CANCELLED)
+
+Report = Callable[[str, dict], None]
+Work = Callable[[Report, Callable[[], bool]], dict | None]
+
+# Keep at most this many numeric history points per job: enough for a smooth live curve,
+# bounded so a long run cannot grow the server's memory without limit.
+MAX_HISTORY = 5000
+
+
+@dataclass
+class Job:
+    """One background job and everything the dashboard shows about it."""
+
+    id: str
+    label: str
+    state: str = QUEUED
+    progress: float = 0.0  # fraction done, 0..1
+    stage: str = ""  # e.g. "dat-fast on device-A (2/3)"
+    history: list[dict] = field(default_factory=list)  # numeric payloads of "step"/"epoch" events
+    events: int = 0  # number of callback events received
+    result: dict | None = None  # what the work returned (for training: checkpoint paths, metrics)
+    error: str | None = None  # message of the exception that failed the job
+    traceback: str | None = None
+    outputs: list[str] = field(default_factory=list)  # paths reserved for this job's files
+    submitted: float = field(default_factory=time.time)
+    started: float | None = None
+    finished: float | None = None
+    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    @property
+    def active(self) -> bool:
+        return self.state in (QUEUED, RUNNING)
+
+    def cancel(self) -> None:
+        """Ask the job to stop at its next ``should_stop`` check (a queued job never starts)."""
+        self._stop.set()
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._stop.is_set()
+
+    def elapsed(self) -> float:
+        """Seconds the job has run (so far, or in total once finished)."""
+        if self.started is None:
+            return 0.0
+        return (self.finished or time.time()) - self.started
+
+
+def _progress_from(payload: dict) -> float | None:
+    """Fraction done from a training payload: its "progress" if given (a multi-run job computes
+    its own overall fraction), else step/total_steps or epoch/epochs."""
+    progress = payload.get("progress")
+    if isinstance(progress, (int, float)) and not isinstance(progress, bool):
+        return min(max(float(progress), 0.0), 1.0)
+    for done_key, total_key in (("step", "total_steps"), ("epoch", "epochs")):
+        done, total = payload.get(done_key), payload.get(total_key)
+        if isinstance(done, (int, float)) and isinstance(total, (int, float)) and total > 0:
+            return min(max(float(done) / float(total), 0.0), 1.0)
+    return None
+
+
+class JobRegistry:
+    """Runs jobs on a small thread pool and remembers them for the life of the process.
+
+    ``max_workers`` defaults to 1: training already uses every core through torch's intra-op
+    threads, so two concurrent runs would only slow each other down; later jobs wait in the queue.
+    """
+
+    def __init__(self, max_workers: int = 1):
+        if not isinstance(max_workers, int) or max_workers < 1:
+            raise ValueError(f"max_workers must be a positive int, found {max_workers!r}")
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="dat-job")
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+        self._counter = itertools.count(1)
+
+    # -- submitting and looking up -------------------------------------------------------------
+    def submit(self, work: Work, *, label: str, outputs: list[str] | tuple = ()) -> Job:
+        """Queue ``work`` and return its :class:`Job` at once."""
+        if not callable(work):
+            raise TypeError(f"work must be callable, found {type(work).__name__}")
+        if not isinstance(label, str) or not label.strip():
+            raise ValueError(f"label must be a non-empty string, found {label!r}")
+        with self._lock:
+            job_id = f"job{next(self._counter):04d}-{secrets.token_hex(3)}"
+            job = Job(id=job_id, label=label, outputs=[str(p) for p in outputs])
+            self._jobs[job_id] = job
+        self._pool.submit(self._run, job, work)
+        return job
+
+    def get(self, job_id: str) -> Job:
+        with self._lock:
+            if job_id not in self._jobs:
+                raise KeyError(f"no job with id {job_id!r}; known: {sorted(self._jobs)}")
+            return self._jobs[job_id]
+
+    def jobs(self) -> list[Job]:
+        """All jobs, newest first."""
+        with self._lock:
+            return sorted(self._jobs.values(), key=lambda j: j.submitted, reverse=True)
+
+    def active(self) -> list[Job]:
+        return [j for j in self.jobs() if j.active]
+
+    def forget_finished(self) -> int:
+        """Drop finished jobs from the list (their files stay); returns how many were dropped."""
+        with self._lock:
+            done = [k for k, j in self._jobs.items() if j.state in FINISHED_STATES]
+            for k in done:
+                del self._jobs[k]
+        return len(done)
+
+    def wait(self, job_id: str, timeout: float = 60.0, poll: float = 0.02) -> Job:
+        """Block until the job finishes (for the CLI and tests); raises TimeoutError otherwise."""
+        job = self.get(job_id)
+        deadline = time.monotonic() + timeout
+        while job.active:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job.state} after {timeout} s")
+            time.sleep(poll)
+        return job
+
+    # -- the worker side -----------------------------------------------------------------------
+    def _run(self, job: Job, work: Work) -> None:
+        if job.cancel_requested:  # cancelled while still in the queue
+            job.state, job.finished = CANCELLED, time.time()
+            return
+        job.state, job.started = RUNNING, time.time()
+
+        def report(event: str, payload: dict | None = None) -> None:
+            payload = dict(payload or {})
+            job.events += 1
+            if "stage" in payload and isinstance(payload["stage"], str):
+                job.stage = payload["stage"]
+            progress = _progress_from(payload)
+            if progress is not None:
+                job.progress = progress
+            numeric = {k: v for k, v in payload.items()
+                       if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            if event in ("step", "epoch") and numeric:
+                numeric["event"] = event
+                if isinstance(payload.get("run"), str):  # which model of a trio
+                    numeric["run"] = payload["run"]
+                if len(job.history) >= MAX_HISTORY:
+                    # Thin the older half rather than drop the start of the curve.
+                    job.history[:] = job.history[: MAX_HISTORY // 2 : 2] + job.history[MAX_HISTORY // 2 :]
+                job.history.append(numeric)
+
+        try:
+            result = work(report, job._stop.is_set)
+        except Exception as exc:  # the job's own failure: recorded, shown, never re-raised
+            job.error = f"{type(exc).__name__}: {exc}"
+            job.traceback = traceback.format_exc()
+            job.state = FAILED
+        else:
+            job.result = dict(result) if result is not None else {}
+            job.state = CANCELLED if job.cancel_requested else DONE
+            if job.state == DONE:
+                job.progress = 1.0
+        finally:
+            job.finished = time.time()
+
+
+# Reserved output paths of this process: two jobs submitted in the same instant still differ.
+_reserved: set[str] = set()
+_reserved_lock = threading.Lock()
+
+
+def reserve_path(folder: str | os.PathLike, stem: str, suffix: str) -> Path:
+    """A fresh path ``folder/stem-<time>-<random><suffix>`` that no other job will get.
+
+    The time makes listings sort by creation; the random part and the reservation set make the
+    path unique within this process, and the existence check makes it unique on disk.
+    """
+    if not stem or any(ch in stem for ch in "/\\\0") or stem.startswith("."):
+        raise ValueError(f"stem must be a plain file name part, found {stem!r}")
+    if not suffix.startswith("."):
+        raise ValueError(f"suffix must start with '.', found {suffix!r}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with _reserved_lock:
+        while True:
+            name = f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}{suffix}"
+            path = folder / name
+            if str(path) not in _reserved and not path.exists():
+                _reserved.add(str(path))
+                return path
+
+
+def reserve_dir(folder: str | os.PathLike, stem: str) -> Path:
+    """A fresh, empty folder ``folder/stem-<time>-<random>`` created for one job alone.
+
+    ``os.mkdir`` fails if the folder exists, so even two processes cannot be handed the same one.
+    """
+    path = reserve_path(folder, stem, ".d")
+    path = path.with_suffix("")
+    while True:
+        try:
+            os.mkdir(path)
+            return path
+        except FileExistsError:
+            path = reserve_path(folder, stem, ".d").with_suffix("")
+
+
+_registry: JobRegistry | None = None
+_registry_lock = threading.Lock()
+
+
+def registry() -> JobRegistry:
+    """The process-wide registry shared by every page and every browser session."""
+    global _registry
+    with _registry_lock:
+        if _registry is None:
+            _registry = JobRegistry(max_workers=1)
+        return _registry
+
+
+def submit(work: Work, *, label: str, outputs: list[str] | tuple = ()) -> Job:
+    """Submit to the process-wide registry."""
+    return registry().submit(work, label=label, outputs=outputs)
+
+
+def describe_jobs(jobs: list[Job]) -> list[dict]:
+    """One row per job for a table: id, label, state, progress, stage, elapsed, error."""
+    return [{"id": j.id, "label": j.label, "state": j.state, "progress": round(j.progress, 3),
+             "stage": j.stage, "elapsed_s": round(j.elapsed(), 1), "error": j.error or ""}
+            for j in jobs]

@@ -1,0 +1,157 @@
+"""What a device's noise looks like on one crossbar tile: numbers and Plotly figures for the dashboard.
+
+A device (`CrossbarParams`, `FittedTile`) is model-independent; to look at it we bind it to a
+single full tile of R x C cells (`tile_profile`), so eta index r * C + c is cell (r, c): row r is
+a word line, column c a bit line. Everything here works through the profile's public interface
+(sampler, matvec, variance, spectrum), so it never forms the tile's full Sigma.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+
+from dat.measure import FittedTile
+from dat.profiles import NoiseProfile, bind
+from dat.targets import Targets
+
+DEFAULT_TILE = (64, 64)
+
+
+def tile_profile(device, tile: tuple[int, int] | None = None) -> NoiseProfile:
+    """The device bound to one crossbar tile (a fitted tile always uses its own measured shape)."""
+    if isinstance(device, FittedTile):
+        tile = device.tile_shape_
+    rows, cols = tile or DEFAULT_TILE
+    # A weight W of shape [out, in] = [cols, rows] fills exactly one tile (inputs on word lines).
+    targets = Targets([("crossbar", (cols, rows))], tile=(rows, cols), units="absolute")
+    return bind(device, targets)
+
+
+def _tile_shape(profile: NoiseProfile) -> tuple[int, int]:
+    layer = profile.targets.layers[0]
+    if len(profile.targets.layers) != 1 or (layer.rows, layer.cols) != tuple(profile.targets.tile_shape):
+        raise ValueError(f"expected a profile bound to one full tile (see tile_profile), found "
+                         f"{profile.targets!r}")
+    return layer.rows, layer.cols
+
+
+def noise_maps(profile: NoiseProfile, num: int = 3, seed: int = 0) -> np.ndarray:
+    """``num`` exact draws of eta on the tile, as maps [num, rows, cols] (fraction of g_max)."""
+    rows, cols = _tile_shape(profile)
+    if not isinstance(num, int) or num < 1:
+        raise ValueError(f"num must be a positive int, found {num!r}")
+    eta = profile.sampler("full").sample(num, torch.Generator().manual_seed(seed))
+    return eta.double().numpy().reshape(num, rows, cols)
+
+
+def sigma_window(profile: NoiseProfile, window: int = 256) -> np.ndarray:
+    """The top-left ``window`` x ``window`` block of Sigma (cells 0..window-1 in row-major order),
+    from ``window`` matvecs with unit vectors rather than the full n x n matrix."""
+    if not isinstance(window, int) or window < 1:
+        raise ValueError(f"window must be a positive int, found {window!r}")
+    w = min(window, profile.n)
+    unit = torch.zeros(profile.n, w, dtype=torch.float64)
+    unit[torch.arange(w), torch.arange(w)] = 1.0
+    return profile.matvec(unit)[:w].numpy()
+
+
+def correlation_profile(profile: NoiseProfile, ref: tuple[int, int] | None = None) -> dict:
+    """Correlation of every cell with a reference cell (the tile centre by default).
+
+    Returns the offsets along the reference's word line (same row) and bit line (same column),
+    the correlations there, and every cell's Euclidean distance and correlation for a scatter.
+    """
+    rows, cols = _tile_shape(profile)
+    r0, c0 = ref if ref is not None else (rows // 2, cols // 2)
+    if not (0 <= r0 < rows and 0 <= c0 < cols):
+        raise ValueError(f"reference cell must lie in the {rows} x {cols} tile, found {(r0, c0)}")
+    i = r0 * cols + c0
+    unit = torch.zeros(profile.n, dtype=torch.float64)
+    unit[i] = 1.0
+    column = profile.matvec(unit).numpy()  # Sigma[:, i]
+    var = profile.variance().numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = np.where(var > 0, column / np.sqrt(var * var[i]), 0.0).reshape(rows, cols)
+    rr, cc = np.meshgrid(np.arange(rows) - r0, np.arange(cols) - c0, indexing="ij")
+    return {
+        "ref": (int(r0), int(c0)),
+        "word_line_offset": np.arange(cols - c0), "word_line": corr[r0, c0:],
+        "bit_line_offset": np.arange(rows - r0), "bit_line": corr[r0:, c0],
+        "distance": np.hypot(rr, cc).reshape(-1), "corr": corr.reshape(-1),
+    }
+
+
+# -- figures ------------------------------------------------------------------------------------
+def _symmetric_limit(*arrays: np.ndarray) -> float:
+    return float(max(np.abs(a).max() for a in arrays)) or 1.0
+
+
+def noise_maps_figure(maps: dict[str, np.ndarray], zmax: float | None = None) -> go.Figure:
+    """Sampled noise maps, one row per device and one column per draw, on one colour scale."""
+    names = list(maps)
+    num = max(m.shape[0] for m in maps.values())
+    zmax = zmax or _symmetric_limit(*maps.values())
+    fig = make_subplots(rows=len(names), cols=num, horizontal_spacing=0.02, vertical_spacing=0.08,
+                        subplot_titles=[f"{n}: draw {j + 1}" for n in names for j in range(num)])
+    for i, name in enumerate(names):
+        for j, m in enumerate(maps[name]):
+            fig.add_trace(go.Heatmap(z=m, zmin=-zmax, zmax=zmax, colorscale="RdBu_r",
+                                     showscale=(i == 0 and j == 0),
+                                     colorbar=dict(title="eta (g_max)"),
+                                     hovertemplate="word line %{y}, bit line %{x}: %{z:.4f}<extra></extra>"),
+                          row=i + 1, col=j + 1)
+    fig.update_yaxes(autorange="reversed", scaleanchor="x", showticklabels=False)
+    fig.update_xaxes(showticklabels=False)
+    fig.update_layout(height=260 * len(names) + 40, margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+def sigma_figure(sigma: np.ndarray, title: str, zmax: float | None = None) -> go.Figure:
+    """A window of Sigma as a heatmap (rows and columns are cells in row-major order)."""
+    zmax = zmax or _symmetric_limit(sigma)
+    fig = go.Figure(go.Heatmap(z=sigma, zmin=-zmax, zmax=zmax, colorscale="RdBu_r",
+                               colorbar=dict(title="cov"),
+                               hovertemplate="cell %{y}, cell %{x}: %{z:.3g}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed", scaleanchor="x", title="cell (row-major)")
+    fig.update_xaxes(title="cell (row-major)")
+    fig.update_layout(title=title, height=420, margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+def correlation_figure(profiles: dict[str, dict]) -> go.Figure:
+    """Correlation against cell offset along a word line and a bit line, one colour per device."""
+    fig = go.Figure()
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
+    for k, (name, c) in enumerate(profiles.items()):
+        colour = palette[k % len(palette)]
+        fig.add_trace(go.Scatter(x=c["word_line_offset"], y=c["word_line"], mode="lines+markers",
+                                 name=f"{name}: along word line (same row)", line=dict(color=colour)))
+        fig.add_trace(go.Scatter(x=c["bit_line_offset"], y=c["bit_line"], mode="lines+markers",
+                                 name=f"{name}: along bit line (same column)",
+                                 line=dict(color=colour, dash="dash")))
+    fig.update_layout(xaxis_title="offset from the tile centre (cells)", yaxis_title="correlation",
+                      yaxis_range=[-0.05, 1.05], height=380, margin=dict(l=10, r=10, t=30, b=10),
+                      legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def spectrum_figure(spectra: dict[str, dict], k: int) -> go.Figure:
+    """Eigenvalues (log scale) and the captured-variance curve; a line marks the chosen k."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("eigenvalues of Sigma", "captured variance"))
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
+    for i, (name, s) in enumerate(spectra.items()):
+        colour = palette[i % len(palette)]
+        fig.add_trace(go.Scatter(x=s["k"], y=s["eigenvalues"], mode="lines+markers", name=name,
+                                 line=dict(color=colour)), row=1, col=1)
+        fig.add_trace(go.Scatter(x=s["k"], y=s["captured_variance"], mode="lines", name=f"{name} (captured)",
+                                 line=dict(color=colour), showlegend=False), row=1, col=2)
+    for col in (1, 2):
+        fig.add_vline(x=k, line_dash="dot", line_color="grey", row=1, col=col)
+    fig.update_yaxes(type="log", dtick=1, exponentformat="power", row=1, col=1)  # one tick per decade
+    fig.update_yaxes(range=[0, 1.02], row=1, col=2)
+    fig.update_xaxes(title="k")
+    fig.update_layout(height=360, margin=dict(l=10, r=10, t=40, b=10))
+    return fig

@@ -1,0 +1,333 @@
+"""The trainer: the Table I methods (and two baselines) on any dataset, with callbacks, cancel and resume.
+
+Events sent to each callback ``cb(event, payload)``:
+  "start"     {config, total_steps, epochs, start_epoch, checkpoint}
+  "step"      {step, total_steps, epoch, epochs, loss}
+  "epoch"     {epoch, epochs, step, total_steps, train_loss, train_acc, test_acc, lr, elapsed_s}
+  "end"       {checkpoint, metrics, train_time_s}
+  "cancelled" {epoch, step, total_steps, resume}  (the resume state of the last completed epoch stays)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from dat.checkpoint import load_resume, save_checkpoint, save_resume, versions
+from dat.config import TrainConfig
+from dat.data import load_dataset
+from dat.evaluate import evaluate, evaluate_splits, is_head_only
+from dat.models import build_model
+from dat.optim import DAT, SAM, NoiseInjection
+
+Callback = Callable[[str, dict], None]
+
+# Fields that do not change the training trajectory: a resume may differ in these.
+_RESUME_FREE = {"out", "resume", "eval_draws", "eval_device", "eval_batch_size", "download", "num_workers",
+                "data_root", "verify", "extra", "epochs"}
+
+
+@dataclass
+class TrainResult:
+    checkpoint_path: str | None  # None when the run was cancelled
+    meta: dict
+    metrics: dict
+
+
+# -- devices and profiles -----------------------------------------------------------------------
+def resolve_device(spec):
+    """A device from a preset name ("device-A", "device-B") or a saved profile path; device
+    objects pass through. Returns (device, name)."""
+    from dat.devices import PRESETS
+
+    if not isinstance(spec, (str, os.PathLike)):
+        return spec, getattr(spec, "name", type(spec).__name__)
+    spec = os.fspath(spec)
+    if spec in PRESETS:
+        return PRESETS[spec], spec
+    if os.path.isfile(spec):
+        from dat.profile_io import load_device
+        device = load_device(spec)
+        return device, getattr(device, "name", None) or Path(spec).stem
+    raise ValueError(f"Invalid device: expected a preset name {sorted(PRESETS)} or the path of a saved "
+                     f"profile (.npz), found {spec!r} (no such file)")
+
+
+def make_profile(spec, targets):
+    """Bind a device (preset, path or object) to a model's targets."""
+    from dat.profiles import bind
+
+    device, _ = resolve_device(spec)
+    return bind(device, targets)
+
+
+# -- one training step per method ---------------------------------------------------------------
+class _FrozenBatchNormStats:
+    """Within the block, forward passes in train mode leave the BatchNorm running statistics (and
+    their batch counters) as they were: the perturbed passes of a step normalise with their own
+    batch statistics, as usual, but only the step's first pass updates the running estimates."""
+
+    def __init__(self, model: nn.Module):
+        self.modules = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+    def __enter__(self):
+        self.saved = [{k: b.clone() for k, b in m.named_buffers(recurse=False)} for m in self.modules]
+        return self
+
+    def __exit__(self, *exc):
+        with torch.no_grad():
+            for m, saved in zip(self.modules, self.saved):
+                for k, b in m.named_buffers(recurse=False):
+                    b.copy_(saved[k])
+        return False
+
+
+def plain_step(model, optimizer, x, y) -> tuple[torch.Tensor, torch.Tensor]:
+    optimizer.zero_grad()
+    logits = model(x)
+    loss = F.cross_entropy(logits, y)
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), logits.detach()
+
+
+def head_step(model, optimizer, x, y) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise only on the classifier: one body forward (BatchNorm statistics move once), the gradient
+    at w for the head alone on detached features, then one backward through the shared features at
+    the perturbed head. With e only on the head, d/d(body) L(body, head + e) is exactly what a
+    backward through the shared features gives."""
+    optimizer.zero_grad()
+    feats = model.features(x)
+    head = model.classifier
+    logits = F.linear(feats.detach(), head.weight, head.bias)   # clean logits at w (no body graph)
+    loss = F.cross_entropy(logits, y)
+    if optimizer.needs_first_grad:
+        (head.weight.grad,) = torch.autograd.grad(loss, [head.weight])  # g on the target only
+    optimizer.first_step(zero_grad=True)                             # head -> w + e_1
+    for j in range(optimizer.p):
+        if j > 0:
+            optimizer.next_perturbation(zero_grad=True)              # head -> w + e_j
+        perturbed = F.cross_entropy(head(feats), y)
+        perturbed.backward(retain_graph=j < optimizer.p - 1)
+    optimizer.second_step(zero_grad=False)
+    return loss.detach(), logits.detach()
+
+
+def two_pass_step(model, optimizer, x, y) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise on any layers: the plain SAM-style passes. Only the first forward of the step updates
+    the BatchNorm running statistics (at w; for noise injection, which has no pass at w, at w + e)."""
+    optimizer.zero_grad()
+    first = 0
+    if optimizer.needs_first_grad:
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        loss.backward()                                     # g = grad L(w)
+        first = 1
+    optimizer.first_step(zero_grad=True)                    # w + e_1
+    for j in range(optimizer.p):
+        if j > 0:
+            optimizer.next_perturbation(zero_grad=True)     # w + e_j
+        if first:
+            with _FrozenBatchNormStats(model):
+                F.cross_entropy(model(x), y).backward()
+        else:
+            logits = model(x)                               # noise injection reports the noisy pass
+            loss = F.cross_entropy(logits, y)
+            loss.backward()
+            first = 1
+    optimizer.second_step(zero_grad=False)
+    return loss.detach(), logits.detach()
+
+
+# The largest head DAT-Full accepts: the ResNet18 CIFAR-100 head (n = 51,200) needs a 21 GB float64
+# Sigma during set-up; beyond that use dat-fast.
+DAT_FULL_MAX_N = 60_000
+
+
+# -- building a run -----------------------------------------------------------------------------
+def build_run(config: TrainConfig, bundle, device: torch.device):
+    """Model, targets, optimizer (wrapper or plain SGD), scheduler, generators and the step function."""
+    from dat.targets import find_targets
+
+    with torch.random.fork_rng(devices=[]):  # initialisation from the seed, leaving global RNG alone
+        torch.manual_seed(config.seed)
+        model = build_model(config.arch, config.uses_batchnorm, bundle.in_channels, bundle.image_size,
+                            bundle.num_classes, width=config.width, hidden=config.hidden).to(device)
+    targets = find_targets(model, config.targets, tile=(config.tile, config.tile), units=config.units)
+    params = dict(model.named_parameters())
+    target_params = {layer.name: params[layer.name] for layer in targets.layers}
+    noise_gen = torch.Generator().manual_seed(config.seed + 1)  # noise draws, separate from data order
+    base = dict(lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    profile = None
+    if config.method in ("sgd", "sgd-bn"):
+        optimizer = torch.optim.SGD(model.parameters(), **base)
+        step_fn, base_optimizer = plain_step, optimizer
+    else:
+        if config.method == "sam":
+            optimizer = SAM(model.parameters(), torch.optim.SGD, target_params=target_params, rho=config.rho, **base)
+        else:
+            profile = make_profile(config.device, targets)
+            if config.method == "noise-injection":
+                optimizer = NoiseInjection(model.parameters(), torch.optim.SGD, targets=targets,
+                                           sampler=profile.sampler("full"), target_params=target_params,
+                                           p=config.p, generator=noise_gen, **base)
+            else:
+                # DAT-Fast: eta = mu + A_k z. DAT-Full: eta = mu + L z with the Cholesky factor of the
+                # dense Sigma, as in the paper (O(n^3) set-up, n x n memory; n up to DAT_FULL_MAX_N).
+                sampler = (profile.sampler("low-rank", k=config.k) if config.method == "dat-fast"
+                           else profile.sampler("cholesky", max_n=DAT_FULL_MAX_N))
+                optimizer = DAT(model.parameters(), torch.optim.SGD, targets=targets, sampler=sampler,
+                                target_params=target_params, alpha=config.alpha, p=config.p,
+                                generator=noise_gen, **base)
+        step_fn = head_step if is_head_only(model, targets) else two_pass_step
+        base_optimizer = optimizer.base_optimizer
+    scheduler = torch.optim.lr_scheduler.StepLR(base_optimizer, step_size=config.lr_decay_every, gamma=config.lr_decay)
+    return model, targets, profile, optimizer, base_optimizer, scheduler, noise_gen, step_fn
+
+
+def _resume_path(checkpoint_path: str) -> str:
+    return checkpoint_path + ".resume.pt"
+
+
+def _trajectory_fields(config: TrainConfig) -> dict:
+    return {k: v for k, v in config.to_dict().items() if k not in _RESUME_FREE}
+
+
+def train(config: TrainConfig, callbacks: Iterable[Callback] = (), should_stop: Callable[[], bool] | None = None) -> TrainResult:
+    """Train ``config`` to the end (or until ``should_stop()`` says so), evaluate clean and noisy,
+    and write the checkpoint. A resume state is written after every epoch, so an interrupted run
+    continues from its last completed epoch along the same trajectory."""
+    config = config.validate()
+    callbacks = list(callbacks)
+    def emit(event: str, payload: dict) -> None:
+        for cb in callbacks:
+            cb(event, payload)
+
+    device = torch.device(config.torch_device)
+    bundle = load_dataset(config.dataset, config.data_root, download=config.download, verify=config.verify)
+    model, targets, profile, optimizer, base_optimizer, scheduler, noise_gen, step_fn = build_run(config, bundle, device)
+    data_gen = torch.Generator().manual_seed(config.seed)
+    loader = DataLoader(bundle.train, batch_size=config.batch_size, shuffle=True, generator=data_gen,
+                        num_workers=config.num_workers, drop_last=False)
+    steps_per_epoch, ckpt = len(loader), config.checkpoint_path
+    total_steps = steps_per_epoch * config.epochs
+    start_epoch, history, train_time = 0, [], 0.0
+    resume_path = _resume_path(ckpt)
+    if config.resume and os.path.exists(resume_path):
+        state = load_resume(resume_path)
+        if state["trajectory"] != _trajectory_fields(config):
+            diff = sorted(k for k in state["trajectory"] if state["trajectory"][k] != _trajectory_fields(config).get(k))
+            raise ValueError(f"{resume_path} belongs to a run with different settings ({diff}); delete it or "
+                             f"train with resume=False (--no-resume) to start over")
+        model.load_state_dict(state["model"])
+        base_optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        data_gen.set_state(state["data_gen"])
+        noise_gen.set_state(state["noise_gen"])
+        torch.set_rng_state(state["torch_rng"])  # CIFAR augmentation draws from the global generator
+        start_epoch, history, train_time = int(state["epoch"]), list(state["history"]), float(state["train_time_s"])
+    step = start_epoch * steps_per_epoch
+    emit("start", {"config": config.to_dict(), "total_steps": total_steps, "epochs": config.epochs,
+                   "start_epoch": start_epoch, "checkpoint": ckpt})
+    for epoch in range(start_epoch, config.epochs):
+        model.train()
+        t0 = time.perf_counter()
+        loss_sum, correct, seen = 0.0, 0, 0
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            loss, logits = step_fn(model, optimizer, x, y)
+            loss_sum += float(loss) * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+            step += 1
+            emit("step", {"step": step, "total_steps": total_steps, "epoch": epoch + 1, "epochs": config.epochs,
+                          "loss": float(loss)})
+            if should_stop is not None and should_stop():
+                emit("cancelled", {"epoch": epoch, "step": step, "total_steps": total_steps,
+                                   "resume": resume_path if os.path.exists(resume_path) else None})
+                return TrainResult(None, {"cancelled": True, "config": config.to_dict()}, {"history": history})
+        scheduler.step()
+        train_time += time.perf_counter() - t0
+        test_acc = evaluate(model, bundle.test, batch_size=config.eval_batch_size)["clean"]["acc"]
+        record = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
+                  "test_acc": test_acc, "lr": base_optimizer.param_groups[0]["lr"], "elapsed_s": train_time}
+        history.append(record)
+        save_resume(resume_path, {
+            "trajectory": _trajectory_fields(config), "epoch": epoch + 1, "history": history,
+            "train_time_s": train_time, "model": model.state_dict(), "optimizer": base_optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "data_gen": data_gen.get_state(),
+            "noise_gen": noise_gen.get_state(), "torch_rng": torch.get_rng_state()})
+        emit("epoch", {**record, "epochs": config.epochs, "step": step, "total_steps": total_steps})
+
+    # Table I numbers, under the evaluation profile (the training device unless told otherwise).
+    eval_spec = config.eval_device or config.device
+    eval_profile = make_profile(eval_spec, targets)
+    metrics = evaluate_splits(model, bundle, profile=eval_profile, targets=targets, draws=config.eval_draws,
+                              seed=config.seed, batch_size=config.eval_batch_size)
+    metrics.update(train_time_s=train_time, eval_device=str(eval_spec), eval_profile_hash=eval_profile.content_hash())
+    meta = {
+        "method": config.method, "arch": config.arch, "batchnorm": config.uses_batchnorm,
+        "dataset": bundle.geometry(), "model": dict(model.spec),
+        "device": {"name": resolve_device(config.device)[1], "spec": str(config.device),
+                   "hash": profile.content_hash() if profile is not None else eval_profile.content_hash()},
+        "trained_with_noise": profile is not None,
+        "targets": targets.describe(), "alpha": config.alpha, "k": config.k, "p": config.p, "rho": config.rho,
+        "seed": config.seed, "config": config.to_dict(), "metrics": metrics, "history": history,
+        "train_time_s": train_time, "versions": versions(),
+    }
+    save_checkpoint(ckpt, model, meta)
+    if os.path.exists(resume_path):
+        os.unlink(resume_path)  # the run is complete; its checkpoint replaces the resume state
+    emit("end", {"checkpoint": ckpt, "metrics": metrics, "train_time_s": train_time})
+    return TrainResult(ckpt, meta, metrics)
+
+
+def train_trio(config: TrainConfig, device_a="device-A", device_b="device-B", folder: str = "checkpoints",
+               callbacks: Iterable[Callback] = (), should_stop: Callable[[], bool] | None = None) -> dict:
+    """Three models on one architecture (so they span the landscape plane): SGD (with BatchNorm when
+    the DAT models have it, i.e. the sgd-bn row), DAT on device A and DAT on device B. Returns
+    {"sgd": TrainResult, "dat-a": ..., "dat-b": ...}."""
+    dat_method = config.method if config.method in ("dat-fast", "dat-full") else "dat-fast"
+    sgd_method = "sgd-bn" if config.uses_batchnorm else "sgd"
+    runs = {
+        "sgd": replace(config, method=sgd_method, device=str(device_a), batchnorm=config.uses_batchnorm,
+                       out=os.path.join(folder, "sgd.safetensors")),
+        "dat-a": replace(config, method=dat_method, device=str(device_a), batchnorm=config.uses_batchnorm,
+                         out=os.path.join(folder, "dat-a.safetensors")),
+        "dat-b": replace(config, method=dat_method, device=str(device_b), batchnorm=config.uses_batchnorm,
+                         out=os.path.join(folder, "dat-b.safetensors")),
+    }
+    results = {}
+    for label, run in runs.items():
+        tagged = [lambda event, payload, label=label, cb=cb: cb(event, {**payload, "run": label}) for cb in callbacks]
+        result = train(run, callbacks=tagged, should_stop=should_stop)
+        results[label] = result
+        if result.checkpoint_path is None:
+            break  # cancelled
+    return results
+
+
+def make_demo(folder: str = "checkpoints", profiles_folder: str = "profiles", callbacks: Iterable[Callback] = (),
+              should_stop: Callable[[], bool] | None = None, **overrides) -> dict:
+    """The demo set: profiles/device-A.npz and profiles/device-B.npz (the presets, saved), and three
+    small digits models in ``folder``: sgd (SGD-BN architecture), dat-a, dat-b. ``overrides`` go to
+    the "digits" preset (e.g. epochs=1 for a quick run)."""
+    from dat.config import resolve
+    from dat.devices import PRESETS
+    from dat.profile_io import save_device
+
+    Path(profiles_folder).mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name in ("device-A", "device-B"):
+        paths[name] = os.path.join(profiles_folder, f"{name}.npz")
+        save_device(paths[name], PRESETS[name])
+    config = resolve("digits", **{"method": "dat-fast", "batchnorm": True, **overrides})
+    return train_trio(config, "device-A", "device-B", folder=folder, callbacks=callbacks, should_stop=should_stop)

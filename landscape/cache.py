@@ -1,0 +1,125 @@
+"""On-disk cache of landscape results, keyed by a hash of every input that determines them.
+
+A key is the SHA-256 of a canonical JSON of the inputs (weight hashes, profile hashes, data hash,
+grid, seeds, draws, BatchNorm mode, ...) plus the code version (the package version and a hash of
+the computing modules' source), so editing the maths invalidates old entries. Each entry is
+``<key>.npz`` (the arrays) + ``<key>.json`` (labels and metadata), both written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+DEFAULT_FOLDER = Path("cache") / "landscape"
+_CODE_FILES = ("compute.py", "directions.py", "evaluator.py")
+
+
+def tensor_hash(tensors) -> str:
+    """SHA-256 over names, dtypes, shapes and bytes of a mapping of tensors (sorted by name)."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = torch.as_tensor(tensors[name]).detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def state_hash(model: nn.Module) -> str:
+    """Content hash of a model's weights and buffers (the checkpoint's identity)."""
+    return tensor_hash(model.state_dict())
+
+
+def code_version() -> str:
+    from . import __version__
+
+    h = hashlib.sha256()
+    here = Path(__file__).parent
+    for name in _CODE_FILES:
+        h.update((here / name).read_bytes())
+    return f"{__version__}+{h.hexdigest()[:12]}"
+
+
+def versions() -> dict:
+    import numpy
+    import plotly
+
+    return {"landscape": code_version(), "torch": torch.__version__, "numpy": numpy.__version__,
+            "plotly": plotly.__version__, "python": platform.python_version()}
+
+
+def key_of(inputs: dict) -> str:
+    text = json.dumps({"inputs": inputs, "code": code_version()}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, then os.replace: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def npz_bytes(arrays: dict) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+    return buf.getvalue()
+
+
+class ResultCache:
+    """Curves / Surface results on disk under ``folder`` (default cache/landscape)."""
+
+    def __init__(self, folder: str | os.PathLike = DEFAULT_FOLDER):
+        self.folder = Path(folder)
+
+    def paths(self, inputs: dict) -> tuple[Path, Path]:
+        key = key_of(inputs)
+        return self.folder / f"{key}.npz", self.folder / f"{key}.json"
+
+    def load(self, inputs: dict, cls):
+        """The stored result for these inputs, or None. Never unpickles (allow_pickle=False)."""
+        npz, js = self.paths(inputs)
+        if not (npz.exists() and js.exists()):
+            return None
+        record = json.loads(js.read_text())
+        if record.get("kind") != cls.kind or record.get("key") != npz.stem:
+            return None
+        with np.load(npz, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+        meta = dict(record["meta"], cache={"hit": True, "key": npz.stem})
+        return cls.from_arrays(arrays, record["labels"], meta)
+
+    def save(self, inputs: dict, result) -> Path:
+        npz, js = self.paths(inputs)
+        # Arrays first, then the JSON that makes the entry visible to `load`.
+        atomic_write_bytes(npz, npz_bytes(result.to_arrays()))
+        record = {"kind": result.kind, "key": npz.stem, "labels": result.labels(), "meta": result.meta}
+        atomic_write_bytes(js, json.dumps(record, indent=1, sort_keys=True).encode())
+        return npz
+
+
+def as_cache(cache) -> ResultCache | None:
+    """None -> no caching; a ResultCache as is; a str / path -> a ResultCache in that folder."""
+    if cache is None or isinstance(cache, ResultCache):
+        return cache
+    if isinstance(cache, (str, os.PathLike)):
+        return ResultCache(cache)
+    raise TypeError(f"cache must be None, a folder path or a ResultCache, found {type(cache).__name__}")

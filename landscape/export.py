@@ -1,0 +1,223 @@
+"""Paper bundles: figures as PNG / SVG / PDF at journal column widths, the numbers as CSV and NPZ, and a
+reproduction JSON from which the numbers can be recomputed (``reproduce``).
+
+Static export is Plotly's (kaleido >= 1), which drives a Chromium-based browser found on PATH
+(Debian: ``apt-get install chromium``) or named by the BROWSER_PATH environment variable.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
+import plotly.io as pio
+
+from .cache import atomic_write_bytes, npz_bytes
+from .compute import Curves, Surface
+from .figures import default_figures
+
+FORMAT = "dat-landscape-bundle"
+FORMAT_VERSION = 1
+IMAGE_FORMATS = ("png", "svg", "pdf")
+# Journal column widths in inches (IEEE two-column: 3.5 in single, 7.16 in double).
+WIDTHS_IN = {"single": 3.5, "double": 7.16}
+CSS_PX_PER_IN = 96  # Plotly sizes are CSS pixels; Chrome prints 96 of them per inch
+FONT_PX = {"single": 10, "double": 11}  # about 7.5-8 pt once printed at column width
+
+
+class BrowserNotFoundError(RuntimeError):
+    """No Chromium-based browser for Plotly's static export."""
+
+
+def find_browser() -> str:
+    """Path of the browser kaleido will drive, or a BrowserNotFoundError saying how to get one."""
+    override = os.environ.get("BROWSER_PATH")
+    if override:
+        if os.path.isfile(override) and os.access(override, os.X_OK):
+            return override
+        raise BrowserNotFoundError(f"BROWSER_PATH={override!r} is not an executable file: point it at a "
+                                   "Chromium or Chrome binary, or unset it to search PATH")
+    from choreographer.browsers.chromium import Chromium
+
+    found = Chromium.find_browser(skip_local=False)
+    if not found:
+        raise BrowserNotFoundError(
+            "figure export (PNG/SVG/PDF) needs a Chromium-based browser and none was found. Install one, "
+            "e.g. `sudo apt-get install chromium` (Debian/Ubuntu) or Google Chrome, or set BROWSER_PATH to "
+            "its executable. The numbers (CSV, NPZ, JSON) can still be exported with formats=('csv', 'npz').")
+    return found
+
+
+def _columns(fig: go.Figure) -> int:
+    return max(1, sum(1 for k in fig.layout.to_plotly_json() if k.startswith("xaxis")) or 1)
+
+
+def sized(fig: go.Figure, width: str) -> tuple[go.Figure, int, int]:
+    """A copy of ``fig`` laid out for a column width ("single" | "double"): (figure, width px, height px)."""
+    if width not in WIDTHS_IN:
+        raise ValueError(f"width must be one of {sorted(WIDTHS_IN)}, found {width!r}")
+    w = int(round(WIDTHS_IN[width] * CSS_PX_PER_IN))
+    is3d = any(t.type == "surface" for t in fig.data)
+    ncols = 1 if is3d else _columns(fig)
+    # Panels stay roughly square: height follows the width of one panel, plus room for titles.
+    h = int(round(min(w * 0.8, w / ncols * 0.95 + 90))) if ncols > 1 else int(round(w * 0.8))
+    out = go.Figure(fig)
+    bottom = max(40, int(fig.layout.margin.b or 0) * 2 // 3)  # keeps room for colour bars placed below
+    out.update_layout(width=w, height=h + bottom - 40, font=dict(size=FONT_PX[width]),
+                      margin=dict(l=45, r=10, t=35, b=bottom))
+    out.update_annotations(font_size=FONT_PX[width])
+    out.update_traces(textfont_size=FONT_PX[width] - 1, selector=dict(mode="markers+text"))
+    if ncols >= 3 and width == "single":
+        out.update_xaxes(nticks=4)
+    return out, w, h + bottom - 40
+
+
+def numbers_csv(result) -> str:
+    """The figure's numbers in long form, one row per point."""
+    buf = io.StringIO()
+    wr = csv.writer(buf)
+    if isinstance(result, Curves):
+        mean_l, mean_a = result.mean("loss"), result.mean("accuracy")
+        lo, hi = result.band_limits("loss")
+        wr.writerow(["model", "device", "alpha", "loss_mean", f"loss_band_low_{result.band}",
+                     f"loss_band_high_{result.band}", "accuracy_mean", "typical_norm"])
+        for i, m in enumerate(result.models):
+            for j, d in enumerate(result.devices):
+                for a in range(result.alphas.shape[1]):
+                    wr.writerow([m, d, repr(float(result.alphas[j, a])), repr(float(mean_l[i, j, a])),
+                                 repr(float(lo[i, j, a])), repr(float(hi[i, j, a])), repr(float(mean_a[i, j, a])),
+                                 repr(float(result.typical_norm[i, j]))])
+    elif isinstance(result, Surface):
+        wr.writerow(["panel", "alpha", "beta", "loss", "loss_std", "accuracy"])
+        for p, panel in enumerate(result.panels):
+            for i, a in enumerate(result.alphas):
+                for j, b in enumerate(result.betas):
+                    wr.writerow([panel, repr(float(a)), repr(float(b)), repr(float(result.loss[p, i, j])),
+                                 repr(float(result.loss_std[p, i, j])), repr(float(result.accuracy[p, i, j]))])
+    else:
+        raise TypeError(f"result must be Curves or Surface, found {type(result).__name__}")
+    return buf.getvalue()
+
+
+def reproduction_record(result, spec=None, files=()) -> dict:
+    """What the bundle's JSON holds: the result's inputs (hashes, grid, seeds), versions, and the spec
+    (files and names) from which ``reproduce`` recomputes it."""
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": result.kind, "labels": result.labels(),
+            "inputs": result.meta.get("inputs", {}), "versions": result.meta.get("versions", {}),
+            "spec": None if spec is None else spec.to_dict(), "files": sorted(files),
+            "how_to_reproduce": "landscape.export.reproduce('reproduce.json') or "
+                                "`dat landscape reproduce reproduce.json`"}
+
+
+def _bundle_files(result, figures, formats, widths, dpi, spec, comparison) -> dict[str, bytes]:
+    if not isinstance(result, (Curves, Surface)):
+        raise TypeError(f"result must be Curves or Surface, found {type(result).__name__}")
+    bad = [f for f in formats if f not in IMAGE_FORMATS + ("csv", "npz", "html")]
+    if bad:
+        raise ValueError(f"formats must be among {IMAGE_FORMATS + ('csv', 'npz', 'html')}, found {bad}")
+    if not (isinstance(dpi, (int, float)) and dpi > 0):
+        raise ValueError(f"dpi must be a positive number, found {dpi!r}")
+    files: dict[str, bytes] = {}
+    files["numbers.csv"] = numbers_csv(result).encode()
+    files["numbers.npz"] = npz_bytes(result.to_arrays())
+    if comparison is not None:
+        files["summary.csv"] = comparison.to_csv().encode()
+    images = [f for f in formats if f in IMAGE_FORMATS]
+    figures = default_figures(result) if figures is None else dict(figures)
+    if "html" in formats:
+        for name, fig in figures.items():
+            files[f"{name}.html"] = fig.to_html(include_plotlyjs="cdn", full_html=True).encode()
+    if images and figures:
+        find_browser()
+        import kaleido
+
+        # One browser for the whole batch: each separate export would start its own (seconds each).
+        kaleido.start_sync_server(silence_warnings=True)
+        try:
+            with warnings.catch_warnings():
+                # Plotly passes its browser options again per image; the running server has them already.
+                warnings.filterwarnings("ignore", message="The kopts argument is ignored")
+                for name, fig in figures.items():
+                    for width in widths:
+                        f, w, h = sized(fig, width)
+                        for fmt in images:
+                            scale = dpi / CSS_PX_PER_IN if fmt == "png" else 1
+                            files[f"{name}_{width}.{fmt}"] = pio.to_image(f, format=fmt, width=w, height=h,
+                                                                          scale=scale)
+        finally:
+            kaleido.stop_sync_server(silence_warnings=True)
+    record = reproduction_record(result, spec, list(files) + ["reproduce.json"])
+    record["export"] = {"formats": list(formats), "widths_in": {w: WIDTHS_IN[w] for w in widths}, "dpi": dpi}
+    # Insertion order kept: the spec's label order is the order of the arrays' axes.
+    files["reproduce.json"] = json.dumps(record, indent=1).encode()
+    return files
+
+
+def export_bundle(result, folder, *, figures: dict | None = None, formats=IMAGE_FORMATS + ("csv", "npz"),
+                  widths=("single", "double"), dpi: int = 300, spec=None, comparison=None) -> list[Path]:
+    """Write the whole bundle into ``folder``; each file atomically. Returns the paths written.
+
+    figures: name -> plotly Figure (default: ``figures.default_figures(result)``); formats: image
+    formats among png/svg/pdf (plus html for interactive copies); the numbers (numbers.csv,
+    numbers.npz) and reproduce.json are always written. PNG is rasterised at ``dpi`` for the column
+    width; SVG and PDF are vector at the column width.
+    """
+    files = _bundle_files(result, figures, formats, widths, dpi, spec, comparison)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name, data in files.items():
+        atomic_write_bytes(folder / name, data)
+        out.append(folder / name)
+    return out
+
+
+def bundle_zip(result, **kwargs) -> bytes:
+    """The same bundle as a zip archive in memory (for download buttons)."""
+    files = _bundle_files(result, kwargs.pop("figures", None), kwargs.pop("formats", IMAGE_FORMATS + ("csv", "npz")),
+                          kwargs.pop("widths", ("single", "double")), kwargs.pop("dpi", 300), kwargs.pop("spec", None),
+                          kwargs.pop("comparison", None))
+    if kwargs:
+        raise TypeError(f"unexpected arguments {sorted(kwargs)}")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+def reproduce(record, progress=None, cache=None):
+    """Recompute a bundle's result from its reproduction JSON (a path or the parsed dict).
+
+    Raises ValueError when the JSON has no spec, or when a checkpoint, profile or the data no longer
+    hash to what the bundle recorded (the files changed since the figure was made).
+    """
+    from .spec import LandscapeSpec, run_spec
+
+    if isinstance(record, (str, os.PathLike)):
+        record = json.loads(Path(record).read_text())
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise ValueError(f"expected a {FORMAT} reproduction JSON, found {str(record)[:80]!r}")
+    if record.get("spec") is None:
+        raise ValueError("this bundle was exported without a spec (files and names), so it records the inputs' "
+                         "hashes but not where to load them from: export with spec=LandscapeSpec(...)")
+    result = run_spec(LandscapeSpec.from_dict(record["spec"]), progress=progress, cache=cache)
+    want, got = record.get("inputs", {}), result.meta.get("inputs", {})
+    for key in ("models", "profiles", "data"):
+        if key in want and want[key] != got.get(key):
+            raise ValueError(f"the {key} differ from those the bundle was made with: recorded {want[key]}, "
+                             f"found {got.get(key)}")
+    return result
+
+
+def load_numbers(folder) -> dict[str, np.ndarray]:
+    """The arrays of a bundle's numbers.npz (never unpickled)."""
+    with np.load(Path(folder) / "numbers.npz", allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}

@@ -1,0 +1,53 @@
+"""Spreading grid chunks over processes with torch.distributed (torchrun), nothing home-made.
+
+A 2D surface is a list of independent chunks of (alpha, beta) points. Under torchrun every rank
+evaluates the chunks j with j % world_size == rank, and `all_gather_object` gives every rank the
+whole surface, in chunk order, so the result is identical to a single-process run.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Sequence
+
+import torch
+import torch.distributed as dist
+
+
+def rank_and_world() -> tuple[int, int]:
+    """(rank, world size) of the initialised default process group, or (0, 1)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_from_env() -> tuple[int, int]:
+    """Join the process group torchrun describes in the environment (WORLD_SIZE > 1); NCCL when
+    every rank has a GPU, gloo otherwise. A plain single-process run does nothing."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend=backend)
+    return rank_and_world()
+
+
+def map_chunks(fn: Callable, chunks: Sequence, progress: Callable[[int, int], None] | None = None) -> list:
+    """[fn(c) for c in chunks], the chunks shared round-robin between the ranks of the process group.
+
+    progress(done, total) counts the points this rank has evaluated against the rank's share.
+    """
+    rank, world = rank_and_world()
+    mine = list(range(rank, len(chunks), world))
+    total = sum(len(chunks[j]) for j in mine)
+    done, results = 0, {}
+    for j in mine:
+        results[j] = fn(chunks[j])
+        done += len(chunks[j])
+        if progress is not None:
+            progress(done, total)
+    if world > 1:
+        gathered: list = [None] * world
+        dist.all_gather_object(gathered, results)
+        results = {j: r for part in gathered for j, r in part.items()}
+    return [results[j] for j in range(len(chunks))]

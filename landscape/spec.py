@@ -1,0 +1,129 @@
+"""A landscape described by files and names (checkpoints, device presets or profile files, dataset),
+so that a figure can be recomputed from its bundle's JSON. ``run_spec`` loads everything and calls
+the pure functions of ``landscape.compute``; the CLI and ``export.reproduce`` go through it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields
+
+from .compute import Curves, Surface, free_plane, noise_curves, plane_surface
+
+KINDS = ("curves", "surface", "free-plane")
+TRIO = ("SGD", "DAT-A", "DAT-B")
+
+
+@dataclass
+class LandscapeSpec:
+    """Everything that determines a landscape, by reference. Units and meanings as in compute.py."""
+
+    kind: str                                     # "curves" | "surface" | "free-plane"
+    checkpoints: dict                             # label -> checkpoint path (surface: SGD, DAT-A, DAT-B)
+    devices: dict = field(default_factory=lambda: {"device-A": "device-A", "device-B": "device-B"})
+    dataset: str = "digits"                       # dat.data.load_dataset name
+    data_root: str | None = None                  # folder for CIFAR
+    split: str = "train"                          # "train" (un-augmented) or "test"
+    max_samples: int | None = None                # first n samples of the split (None: all)
+    targets: str = "last-linear"                  # noise targets: "last-linear" | "all-analog"
+    tile: int = 64                                # crossbar tile size T (cells)
+    units: str = "relative"                       # eta units: "relative" (x max|W|) | "absolute"
+    draws: int = 20                               # noise draws (curves: directions; surface: S)
+    seed: int = 0                                 # seed of the noise draws
+    sampler: str = "full"                         # "full" (exact) | "low-rank" (mu + A_k z)
+    k: int = 10                                   # rank of the low-rank sampler
+    alphas: list | None = None                    # curves: explicit alpha grid (None: from r)
+    span: float = 3.0                             # curves: default grid is [-span r, span r]
+    num_alphas: int = 61                          # curves: default grid size
+    band: str = "std"                             # curves: "std" | "p10-p90"
+    alpha_range: tuple = (-0.5, 1.5)              # surface: alpha interval
+    beta_range: tuple = (-0.3, 0.8)               # surface: beta interval
+    resolution: tuple = (21, 23)                  # surface: (num alpha, num beta) grid points
+    bn: str = "interpolate"                       # surface: "interpolate" | "recalibrate"
+    recal_batches: int | None = None              # surface: batches of train data for recalibration
+    direction_seed: int = 0                       # free plane: seed of the two random directions
+    batch_size: int = 512                         # samples per forward pass
+    chunk_size: int = 16                          # grid points per evaluated chunk
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, found {self.kind!r}")
+        if self.split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', found {self.split!r}")
+        if self.kind == "surface" and set(self.checkpoints) != set(TRIO):
+            raise ValueError(f"a surface needs checkpoints labelled {TRIO}, found {sorted(self.checkpoints)}")
+        if self.kind == "free-plane" and len(self.checkpoints) != 1:
+            raise ValueError(f"a free plane takes one checkpoint, found {len(self.checkpoints)}")
+        if self.kind == "curves" and (not self.checkpoints or not self.devices):
+            raise ValueError("curves need at least one checkpoint and one device")
+        self.alpha_range, self.beta_range = tuple(self.alpha_range), tuple(self.beta_range)
+        self.resolution = tuple(self.resolution) if not isinstance(self.resolution, int) else (self.resolution,) * 2
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["checkpoints"] = {k: os.fspath(v) for k, v in self.checkpoints.items()}
+        d["devices"] = {k: os.fspath(v) for k, v in self.devices.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LandscapeSpec":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown landscape spec fields {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)
+
+
+def load_models(spec: LandscapeSpec) -> dict:
+    from dat.checkpoint import load_checkpoint
+
+    return {label: load_checkpoint(path).model for label, path in spec.checkpoints.items()}
+
+
+def load_profiles(spec: LandscapeSpec, model) -> dict:
+    """label -> NoiseProfile bound to ``model``'s targets; a device is a preset name or a saved file."""
+    from dat.devices import PRESETS
+    from dat.profile_io import load_device
+    from dat.profiles import bind
+    from dat.targets import find_targets
+
+    targets = find_targets(model, spec.targets, tile=(spec.tile, spec.tile), units=spec.units)
+    out = {}
+    for label, ref in spec.devices.items():
+        if ref in PRESETS:
+            device = PRESETS[ref]
+        elif os.path.isfile(ref):
+            device = load_device(ref)
+        else:
+            raise ValueError(f"device {label!r}: expected a preset name {sorted(PRESETS)} or a saved profile file, "
+                             f"found {ref!r}")
+        out[label] = bind(device, targets, name=label)
+    return out
+
+
+def load_split(spec: LandscapeSpec):
+    from dat.data import load_dataset
+
+    bundle = load_dataset(spec.dataset, root=spec.data_root)
+    return bundle, (bundle.train_eval if spec.split == "train" else bundle.test)
+
+
+def run_spec(spec: LandscapeSpec, progress=None, cache=None) -> Curves | Surface:
+    """Load the spec's inputs and compute its landscape."""
+    models = load_models(spec)
+    bundle, data = load_split(spec)
+    first = next(iter(models.values()))
+    profiles = load_profiles(spec, first) if spec.devices else {}
+    common = dict(draws=spec.draws, seed=spec.seed, sampler=spec.sampler, k=spec.k, split=spec.split,
+                  max_samples=spec.max_samples, batch_size=spec.batch_size, progress=progress, cache=cache)
+    if spec.kind == "curves":
+        return noise_curves(models, profiles, data, alphas=spec.alphas, span=spec.span, num_alphas=spec.num_alphas,
+                            band=spec.band, **common)
+    surface_kw = dict(profiles={"none": None, **profiles}, resolution=spec.resolution, bn=spec.bn,
+                      recal_dataset=bundle.train_eval if spec.bn == "recalibrate" else None,
+                      recal_batches=spec.recal_batches, chunk_size=spec.chunk_size, **common)
+    if spec.kind == "surface":
+        return plane_surface(models["SGD"], models["DAT-A"], models["DAT-B"], data, alpha_range=spec.alpha_range,
+                             beta_range=spec.beta_range, **surface_kw)
+    return free_plane(first, data, direction_seed=spec.direction_seed, alpha_range=spec.alpha_range,
+                      beta_range=spec.beta_range, **surface_kw)

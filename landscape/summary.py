@@ -1,0 +1,97 @@
+"""Device comparison numbers: how much each device's noise costs each model, and how wide its basin is.
+
+Definitions (docs/landscape.md states them with the same words):
+- loss increase at the typical noise norm: mean over draws of g(r) - g(0), where r = sqrt(E||delta||^2)
+  is the device's typical noise norm on that model and g runs along each draw's own unit direction;
+- basin width: the mean curve's interval around alpha = 0 on which g(alpha) <= g(0) + threshold,
+  with the two crossings found by linear interpolation between grid points; ``censored`` says an end
+  of the alpha grid was reached before the curve rose that far (the width is then a lower bound).
+  It is given in weight units and in units of r, which is comparable across devices.
+- with a surface: at each model's marker, the expected loss under the device minus the noise-free loss.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .compute import Curves, Surface
+
+
+def _crossing(a0: float, g0: float, a1: float, g1: float, level: float) -> float:
+    return a0 + (level - g0) * (a1 - a0) / (g1 - g0)
+
+
+def basin_width(alphas: np.ndarray, curve: np.ndarray, clean: float, threshold: float) -> tuple[float, float, bool]:
+    """(left, right, censored) ends of the connected interval around 0 where curve <= clean + threshold."""
+    level = clean + threshold
+    a = np.asarray(alphas, dtype=np.float64)
+    g = np.asarray(curve, dtype=np.float64)
+    ends, censored = [], False
+    for side in (-1, 1):
+        idx = np.flatnonzero(side * a > 0)
+        idx = idx[np.argsort(side * a[idx])]       # walk outward from 0
+        prev_a, prev_g, end = 0.0, clean, None
+        for i in idx:
+            if not g[i] <= level:                  # NaN counts as "out of the basin"
+                end = _crossing(prev_a, prev_g, a[i], g[i], level) if np.isfinite(g[i]) else prev_a
+                break
+            prev_a, prev_g = a[i], g[i]
+        if end is None:
+            end, censored = prev_a, True
+        ends.append(end)
+    return ends[0], ends[1], censored
+
+
+@dataclass(frozen=True)
+class Comparison:
+    rows: list
+    threshold: float
+    meta: dict = field(default_factory=dict)
+
+    def to_csv(self) -> str:
+        buf = io.StringIO()
+        if self.rows:
+            writer = csv.DictWriter(buf, fieldnames=list(self.rows[0]))
+            writer.writeheader()
+            writer.writerows(self.rows)
+        return buf.getvalue()
+
+
+def compare_devices(curves: Curves, surface: Surface | None = None, *, threshold: float = 0.1) -> Comparison:
+    """Per model and device: loss increase at the typical noise norm and basin width (see module doc)."""
+    if not isinstance(curves, Curves):
+        raise TypeError(f"curves must be a landscape Curves result, found {type(curves).__name__}")
+    if not (np.isfinite(threshold) and threshold > 0):
+        raise ValueError(f"threshold must be a positive loss difference, found {threshold}")
+    mean = curves.mean("loss")
+    rows = []
+    for i, model in enumerate(curves.models):
+        for j, device in enumerate(curves.devices):
+            r = float(curves.typical_norm[i, j])
+            left, right, censored = basin_width(curves.alphas[j], mean[i, j], float(curves.clean_loss[i]), threshold)
+            inc = curves.loss_at_typical[i, j] - curves.clean_loss[i]
+            row = {"model": model, "device": device, "typical_norm": r,
+                   "clean_loss": float(curves.clean_loss[i]),
+                   "loss_increase_at_typical": float(inc.mean()),
+                   "loss_increase_at_typical_std": float(inc.std(ddof=1)) if inc.size > 1 else 0.0,
+                   "accuracy_drop_at_typical": float(curves.clean_accuracy[i] - curves.accuracy_at_typical[i, j].mean()),
+                   "basin_left": left, "basin_right": right, "basin_width": right - left,
+                   "basin_width_over_typical": (right - left) / r, "basin_censored": censored}
+            if surface is not None:
+                row["surface_loss_increase"] = _surface_increase(surface, model, device)
+            rows.append(row)
+    meta = {"curves": curves.meta.get("inputs", {}), "threshold": threshold,
+            "surface": None if surface is None else surface.meta.get("inputs", {})}
+    return Comparison(rows, float(threshold), meta)
+
+
+def _surface_increase(surface: Surface, model: str, device: str) -> float:
+    """Expected loss under ``device`` minus noise-free loss at ``model``'s marker (NaN if not on it)."""
+    if model not in surface.markers or device not in surface.panels or "none" not in surface.panels:
+        return float("nan")
+    m = list(surface.markers).index(model)
+    return float(surface.marker_loss[surface.panels.index(device), m] - surface.marker_loss[surface.panels.index("none"), m])

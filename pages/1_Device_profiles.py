@@ -1,0 +1,160 @@
+"""Device profiles: presets, edited parameters or fitted measurements; device A and B side by side."""
+
+import dataclasses
+
+import streamlit as st
+
+from dat import profile_figures as pf
+from dat.devices import CROSSBAR_UNITS, KERNELS, CrossbarParams
+from dat.ui_helpers import device_choices, fit_measurements, load_device
+from dat.workspace import Workspace
+
+st.set_page_config(page_title="Device profiles", layout="wide")
+st.title("Device profiles")
+st.markdown(
+    "A device's noise is a multivariate normal N(mu, Sigma) over the cells of a crossbar tile "
+    "(word lines are rows, bit lines columns; values are fractions of g_max). Pick what devices A and "
+    "B are, change a preset's parameters, or fit a device from your own repeated programming maps.")
+
+ws = Workspace.default()
+FITTED = "fitted from the upload (unsaved)"
+
+with st.sidebar:
+    st.header("View settings")
+    tile = st.selectbox("Tile size (cells per side)", [16, 32, 64], index=1,
+                        help="Fitted devices are shown on their measured tile shape.")
+    num_maps = st.slider("Sampled noise maps per device", 1, 4, 3)
+    window = st.slider("Sigma window (cells)", 16, 512, 128, step=16,
+                       help="The top-left block of Sigma: the first cells in row-major order.")
+    k = st.number_input("k (eigenpairs kept by DAT-Fast)", 1, 200, 10)
+    k_max = st.number_input("Eigenvalues shown", 10, 200, 50, step=10)
+    seed = st.number_input("Seed of the sampled maps", 0, 10_000, 0)
+
+
+# -- measurements ---------------------------------------------------------------------------------
+with st.expander("Fit a device from measurements (.npz or .csv)"):
+    st.markdown("Upload repeated programming maps of one tile: an array `maps` of shape "
+                "[n_samples, rows, cols] in a .npz, or a .csv with one sample per line (rows*cols "
+                "values, row-major) and an optional first line `# rows=R cols=C`.")
+    upload = st.file_uploader("Measurement file", type=["npz", "csv"], key="measurements")
+    estimator = st.selectbox("Shrinkage estimator", ["ledoitwolf", "oas"])
+    if upload is not None and st.button("Fit", key="fit"):
+        try:
+            fitted = fit_measurements(upload.name, upload.getvalue(), estimator=estimator, k=int(k))
+        except (ValueError, TypeError) as exc:
+            st.error(f"Could not fit a device from {upload.name}: {exc}")
+        else:
+            st.session_state["fitted_device"] = fitted
+            st.success(f"Fitted {fitted!r}; pick '{FITTED}' for device A or B below.")
+    if "fitted_device" in st.session_state:
+        st.json(st.session_state["fitted_device"].report(), expanded=False)
+
+
+# -- choosing devices A and B -----------------------------------------------------------------------
+choices = device_choices(ws)
+options = list(choices) + ([FITTED] if "fitted_device" in st.session_state else [])
+
+
+def parameter_form(slot: str, label: str, device: CrossbarParams) -> CrossbarParams:
+    """A form over every CrossbarParams field; returns the edited device (kept in the session)."""
+    key = f"edited_{slot}"
+    with st.expander(f"Change device {slot}'s parameters"):
+        with st.form(f"params_{slot}"):
+            values = {}
+            for f in dataclasses.fields(CrossbarParams):
+                current = getattr(device, f.name)
+                text = f"{f.name} ({CROSSBAR_UNITS.get(f.name, '-')})"
+                if f.name == "name":
+                    values[f.name] = st.text_input(text, value=f"{current}-edited", key=f"{slot}_{label}_name")
+                elif f.name == "kernel":
+                    values[f.name] = st.selectbox(text, KERNELS, index=KERNELS.index(current),
+                                                  key=f"{slot}_{label}_kernel")
+                else:
+                    # Keys include the picked device, so that another pick refills the form.
+                    values[f.name] = st.number_input(text, value=float(current), format="%.4f",
+                                                     key=f"{slot}_{label}_{f.name}")
+            if st.form_submit_button("Apply"):
+                try:
+                    st.session_state[key] = CrossbarParams(**values)
+                except (ValueError, TypeError) as exc:
+                    st.error(f"Invalid parameters: {exc}")
+        if key in st.session_state and st.button("Back to the unedited device", key=f"reset_{slot}"):
+            del st.session_state[key]
+    return st.session_state.get(key, device)
+
+
+devices = {}
+columns = st.columns(2)
+for slot, col, default in (("A", columns[0], "device-A"), ("B", columns[1], "device-B")):
+    with col:
+        st.subheader(f"Device {slot}")
+        label = st.selectbox(f"Device {slot}", options,
+                             index=options.index(default) if default in options else 0, key=f"choice_{slot}")
+        if label == FITTED:
+            device = st.session_state["fitted_device"]
+        else:
+            try:
+                device = load_device(choices[label])
+            except (ValueError, TypeError, OSError) as exc:
+                st.error(f"Could not load {label}: {exc}")
+                st.stop()
+            if st.session_state.get(f"base_{slot}") != label:  # a new pick drops old edits
+                st.session_state.pop(f"edited_{slot}", None)
+                st.session_state[f"base_{slot}"] = label
+        if isinstance(device, CrossbarParams):
+            device = parameter_form(slot, label, device)
+            st.caption("stds at the chosen time (fraction of g_max): " +
+                       ", ".join(f"{n} {v:.4f}" for n, v in device.stds().items()))
+        devices[slot] = device
+
+
+@st.cache_data(max_entries=16, show_spinner="Sampling the noise and computing Sigma's spectrum...")
+def views(_device, key: str, tile: int, num: int, window: int, k: int, k_max: int, seed: int) -> dict:
+    """Every number the page draws for one device (cached by the profile's content hash)."""
+    profile = pf.tile_profile(_device, (tile, tile))
+    return {"maps": pf.noise_maps(profile, num=num, seed=seed),
+            "sigma": pf.sigma_window(profile, window),
+            "corr": pf.correlation_profile(profile),
+            "spectrum": profile.spectrum(min(k_max, profile.n)),
+            "captured": profile.captured_variance(min(k, profile.n)),
+            "n": profile.n, "hash": profile.content_hash()}
+
+
+results = {}
+for slot, device in devices.items():
+    key = pf.tile_profile(device, (tile, tile)).content_hash()
+    results[slot] = views(device, key, int(tile), int(num_maps), int(window), int(k), int(k_max), int(seed))
+
+st.header("Sampled noise maps on one tile")
+st.plotly_chart(pf.noise_maps_figure({f"device {s}": r["maps"] for s, r in results.items()}),
+                key="maps_figure")
+
+st.header("Sigma (a window) on one colour scale")
+zmax = max(float(abs(r["sigma"]).max()) for r in results.values())
+for col, (slot, r) in zip(st.columns(2), results.items()):
+    col.plotly_chart(pf.sigma_figure(r["sigma"], f"device {slot}", zmax=zmax), key=f"sigma_{slot}")
+
+st.header("Correlation against cell distance")
+st.plotly_chart(pf.correlation_figure({f"device {s}": r["corr"] for s, r in results.items()}),
+                key="corr_figure")
+
+st.header("Eigen-spectrum and captured variance")
+st.plotly_chart(pf.spectrum_figure({f"device {s}": r["spectrum"] for s, r in results.items()}, int(k)),
+                key="spectrum_figure")
+for col, (slot, r) in zip(st.columns(2), results.items()):
+    col.metric(f"Device {slot}: variance captured by k = {int(k)}", f"{100 * r['captured']:.1f} %",
+               help=f"n = {r['n']} cells; profile hash {r['hash'][:12]}")
+
+# -- saving ---------------------------------------------------------------------------------------
+st.header("Save a device")
+with st.form("save_profile"):
+    slot = st.radio("Which device", list(devices), horizontal=True)
+    name = st.text_input("Name (saved as profiles/NAME.npz)", value="")
+    overwrite = st.checkbox("Overwrite an existing profile of that name")
+    if st.form_submit_button("Save"):
+        try:
+            path = ws.save_profile(name, devices[slot], overwrite=overwrite)
+        except (ValueError, TypeError, FileExistsError) as exc:
+            st.error(f"Not saved: {exc}")
+        else:
+            st.success(f"Saved device {slot} as {path}; it is now a choice on every page.")

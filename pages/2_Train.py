@@ -1,0 +1,118 @@
+"""Train: one model or the trio (SGD, DAT on A, DAT on B) as background jobs with live curves."""
+
+import streamlit as st
+
+from dat import jobs
+from dat.config import METHODS, PRESETS, TARGET_CHOICES, resolve
+from dat.ui_helpers import device_choices, submit_training, submit_trio, training_figure
+from dat.workspace import Workspace
+
+st.set_page_config(page_title="Train", layout="wide")
+st.title("Train")
+st.markdown(
+    "Choose a preset (it fills the form), adjust, then train one model or **the trio**: SGD, DAT on "
+    "device A and DAT on device B on one architecture, so that the three span the landscape plane. "
+    "Training runs in the background: leave the page, close the tab, the checkpoints are still "
+    "written to `checkpoints/`.")
+
+ws = Workspace.default()
+choices = device_choices(ws)
+labels = list(choices)
+
+preset = st.selectbox("Preset", list(PRESETS), help="digits: seconds on a laptop; cifar*: the paper's settings.")
+base = resolve(preset)
+p = f"{preset}_"  # widget keys per preset, so that picking a preset refills the form
+
+with st.form("train_form"):
+    c1, c2, c3 = st.columns(3)
+    with c1:
+        st.markdown("**Data and model**")
+        dataset = st.selectbox("Dataset", ["digits", "cifar10", "cifar100"],
+                               index=["digits", "cifar10", "cifar100"].index(base.dataset), key=p + "dataset")
+        arch = st.selectbox("Architecture", ["cnn6", "resnet18"], index=["cnn6", "resnet18"].index(base.arch),
+                            key=p + "arch")
+        width = st.number_input("Width (channels of the first stage)", 1, 512, base.width or 64, key=p + "width")
+        hidden = st.number_input("Hidden linear width (CNN6)", 1, 4096, base.hidden or 256, key=p + "hidden")
+        batchnorm = st.selectbox("BatchNorm", ["follow the method", "yes", "no"], key=p + "bn",
+                                 help="By default SGD has none and every other method has it; the trio "
+                                      "uses one architecture for all three.")
+    with c2:
+        st.markdown("**Method and device**")
+        method = st.selectbox("Method (single model)", METHODS, index=METHODS.index(base.method), key=p + "method")
+        device = st.selectbox("Device profile", labels, index=labels.index("device-A"), key=p + "device")
+        targets = st.selectbox("Noise targets", TARGET_CHOICES, key=p + "targets")
+        alpha = st.number_input("alpha (DAT strength)", 0.0, 1e5, float(base.alpha), key=p + "alpha")
+        k = st.number_input("k (rank of A_k)", 1, 1000, base.k, key=p + "k")
+        dat_trio = st.selectbox("DAT method of the trio", ["dat-fast", "dat-full"], key=p + "trio_method")
+        device_a = st.selectbox("Trio: device A", labels, index=labels.index("device-A"), key=p + "dev_a")
+        device_b = st.selectbox("Trio: device B", labels, index=labels.index("device-B"), key=p + "dev_b")
+    with c3:
+        st.markdown("**Optimisation**")
+        epochs = st.number_input("Epochs", 1, 1000, base.epochs, key=p + "epochs")
+        batch_size = st.number_input("Batch size", 1, 4096, base.batch_size, key=p + "batch")
+        lr = st.number_input("Learning rate", 0.0, 10.0, float(base.lr), format="%.4f", key=p + "lr")
+        weight_decay = st.number_input("Weight decay", 0.0, 1.0, float(base.weight_decay), format="%.5f",
+                                       key=p + "wd")
+        seed = st.number_input("Seed", 0, 1_000_000, base.seed, key=p + "seed")
+        eval_draws = st.number_input("Noise draws for evaluation", 1, 1000, base.eval_draws, key=p + "draws")
+    b1, b2 = st.columns(2)
+    one = b1.form_submit_button("Train this model")
+    trio = b2.form_submit_button("Train the trio (SGD, DAT-A, DAT-B)", type="primary")
+
+if one or trio:
+    overrides = dict(dataset=dataset, arch=arch, width=int(width), hidden=int(hidden) if arch == "cnn6" else None,
+                     targets=targets, alpha=float(alpha), k=int(k), epochs=int(epochs), batch_size=int(batch_size),
+                     lr=float(lr), weight_decay=float(weight_decay), seed=int(seed), eval_draws=int(eval_draws))
+    if batchnorm != "follow the method":
+        overrides["batchnorm"] = batchnorm == "yes"
+    elif trio:
+        overrides["batchnorm"] = True  # the trio's default: the SGD-BN architecture for all three
+    try:
+        if trio:
+            config = resolve(preset, **overrides, method=dat_trio, device=choices[device_a])
+            job = submit_trio(ws, config, choices[device_a], choices[device_b])
+        else:
+            job = submit_training(ws, resolve(preset, **overrides, method=method, device=choices[device]))
+    except (ValueError, TypeError) as exc:
+        st.error(f"Not started: {exc}")
+    else:
+        st.session_state["followed_job"] = job.id
+        st.session_state["job_select"] = job.id  # show the new job in the panel below
+        st.success(f"Started {job.label} ({job.id}).")
+
+
+@st.fragment(run_every=2)
+def job_panel():
+    """The jobs of this server, refreshed every 2 s without rerunning the form above."""
+    registry = jobs.registry()
+    all_jobs = registry.jobs()
+    st.header("Jobs")
+    if not all_jobs:
+        st.info("No jobs yet: start one with the form above.")
+        return
+    ids = [j.id for j in all_jobs]
+    followed = st.session_state.get("followed_job")
+    shown = st.selectbox("Follow job", ids, index=ids.index(followed) if followed in ids else 0,
+                         format_func=lambda i: f"{i}: {registry.get(i).label}",
+                         key="job_select")
+    job = registry.get(shown)
+    st.progress(job.progress, text=f"{job.state} · {job.stage or job.label} · {job.elapsed():.0f} s")
+    if job.active and st.button("Cancel this job", key=f"cancel_{job.id}"):
+        job.cancel()
+        st.warning("Cancel requested: the job stops after its current step.")
+    if job.state == jobs.FAILED:
+        st.error(f"The job failed: {job.error}")
+    elif job.state == jobs.DONE:
+        written = (job.result or {}).get("checkpoints", [])
+        st.success("Done. Checkpoints: " + ", ".join(f"`{p}`" for p in written))
+    elif job.state == jobs.CANCELLED:
+        st.warning("Cancelled; no checkpoint was written for the unfinished model.")
+    if job.history:
+        st.plotly_chart(training_figure(job), key=f"curves_{job.id}")
+    st.dataframe(jobs.describe_jobs(all_jobs), hide_index=True)
+    if any(not j.active for j in all_jobs) and st.button("Clear finished jobs from this list", key="forget"):
+        registry.forget_finished()
+        st.rerun()
+
+
+job_panel()

@@ -1,0 +1,86 @@
+"""Models: checkpoints with metadata and metrics, upload / download, noisy evaluation, Table I."""
+
+import streamlit as st
+
+from dat.ui_helpers import (checkpoint_rows, device_choices, evaluate_checkpoint, evaluation_row, table_one)
+from dat.workspace import MAX_UPLOAD_BYTES, Workspace
+
+st.set_page_config(page_title="Models", layout="wide")
+st.title("Models")
+st.markdown("Every checkpoint in `checkpoints/` (and its trio folders) with how it was trained and "
+            "what it scored. Checkpoints are safetensors files with JSON metadata: they are never "
+            "unpickled, so uploading one cannot run code.")
+
+ws = Workspace.default()
+
+with st.expander("Upload a checkpoint"):
+    upload = st.file_uploader(f"Checkpoint (.safetensors, at most {MAX_UPLOAD_BYTES // 2**20} MB)",
+                              type=["safetensors"], key="checkpoint_upload")
+    if upload is not None and st.button("Store it in checkpoints/", key="store_upload"):
+        try:
+            path = ws.store_checkpoint_upload(upload.name, upload.getvalue())
+        except (ValueError, TypeError) as exc:
+            st.error(f"Upload refused: {exc}")
+        else:
+            st.success(f"Stored as {path.name}.")
+
+rows = ws.list_checkpoints()
+if not rows:
+    st.info("No checkpoints yet. Make the demo trio with `dat demo` in a terminal (or the button on the "
+            "home page), train on the Train page, or upload one above.")
+    st.stop()
+
+st.dataframe(checkpoint_rows(rows), hide_index=True)
+by_name = {row["name"]: row for row in rows}
+names = list(by_name)
+
+st.header("One checkpoint")
+name = st.selectbox("Checkpoint", names, key="one_checkpoint")
+row = by_name[name]
+c1, c2 = st.columns([3, 1])
+with c1.expander("Metadata", expanded=False):
+    st.json({k: v for k, v in row.items() if k != "history"}, expanded=False)
+with open(row["path"], "rb") as fh:
+    c2.download_button("Download", fh.read(), file_name=name.replace("/", "_"),
+                       mime="application/octet-stream", key="download_checkpoint")
+
+st.header("Evaluate with and without noise")
+choices = device_choices(ws)
+with st.form("evaluate_form"):
+    picked = st.multiselect("Checkpoints", names, default=[name], key="eval_models")
+    device = st.selectbox("Device profile", list(choices), key="eval_device")
+    c1, c2 = st.columns(2)
+    draws = c1.number_input("Noise draws R", 1, 1000, 20, key="eval_draws")
+    seed = c2.number_input("Seed of the draws", 0, 1_000_000, 0, key="eval_seed")
+    if st.form_submit_button("Evaluate"):
+        results = []
+        for n in picked:
+            try:
+                with st.spinner(f"Evaluating {n}..."):
+                    result = evaluate_checkpoint(by_name[n]["path"], choices[device], draws=int(draws), seed=int(seed))
+            except (ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
+                st.error(f"Could not evaluate {n}: {exc}")
+            else:
+                results.append(evaluation_row(n, device, result))
+        st.session_state["evaluations"] = results
+if st.session_state.get("evaluations"):
+    st.dataframe(st.session_state["evaluations"], hide_index=True)
+
+st.header("Table I")
+selected = st.multiselect("Models in the table", names, default=names, key="table_models")
+AS_TRAINED = "each model's own evaluation device"
+table_device = st.selectbox("Noise in the table", [AS_TRAINED] + list(choices), key="table_device",
+                            help="Models evaluated under another device are re-evaluated (same draws and seed).")
+if selected:
+    try:
+        with st.spinner("Building Table I..."):
+            table = table_one([by_name[n] for n in selected],
+                              None if table_device == AS_TRAINED else choices[table_device])
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        st.error(f"Could not build Table I: {exc}")
+    else:
+        st.markdown(table["markdown"])
+        c1, c2 = st.columns(2)
+        c1.download_button("Table I (CSV)", table["csv"], file_name="table1.csv", mime="text/csv", key="table_csv")
+        c2.download_button("Table I (Markdown)", table["markdown"], file_name="table1.md", mime="text/markdown",
+                           key="table_md")

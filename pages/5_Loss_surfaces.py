@@ -1,0 +1,112 @@
+"""Loss surfaces (paper Fig. 1): the plane through SGD, DAT-A and DAT-B, without noise and under A and B."""
+
+import streamlit as st
+
+from dat.ui_helpers import (TRIO_LABELS, TRIO_ROLES, compute_landscape, data_files, device_choices, figure_files,
+                            mime_of, trio_spec, zip_files)
+from dat.workspace import Workspace
+from landscape.figures import fig1_figure, surface_figure
+
+st.set_page_config(page_title="Loss surfaces", layout="wide")
+st.title("Loss surfaces")
+st.markdown(
+    "g(α, β) = mean loss of f(w<sub>SGD</sub> + α u + β v) with u = w<sub>DAT-A</sub> − w<sub>SGD</sub> and "
+    "v = 2 w<sub>DAT-B</sub> − w<sub>DAT-A</sub> − w<sub>SGD</sub>: SGD sits at (0, 0), DAT-A at (1, 0) and "
+    "DAT-B at (0.5, 0.5). Panels: without noise, and the expected loss under device A's and device B's "
+    "noise (paper Fig. 1).", unsafe_allow_html=True)
+
+ws = Workspace.default()
+trios = ws.trios()
+if not trios:
+    st.info("No trio of checkpoints (sgd, dat-a, dat-b) yet. Make the demo trio with `dat demo` in a "
+            "terminal (or the button on the home page), or train one on the Train page.")
+    st.stop()
+
+names = {row["name"]: row["path"] for row in ws.list_checkpoints()}
+groups = list(trios)
+group = st.selectbox("Trio", groups, format_func=lambda g: g or "demo (checkpoints/)")
+cols = st.columns(3)
+picked = {}
+for col, role in zip(cols, TRIO_ROLES):
+    default = next(n for n, p in names.items() if p == trios[group][role])
+    picked[role] = names[col.selectbox(TRIO_LABELS[role], list(names), index=list(names).index(default),
+                                       key=f"{group}_{role}")]
+
+choices = device_choices(ws)
+labels = list(choices)
+with st.form("surface_form"):
+    c1, c2, c3 = st.columns(3)
+    dev_a = c1.selectbox("Device A", labels, index=labels.index("device-A"))
+    dev_b = c1.selectbox("Device B", labels, index=labels.index("device-B"))
+    resolution = c2.slider("Grid points per axis", 3, 61, 21)
+    draws = c2.number_input("Noise draws per grid point (S)", 1, 200, 4)
+    max_samples = c2.number_input("Training images used (0: all)", 0, 100_000, 512, step=128,
+                                  help="A subset keeps a fine grid quick; the JSON records the choice.")
+    a_lo, a_hi = c3.slider("α range", -2.0, 3.0, (-0.5, 1.5), step=0.1)
+    b_lo, b_hi = c3.slider("β range", -2.0, 3.0, (-0.3, 0.8), step=0.1)
+    seed = c3.number_input("Seed of the noise draws", 0, 1_000_000, 0)
+    go = st.form_submit_button("Compute surface", type="primary")
+
+if go:
+    try:
+        spec = trio_spec(picked, {"device A": choices[dev_a], "device B": choices[dev_b]},
+                         resolution=(resolution, resolution), draws=int(draws), seed=int(seed),
+                         alpha_range=(a_lo, a_hi), beta_range=(b_lo, b_hi),
+                         max_samples=int(max_samples) or None)
+        bar = st.progress(0.0, text="Evaluating the grid...")
+        surface = compute_landscape(ws, spec, progress=lambda done, total: bar.progress(
+            done / total, text=f"Evaluated {done} of {total} points"))
+        bar.empty()
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        st.error(f"Could not compute the surface: {exc}")
+    else:
+        st.session_state["surface"] = (spec, surface)
+        st.session_state.pop("surface_files", None)
+
+if "surface" not in st.session_state:
+    st.info("Pick the three checkpoints and the devices, then press **Compute surface** "
+            "(on the demo trio, 21 x 21 points take well under a minute and are cached).")
+    st.stop()
+
+spec, surface = st.session_state["surface"]
+kind = st.radio("View", ["contour", "heatmap", "surface3d"], horizontal=True,
+                format_func={"contour": "contour", "heatmap": "heatmap", "surface3d": "3D"}.get)
+metric = st.radio("Quantity", ["loss", "accuracy"], horizontal=True)
+if kind == "surface3d":
+    figures = {f"surface3d_{p.replace(' ', '_')}": surface_figure(surface, p, "surface3d", metric)
+               for p in surface.panels}
+    for col, (name, fig) in zip(st.columns(len(figures)), figures.items()):
+        col.plotly_chart(fig, key=name)
+else:
+    figures = {f"fig1_{kind}_{metric}": fig1_figure(surface, kind, metric)}
+    st.plotly_chart(next(iter(figures.values())), key="fig1")
+cached = "from the cache" if surface.meta.get("cache", {}).get("hit") else "computed now"
+st.caption(f"{len(surface.alphas)} x {len(surface.betas)} grid, {spec.draws} draws per point, {cached}.")
+
+st.subheader("Loss at the models")
+st.dataframe([{"panel": p, **{m: float(surface.marker_loss[i, j]) for j, m in enumerate(surface.markers)}}
+              for i, p in enumerate(surface.panels)], hide_index=True)
+
+st.subheader("Export")
+numbers = data_files(surface, spec)
+cols = st.columns(len(numbers))
+for col, (name, data) in zip(cols, numbers.items()):
+    col.download_button(name, data, file_name=f"surface_{name}", mime=mime_of(name), key=f"dl_{name}")
+with st.form("export_form"):
+    width = st.radio("Column width", ["single", "double"], index=1, horizontal=True)
+    formats = st.multiselect("Image formats", ["png", "svg", "pdf"], default=["png", "svg", "pdf"])
+    dpi = st.number_input("PNG resolution (dpi)", 72, 1200, 300)
+    if st.form_submit_button("Prepare figure files"):
+        try:
+            with st.spinner("Rendering figures with Plotly's static export..."):
+                st.session_state["surface_files"] = figure_files(surface, figures, spec=spec, width=width,
+                                                                 formats=formats, dpi=int(dpi))
+        except (RuntimeError, ValueError) as exc:  # e.g. no Chromium for the static export
+            st.error(f"Figure export failed: {exc}")
+files = st.session_state.get("surface_files")
+if files:
+    st.download_button("Download everything (zip)", zip_files(files), file_name="surface_bundle.zip",
+                       mime="application/zip", key="dl_zip", type="primary")
+    images = [n for n in files if n.rsplit(".", 1)[-1] in ("png", "svg", "pdf")]
+    for col, name in zip(st.columns(max(len(images), 1)), images):
+        col.download_button(name, files[name], file_name=name, mime=mime_of(name), key=f"dl_{name}")

@@ -1,0 +1,99 @@
+"""Compare devices: A and B on one colour scale, their difference, and summary numbers per model."""
+
+import streamlit as st
+
+from dat.ui_helpers import (SURFACE_LABELS, TRIO_ROLES, compute_landscape, data_files, device_choices, figure_files,
+                            landscape_spec, mime_of, trio_spec, zip_files)
+from dat.workspace import Workspace
+from landscape.figures import comparison_figure
+from landscape.summary import compare_devices
+
+st.set_page_config(page_title="Compare devices", layout="wide")
+st.title("Compare devices")
+st.markdown(
+    "The expected loss on the SGD / DAT-A / DAT-B plane under device A and under device B, on one "
+    "colour scale, and their difference B − A (red: B's noise costs more). The table gives, per model "
+    "and device, the loss increase at the device's typical noise norm, the basin width along its "
+    "noise directions, and the loss increase at the model's own point of the plane.")
+
+ws = Workspace.default()
+trios = ws.trios()
+if not trios:
+    st.info("No trio of checkpoints (sgd, dat-a, dat-b) yet. Make the demo trio with `dat demo` in a "
+            "terminal (or the button on the home page), or train one on the Train page.")
+    st.stop()
+
+choices = device_choices(ws)
+labels = list(choices)
+with st.form("compare_form"):
+    group = st.selectbox("Trio", list(trios), format_func=lambda g: g or "demo (checkpoints/)")
+    c1, c2, c3 = st.columns(3)
+    dev_a = c1.selectbox("Device A", labels, index=labels.index("device-A"))
+    dev_b = c1.selectbox("Device B", labels, index=labels.index("device-B"))
+    resolution = c2.slider("Grid points per axis", 3, 61, 21, key="compare_points")
+    draws = c2.number_input("Noise draws (S per point, directions per curve)", 2, 200, 4, key="compare_draws")
+    max_samples = c3.number_input("Training images used (0: all)", 0, 100_000, 512, step=128)
+    threshold = c3.number_input("Basin threshold (loss above the clean loss, nats)", 0.001, 10.0, 0.1)
+    kind = c3.radio("View", ["contour", "heatmap"], horizontal=True)
+    go = st.form_submit_button("Compare", type="primary")
+
+if go:
+    try:
+        devices = {"device A": choices[dev_a], "device B": choices[dev_b]}
+        common = dict(draws=int(draws), max_samples=int(max_samples) or None)
+        surface_spec = trio_spec(trios[group], devices, resolution=(resolution, resolution), **common)
+        curves_spec = landscape_spec("curves", {SURFACE_LABELS[r]: trios[group][r] for r in TRIO_ROLES},
+                                     devices, num_alphas=41, **common)
+        bar = st.progress(0.0, text="Evaluating the plane...")
+        surface = compute_landscape(ws, surface_spec, progress=lambda d, t: bar.progress(
+            0.8 * d / t, text=f"plane: {d} of {t} points"))
+        curves = compute_landscape(ws, curves_spec, progress=lambda d, t: bar.progress(
+            0.8 + 0.2 * d / t, text=f"curves: {d} of {t} model-device pairs"))
+        bar.empty()
+        summary = compare_devices(curves, surface, threshold=float(threshold))
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        st.error(f"Could not compare the devices: {exc}")
+    else:
+        st.session_state["comparison"] = (surface_spec, surface, summary)
+        st.session_state.pop("comparison_files", None)
+
+if "comparison" not in st.session_state:
+    st.info("Pick a trio and two devices, then press **Compare**.")
+    st.stop()
+
+spec, surface, summary = st.session_state["comparison"]
+figures = {"compare_devices": comparison_figure(surface, "device A", "device B", kind)}
+st.plotly_chart(figures["compare_devices"], key="compare_figure")
+
+st.subheader("Summary numbers")
+c = st.columns(3)
+for col, model in zip(c, ("SGD", "DAT-A", "DAT-B")):
+    rows = {r["device"]: r for r in summary.rows if r["model"] == model}
+    if len(rows) == 2:
+        col.metric(f"{model}: loss increase under B − under A",
+                   f"{rows['device B']['loss_increase_at_typical'] - rows['device A']['loss_increase_at_typical']:+.3f}",
+                   help="at each device's typical noise norm, nats")
+st.dataframe(summary.rows, hide_index=True)
+
+st.subheader("Export")
+numbers = data_files(surface, spec, summary)
+for col, (name, data) in zip(st.columns(len(numbers)), numbers.items()):
+    col.download_button(name, data, file_name=f"compare_{name}", mime=mime_of(name), key=f"dl_{name}")
+with st.form("compare_export"):
+    width = st.radio("Column width", ["single", "double"], index=1, horizontal=True)
+    formats = st.multiselect("Image formats", ["png", "svg", "pdf"], default=["png", "svg", "pdf"])
+    dpi = st.number_input("PNG resolution (dpi)", 72, 1200, 300)
+    if st.form_submit_button("Prepare figure files"):
+        try:
+            with st.spinner("Rendering figures with Plotly's static export..."):
+                st.session_state["comparison_files"] = figure_files(surface, figures, spec=spec, comparison=summary,
+                                                                    width=width, formats=formats, dpi=int(dpi))
+        except (RuntimeError, ValueError) as exc:
+            st.error(f"Figure export failed: {exc}")
+files = st.session_state.get("comparison_files")
+if files:
+    st.download_button("Download everything (zip)", zip_files(files), file_name="compare_bundle.zip",
+                       mime="application/zip", key="dl_zip", type="primary")
+    images = [n for n in files if n.rsplit(".", 1)[-1] in ("png", "svg", "pdf")]
+    for col, name in zip(st.columns(max(len(images), 1)), images):
+        col.download_button(name, files[name], file_name=name, mime=mime_of(name), key=f"dl_{name}")

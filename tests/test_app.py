@@ -1,0 +1,277 @@
+"""Every dashboard page under Streamlit's AppTest: it renders, its main controls work on tiny settings,
+and bad input shows an error on the page instead of an exception."""
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from dat import jobs
+
+TIMEOUT = 240
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+
+
+@pytest.fixture
+def workspace(demo_workspace, tmp_path, monkeypatch):
+    """A private copy of the miniature demo workspace, so tests that write do not affect others."""
+    root = tmp_path / "ws"
+    shutil.copytree(demo_workspace, root)
+    monkeypatch.setenv("DAT_WORKSPACE", str(root))
+    return root
+
+
+@pytest.fixture
+def empty_workspace(tmp_path, monkeypatch):
+    monkeypatch.setenv("DAT_WORKSPACE", str(tmp_path))
+    return tmp_path
+
+
+def page(path: str) -> AppTest:
+    """Start the app at home and switch to ``path`` (as a user clicking its link would)."""
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert not at.exception, at.exception
+    if path != "app.py":
+        at.switch_page(path).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def texts(elements) -> str:
+    return " | ".join(str(e.value) for e in elements)
+
+
+# -- home ---------------------------------------------------------------------------------------
+def test_home_shows_the_workspace_and_links_every_page(workspace):
+    at = page("app.py")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics == {"Saved profiles": "2", "Checkpoints": "3", "Jobs running or queued": "0"}
+    assert len(at.get("page_link")) == 6
+    assert not at.info  # checkpoints exist: no hint to make the demo
+
+
+def test_home_on_an_empty_workspace_says_how_to_make_the_demo(empty_workspace):
+    at = page("app.py")
+    assert "dat demo" in texts(at.info)
+    assert at.button(key="make_demo")
+
+
+# -- device profiles ----------------------------------------------------------------------------
+def test_profiles_page_shows_both_devices(workspace):
+    at = page("pages/1_Device_profiles.py")
+    charts = at.get("plotly_chart")
+    assert len(charts) == 5  # maps, Sigma A, Sigma B, correlation, spectrum
+    assert [m.label for m in at.metric] == ["Device A: variance captured by k = 10",
+                                            "Device B: variance captured by k = 10"]
+
+
+def test_editing_parameters_changes_the_device_and_bad_values_show_an_error(workspace):
+    at = page("pages/1_Device_profiles.py")
+    at.number_input(key="A_device-A_sigma_spatial").set_value(0.0)
+    at.button(key="FormSubmitter:params_A-Apply").click().run()
+    assert not at.exception and not at.error
+    assert "spatial 0.0000" in at.caption[0].value
+    at.number_input(key="A_device-A_ell").set_value(0.0)  # a correlation length must be > 0
+    at.button(key="FormSubmitter:params_A-Apply").click().run()
+    assert not at.exception
+    assert "ell" in texts(at.error)
+
+
+def test_measurements_upload_fits_a_device_and_a_bad_file_shows_an_error(workspace):
+    at = page("pages/1_Device_profiles.py")
+    maps = np.random.default_rng(0).normal(scale=0.05, size=(40, 4, 4))
+    buf = io.BytesIO()
+    np.savez(buf, maps=maps)
+    at.file_uploader(key="measurements").set_value(("tile.npz", buf.getvalue(), "application/octet-stream")).run()
+    at.button(key="fit").click().run()
+    assert not at.exception and not at.error
+    assert "Fitted" in texts(at.success)
+    assert "fitted from the upload (unsaved)" in at.selectbox(key="choice_A").options
+
+    at.file_uploader(key="measurements").set_value(("junk.npz", b"not a zip archive", "application/octet-stream")).run()
+    at.button(key="fit").click().run()
+    assert not at.exception
+    assert "junk.npz" in texts(at.error)
+
+
+def test_saving_a_profile_writes_a_loadable_file_and_a_bad_name_is_refused(workspace):
+    from dat.devices import PRESETS
+    from dat.profile_io import load_device
+
+    at = page("pages/1_Device_profiles.py")
+    at.text_input[-1].set_value("my-device")
+    at.button(key="FormSubmitter:save_profile-Save").click().run()
+    assert not at.exception and not at.error
+    assert load_device(workspace / "profiles" / "my-device.npz") == PRESETS["device-A"]
+    at.text_input[-1].set_value("../escape")
+    at.button(key="FormSubmitter:save_profile-Save").click().run()
+    assert "Not saved" in texts(at.error)
+    assert not (workspace / "escape.npz").exists()
+
+
+# -- train --------------------------------------------------------------------------------------
+def tiny_form(at: AppTest, epochs: int = 1) -> None:
+    for key, value in (("epochs", epochs), ("width", 4), ("hidden", 8), ("draws", 2)):
+        at.number_input(key=f"digits_{key}").set_value(value)
+
+
+def test_train_the_trio_writes_three_new_checkpoints_in_a_folder_of_their_own(workspace):
+    before = {p for p in (workspace / "checkpoints").rglob("*.safetensors")}
+    at = page("pages/2_Train.py")
+    tiny_form(at)
+    at.button(key="FormSubmitter:train_form-Train the trio (SGD, DAT-A, DAT-B)").click().run()
+    assert not at.exception and not at.error
+    job = jobs.registry().get(at.session_state["followed_job"])
+    jobs.registry().wait(job.id, timeout=TIMEOUT)
+    assert job.state == jobs.DONE, job.error
+    new = {p for p in (workspace / "checkpoints").rglob("*.safetensors")} - before
+    assert len(new) == 3 and len({p.parent for p in new}) == 1
+    assert {p.stem for p in new} == {"sgd", "dat-a", "dat-b"}
+    assert job.progress == 1.0 and any(h.get("run") == "dat-b" for h in job.history)
+    at.run()
+    assert not at.exception
+    assert "Done" in texts(at.success)
+    assert at.get("plotly_chart")  # the loss / accuracy curves
+
+
+def test_a_failed_job_shows_its_message_and_the_page_keeps_working(workspace):
+    at = page("pages/2_Train.py")
+    tiny_form(at)
+    # CIFAR-10 is not in the workspace and downloads are off: training must fail with a clear message.
+    at.selectbox(key="digits_dataset").set_value("cifar10")
+    at.button(key="FormSubmitter:train_form-Train this model").click().run()
+    job = jobs.registry().get(at.session_state["followed_job"])
+    jobs.registry().wait(job.id, timeout=TIMEOUT)
+    assert job.state == jobs.FAILED
+    at.run()
+    assert not at.exception
+    assert "The job failed" in texts(at.error) and "cifar" in texts(at.error).lower()
+
+
+def test_an_invalid_form_is_refused_before_any_job_starts(workspace):
+    at = page("pages/2_Train.py")
+    before = len(jobs.registry().jobs())
+    at.number_input(key="digits_lr").set_value(0.0)
+    at.number_input(key="digits_wd").set_value(0.0)
+    at.selectbox(key="digits_method").set_value("sgd")
+    at.selectbox(key="digits_bn").set_value("yes")  # plain SGD is the no-BatchNorm row
+    at.button(key="FormSubmitter:train_form-Train this model").click().run()
+    assert not at.exception
+    assert "Not started" in texts(at.error)
+    assert len(jobs.registry().jobs()) == before
+
+
+# -- models -------------------------------------------------------------------------------------
+def test_models_page_lists_evaluates_and_builds_table_one(workspace):
+    from dat.checkpoint import read_meta
+
+    at = page("pages/3_Models.py")
+    assert len(at.dataframe[0].value) == 3
+    at.multiselect(key="eval_models").set_value(["sgd.safetensors"])
+    at.number_input(key="eval_draws").set_value(2)
+    at.button(key="FormSubmitter:evaluate_form-Evaluate").click().run()
+    assert not at.exception and not at.error
+    row = at.dataframe[1].value.iloc[0]
+    # The clean test accuracy must equal the one the trainer measured when it saved the checkpoint.
+    trained = read_meta(workspace / "checkpoints" / "sgd.safetensors")["metrics"]["test"]["clean"]["acc"]
+    assert row["test acc clean (%)"] == pytest.approx(100 * trained, abs=0.01)
+    assert "±" in row["test acc noisy (%)"]
+    assert at.download_button(key="table_csv") and at.download_button(key="table_md")
+    table = texts(at.markdown)
+    assert "| SGD-BN |" in table and table.count("| DAT-Fast |") == 2  # DAT on A and DAT on B
+
+
+def test_checkpoint_upload_stores_a_valid_file_and_refuses_a_bad_one(workspace):
+    at = page("pages/3_Models.py")
+    good = (workspace / "checkpoints" / "dat-a.safetensors").read_bytes()
+    at.file_uploader(key="checkpoint_upload").set_value(("mine.safetensors", good, "application/octet-stream")).run()
+    at.button(key="store_upload").click().run()
+    assert not at.exception and not at.error
+    assert len(list((workspace / "checkpoints").glob("mine-*.safetensors"))) == 1
+    assert len(at.dataframe[0].value) == 4
+
+    at.file_uploader(key="checkpoint_upload").set_value(("evil.safetensors", b"\x80\x04pickle", "application/octet-stream")).run()
+    at.button(key="store_upload").click().run()
+    assert not at.exception
+    assert "Upload refused" in texts(at.error)
+    assert not list((workspace / "checkpoints").glob("evil*"))
+    assert not [p for p in (workspace / "checkpoints").iterdir() if p.name.startswith(".")]
+
+
+# -- landscapes ---------------------------------------------------------------------------------
+def test_noise_curves_page_computes_and_offers_the_numbers(workspace):
+    at = page("pages/4_Noise_curves.py")
+    at.slider(key="curve_points").set_value(5)
+    at.number_input(key="curve_draws").set_value(2)
+    at.button(key="FormSubmitter:curves_form-Compute curves").click().run()
+    assert not at.exception and not at.error
+    assert len(at.get("plotly_chart")) == 1
+    summary = at.dataframe[0].value
+    assert set(summary["model"]) == {"SGD", "DAT-A", "DAT-B"} and set(summary["device"]) == {"device-A", "device-B"}
+    assert at.download_button(key="dl_numbers.csv") and at.download_button(key="dl_reproduce.json")
+
+
+def test_loss_surface_page_marks_the_models_at_their_clean_loss(workspace):
+    from dat.checkpoint import load_checkpoint
+    from dat.data import load_dataset
+    from dat.evaluate import evaluate
+
+    at = page("pages/5_Loss_surfaces.py")
+    at.slider[0].set_value(3)
+    at.number_input[0].set_value(1)
+    at.button(key="FormSubmitter:surface_form-Compute surface").click().run()
+    assert not at.exception and not at.error
+    assert len(at.get("plotly_chart")) == 1
+    markers = at.dataframe[0].value.set_index("panel")
+    assert list(markers.index) == ["none", "device A", "device B"]
+    # Reference: the SGD checkpoint's own loss on the same 512 training images, without noise.
+    bundle = load_dataset("digits")
+    x, y = bundle.train_eval.tensors
+    model = load_checkpoint(workspace / "checkpoints" / "sgd.safetensors").model
+    clean = evaluate(model, torch.utils.data.TensorDataset(x[:512], y[:512]))["clean"]["loss"]
+    assert markers.loc["none", "SGD"] == pytest.approx(clean, rel=1e-4)
+    at.radio[0].set_value("surface3d").run()
+    assert not at.exception and len(at.get("plotly_chart")) == 3
+
+
+def test_an_architecture_mismatch_shows_an_error(workspace):
+    from dat.checkpoint import read_meta, save_checkpoint
+    from dat.models import build_model
+
+    meta = read_meta(workspace / "checkpoints" / "dat-a.safetensors")
+    meta.pop("model")
+    save_checkpoint(workspace / "checkpoints" / "wide.safetensors",
+                    build_model("cnn6", True, 1, 8, 10, width=6, hidden=8), meta)
+    at = page("pages/5_Loss_surfaces.py")
+    at.selectbox(key="_dat-a").set_value("wide.safetensors")
+    at.slider[0].set_value(3)
+    at.button(key="FormSubmitter:surface_form-Compute surface").click().run()
+    assert not at.exception
+    assert "Could not compute the surface" in texts(at.error)
+
+
+def test_compare_devices_page_shows_both_devices_and_the_numbers(workspace):
+    at = page("pages/6_Compare_devices.py")
+    at.slider(key="compare_points").set_value(3)
+    at.number_input(key="compare_draws").set_value(2)
+    at.button(key="FormSubmitter:compare_form-Compare").click().run()
+    assert not at.exception and not at.error
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    maps = [t for t in fig["data"] if t["type"] in ("contour", "heatmap")]
+    assert len(maps) == 3  # A, B, and B - A
+    assert (maps[0]["zmin"], maps[0]["zmax"]) == (maps[1]["zmin"], maps[1]["zmax"])  # one colour scale
+    assert maps[2]["zmin"] == -maps[2]["zmax"]  # the difference is centred at zero
+    assert len(at.metric) == 3 and len(at.dataframe[0].value) == 6
+
+
+@pytest.mark.parametrize("path", ["pages/3_Models.py", "pages/4_Noise_curves.py", "pages/5_Loss_surfaces.py",
+                                  "pages/6_Compare_devices.py"])
+def test_pages_without_checkpoints_say_how_to_make_them(empty_workspace, path):
+    at = page(path)
+    assert "dat demo" in texts(at.info)
+    assert not at.error

@@ -1,0 +1,208 @@
+"""The dashboard in a real browser: `streamlit run app.py` on a free localhost port, driven by headless
+Chromium through every page and one full flow (demo checkpoints -> 2D surface -> export download).
+
+Needs Debian's `chromium` and the `playwright` package (`make test` installs both). Without them the
+test skips and says so, except under CI=true, where it fails instead: CI must run it.
+Screenshots of every page go to artifacts/screenshots/; with DAT_UPDATE_SCREENSHOTS=1 the main ones
+are also copied to docs/screenshots/ for the README (DAT_BROWSER_WORKSPACE may then name a workspace
+with full-size demo checkpoints, made by `dat demo`, instead of the miniature one).
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "artifacts" / "screenshots"
+DOCS_SHOTS = ROOT / "docs" / "screenshots"
+PAGES = {  # url path -> screenshot name
+    "": "home",
+    "Device_profiles": "device_profiles",
+    "Train": "train",
+    "Models": "models",
+    "Noise_curves": "noise_curves",
+    "Loss_surfaces": "loss_surfaces",
+    "Compare_devices": "compare_devices",
+}
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def _missing_or_skip():
+    """Chromium's path, or skip (fail under CI=true) with how to get what is missing."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        chromium_ok, why = False, "the 'playwright' Python package is not installed (pip install playwright)"
+    else:
+        chromium_ok, why = chromium is not None, "Debian's 'chromium' is not on PATH (apt-get install chromium)"
+    if not chromium_ok:
+        message = f"real-browser test needs Chromium and Playwright: {why}; `make test` installs both"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return chromium
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(request, tmp_path_factory):
+    chromium = _missing_or_skip()  # before the demo is trained: a skip should cost nothing
+    source = Path(os.environ.get("DAT_BROWSER_WORKSPACE") or request.getfixturevalue("demo_workspace"))
+    root = tmp_path_factory.mktemp("browser") / "ws"
+    shutil.copytree(source, root, ignore=shutil.ignore_patterns("cache"))
+    port = _free_port()
+    log = open(root.parent / "streamlit.log", "wb")
+    # `python -m streamlit` keeps the server in this very process id, so we stop exactly what we started.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
+         "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env={**os.environ, "DAT_WORKSPACE": str(root)}, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"streamlit did not start; see {root.parent / 'streamlit.log'}")
+            time.sleep(0.5)
+        yield {"url": url, "chromium": chromium, "root": root}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser_page(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=server["chromium"], args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        page = context.new_page()
+        yield page
+        context.close()
+        browser.close()
+
+
+def settle(page, timeout_ms: int = 120_000) -> None:
+    """Wait until Streamlit has finished the current run: the page title is drawn and the status
+    widget ("Running...") has stayed away for a second (it appears a moment after a run starts)."""
+    page.wait_for_selector("h1", timeout=timeout_ms)
+    status = page.locator('[data-testid="stStatusWidget"]')
+    deadline = time.monotonic() + timeout_ms / 1000
+    quiet_since = None
+    while time.monotonic() < deadline:
+        if status.count() == 0:
+            quiet_since = quiet_since or time.monotonic()
+            if time.monotonic() - quiet_since >= 1.0:
+                return
+        else:
+            quiet_since = None
+            status.first.wait_for(state="detached", timeout=timeout_ms)
+        page.wait_for_timeout(200)
+    raise TimeoutError(f"Streamlit still running after {timeout_ms} ms")
+
+
+COMPUTE_FOR_DOCS = {"noise_curves": ("Compute curves", None), "compare_devices": ("Compare", 11)}
+
+
+def compute(page, button: str, grid_points: int | None = 11) -> None:
+    """Set the first slider of the page's form (the grid size) and press its compute button."""
+    slider = page.locator('[data-testid="stSlider"] input[type="range"]').first
+    if grid_points is not None and slider.count():
+        slider.focus()
+        page.keyboard.press("Home")  # the slider's minimum, then step up to grid_points
+        low = int(slider.get_attribute("min"))
+        for _ in range(grid_points - low):
+            page.keyboard.press("ArrowRight")
+        settle(page)
+    page.get_by_role("button", name=button).click()
+    settle(page, timeout_ms=300_000)
+    no_exception(page)
+
+
+def no_exception(page) -> None:
+    boxes = page.locator('[data-testid="stException"]')
+    assert boxes.count() == 0, boxes.first.inner_text()
+
+
+def shoot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    # Streamlit scrolls its main block, not the window: grow the viewport to the content's height
+    # for the shot (capped, so a runaway page cannot make a giant image), then put it back.
+    size = page.viewport_size
+    height = page.evaluate("""() => { const m = document.querySelector('[data-testid="stMain"]');
+                                      if (m) { m.scrollTo(0, 0); } return m ? m.scrollHeight : 0; }""")
+    page.set_viewport_size({"width": size["width"], "height": max(size["height"], min(int(height) + 40, 6000))})
+    page.wait_for_timeout(800)  # Plotly redraws at the new size
+    page.screenshot(path=str(path), full_page=True)
+    page.set_viewport_size(size)
+    if os.environ.get("DAT_UPDATE_SCREENSHOTS") == "1":
+        DOCS_SHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, DOCS_SHOTS / path.name)
+
+
+def test_every_page_renders_without_an_exception(server, browser_page):
+    for url_path, name in PAGES.items():
+        started = time.monotonic()
+        browser_page.goto(f"{server['url']}/{url_path}")
+        settle(browser_page)
+        print(f"{name}: {time.monotonic() - started:.1f} s")
+        no_exception(browser_page)
+        assert browser_page.locator("h1").count() >= 1
+        if name == "loss_surfaces":  # shot after the flow below, with its figure
+            continue
+        if os.environ.get("DAT_UPDATE_SCREENSHOTS") == "1" and name in COMPUTE_FOR_DOCS:
+            compute(browser_page, *COMPUTE_FOR_DOCS[name])  # README shots show figures, not empty forms
+        shoot(browser_page, name)
+
+
+def test_demo_checkpoints_to_surface_to_export_download(server, browser_page, tmp_path):
+    page = browser_page
+    page.goto(f"{server['url']}/Loss_surfaces")
+    settle(page)
+    no_exception(page)
+    compute(page, "Compute surface", grid_points=11)  # quick, and still reads as a surface
+    assert page.locator('[data-testid="stSlider"] input[type="range"]').first.get_attribute("aria-valuetext") == "11"
+    assert page.locator('[data-testid="stPlotlyChart"]').count() >= 1
+    assert page.get_by_text("Loss at the models").count() == 1
+
+    page.get_by_role("button", name="Prepare figure files").click()
+    settle(page, timeout_ms=180_000)
+    no_exception(page)
+    with page.expect_download(timeout=60_000) as info:
+        page.get_by_role("button", name="Download everything (zip)").click()
+    target = tmp_path / "bundle.zip"
+    info.value.save_as(target)
+    with zipfile.ZipFile(target) as z:
+        names = set(z.namelist())
+    assert {"numbers.csv", "numbers.npz", "reproduce.json"} <= names
+    assert {n.rsplit(".", 1)[-1] for n in names} >= {"png", "svg", "pdf"}
+    shoot(page, "loss_surfaces")

@@ -1,0 +1,290 @@
+"""Landscape numbers against a plain reference: deep-copy the model, load the weights, evaluate."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dat.data import load_dataset
+from dat.devices import PRESETS, DenseDevice
+from dat.profiles import bind
+from dat.targets import find_targets
+from landscape import compute as C
+from landscape.directions import filter_normalized_direction, noise_directions, trio_plane, typical_noise_norm
+
+N_DATA = 200
+
+
+class Tiny(nn.Module):
+    """Body + classifier, as every dat model: forward = classifier(features(x))."""
+
+    def __init__(self, bn: bool):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(64, 12), nn.BatchNorm1d(12) if bn else nn.Identity(),
+                                  nn.ReLU())
+        self.classifier = nn.Linear(12, 10)
+
+    def features(self, x):
+        return self.body(x)
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+@pytest.fixture(scope="module")
+def data():
+    b = load_dataset("digits")
+    X, Y = b.train_eval.tensors
+    return X[:N_DATA].clone(), Y[:N_DATA].clone()
+
+
+def _trained(bn: bool, seed: int, data, steps: int = 30) -> nn.Module:
+    torch.manual_seed(seed)
+    m = Tiny(bn)
+    opt = torch.optim.Adam(m.parameters(), lr=0.02)
+    X, Y = data
+    for _ in range(steps):  # train mode: BatchNorm running statistics become non-trivial
+        opt.zero_grad()
+        F.cross_entropy(m(X), Y).backward()
+        opt.step()
+    return m.eval()
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["plain", "batchnorm"])
+def trio(request, data):
+    return [_trained(request.param, s, data) for s in (1, 2, 3)]
+
+
+def ref_eval(model, state, X, Y):
+    """The obviously-right way: a copy of the module with the weights loaded, one forward pass."""
+    m = copy.deepcopy(model)
+    m.load_state_dict(state)
+    m.eval()
+    with torch.no_grad():
+        out = m(X)
+    return F.cross_entropy(out, Y).item(), (out.argmax(1) == Y).double().mean().item()
+
+
+def ref_plane_state(models, alpha, beta):
+    s, a, b = (m.state_dict() for m in models)
+    out = {}
+    for k in s:
+        if s[k].is_floating_point():
+            u, v = a[k] - s[k], 2 * b[k] - a[k] - s[k]
+            out[k] = s[k] + alpha * u + beta * v
+            if k.endswith("running_var"):  # the documented rule: extrapolated variances clamp at 0
+                out[k] = out[k].clamp_min(0.0)
+        else:
+            out[k] = s[k].clone()
+    return out
+
+
+def draws_of(profile, num, seed):
+    return profile.sampler("full", k=10).sample(num, torch.Generator().manual_seed(seed))
+
+
+def test_curves_match_reference_head_only(trio, data):
+    X, Y = data
+    models = {"SGD": trio[0], "DAT-A": trio[1]}
+    t = find_targets(trio[0])
+    profiles = {d: bind(PRESETS[d], t) for d in ("device-A", "device-B")}
+    alphas = np.array([-2.0, -0.5, 0.0, 0.7, 3.0])
+    res = C.noise_curves(models, profiles, (X, Y), alphas=alphas, draws=3, seed=5)
+    for i, (label, m) in enumerate(models.items()):
+        for j, (dev, prof) in enumerate(profiles.items()):
+            eta = draws_of(prof, 3, 5)
+            for s in range(3):
+                delta = t.eta_to_deltas(eta[s], {"classifier.weight": m.classifier.weight.detach()})["classifier.weight"]
+                d = delta / delta.norm()
+                for a_i, a in enumerate(alphas):
+                    state = {k: v.clone() for k, v in m.state_dict().items()}
+                    state["classifier.weight"] += float(a) * d
+                    loss, acc = ref_eval(m, state, X, Y)
+                    assert res.loss[i, j, s, a_i] == pytest.approx(loss, rel=1e-5, abs=2e-5)
+                    assert res.accuracy[i, j, s, a_i] == pytest.approx(acc, abs=1e-12)
+                state = {k: v.clone() for k, v in m.state_dict().items()}
+                state["classifier.weight"] += res.typical_norm[i, j] * d
+                assert res.loss_at_typical[i, j, s] == pytest.approx(ref_eval(m, state, X, Y)[0], rel=1e-5, abs=2e-5)
+
+
+def test_curves_match_reference_all_analog(data):
+    X, Y = data
+    m = _trained(True, 4, data)
+    t = find_targets(m, "all-analog")
+    prof = bind(PRESETS["device-B"], t)
+    alphas = np.array([-1.0, 0.0, 2.5])
+    res = C.noise_curves({"m": m}, {"B": prof}, (X, Y), alphas=alphas, draws=2, seed=1, targets=t)
+    eta = draws_of(prof, 2, 1)
+    weights = {layer.name: m.state_dict()[layer.name] for layer in t.layers}
+    for s in range(2):
+        deltas = t.eta_to_deltas(eta[s], weights)
+        norm = torch.sqrt(sum((d ** 2).sum() for d in deltas.values()))
+        for a_i, a in enumerate(alphas):
+            state = {k: v.clone() for k, v in m.state_dict().items()}
+            for name, d in deltas.items():
+                state[name] += float(a) * d / norm
+            assert res.loss[0, 0, s, a_i] == pytest.approx(ref_eval(m, state, X, Y)[0], rel=1e-5, abs=2e-5)
+
+
+def test_surface_matches_reference_with_and_without_noise(trio, data):
+    X, Y = data
+    t = find_targets(trio[0])
+    profiles = {"none": None, "A": bind(PRESETS["device-A"], t), "B": bind(PRESETS["device-B"], t)}
+    res = C.plane_surface(*trio, (X, Y), profiles=profiles, alpha_range=(-0.5, 1.5), beta_range=(-0.3, 0.8),
+                          resolution=(3, 2), draws=3, seed=7, chunk_size=4)
+    assert res.loss.shape == (3, 3, 2)
+    for i, a in enumerate(res.alphas):
+        for j, b in enumerate(res.betas):
+            state = ref_plane_state(trio, float(a), float(b))
+            assert res.loss[0, i, j] == pytest.approx(ref_eval(trio[0], state, X, Y)[0], rel=1e-5, abs=2e-5)
+            for p, label in ((1, "A"), (2, "B")):
+                eta = draws_of(profiles[label], 3, 7)
+                losses = []
+                for s in range(3):
+                    noisy = dict(state)
+                    w = state["classifier.weight"]
+                    noisy["classifier.weight"] = w + t.eta_to_deltas(eta[s], {"classifier.weight": w})["classifier.weight"]
+                    losses.append(ref_eval(trio[0], noisy, X, Y)[0])
+                assert res.loss[p, i, j] == pytest.approx(np.mean(losses), rel=1e-5, abs=2e-5)
+                assert res.loss_std[p, i, j] == pytest.approx(np.std(losses, ddof=1), rel=1e-5, abs=2e-5)
+
+
+def test_surface_all_analog_matches_reference(data):
+    X, Y = data
+    trio = [_trained(True, s, data, steps=10) for s in (5, 6, 7)]
+    t = find_targets(trio[0], "all-analog")
+    prof = bind(PRESETS["device-A"], t)
+    res = C.plane_surface(*trio, (X, Y), profiles={"A": prof}, resolution=2, draws=2, seed=3, targets=t)
+    eta = draws_of(prof, 2, 3)
+    for i, a in enumerate(res.alphas):
+        for j, b in enumerate(res.betas):
+            state = ref_plane_state(trio, float(a), float(b))
+            weights = {layer.name: state[layer.name] for layer in t.layers}
+            losses = []
+            for s in range(2):
+                noisy = dict(state)
+                for name, d in t.eta_to_deltas(eta[s], weights).items():
+                    noisy[name] = state[name] + d
+                losses.append(ref_eval(trio[0], noisy, X, Y)[0])
+            assert res.loss[0, i, j] == pytest.approx(np.mean(losses), rel=1e-5, abs=2e-5)
+
+
+def test_plane_puts_models_at_their_markers_exactly(trio, data):
+    X, Y = data
+    plane = trio_plane(*trio)
+    pts = plane.points(torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.5, 0.5]]))
+    for c, m in enumerate(trio):
+        for k, v in m.state_dict().items():
+            assert torch.equal(pts[k][c], v), k
+    res = C.plane_surface(*trio, (X, Y), resolution=(9, 12))  # paper grid: (0,0),(1,0),(0.5,0.5) on it
+    for c, (label, (a, b)) in enumerate(res.markers.items()):
+        own = ref_eval(trio[c], trio[c].state_dict(), X, Y)[0]
+        assert res.marker_loss[0, c] == pytest.approx(own, abs=1e-6), label
+        i, j = np.argmin(abs(res.alphas - a)), np.argmin(abs(res.betas - b))
+        assert res.loss[0, i, j] == pytest.approx(own, abs=1e-5), label
+
+
+def test_recalibrated_batchnorm_matches_reference(data):
+    X, Y = data
+    trio = [_trained(True, s, data, steps=10) for s in (8, 9, 10)]
+    recal = X[:128]
+    res = C.plane_surface(*trio, (X, Y), resolution=2, bn="recalibrate", recal_dataset=(recal, Y[:128]),
+                          batch_size=64)
+    for i, a in enumerate(res.alphas):
+        for j, b in enumerate(res.betas):
+            m = copy.deepcopy(trio[0])
+            m.load_state_dict(ref_plane_state(trio, float(a), float(b)))
+            for mod in m.modules():
+                if isinstance(mod, nn.BatchNorm1d):
+                    mod.reset_running_stats()
+                    mod.momentum = None
+            m.train()
+            with torch.no_grad():
+                for k in range(0, 128, 64):
+                    m(recal[k : k + 64])
+            assert res.loss[0, i, j] == pytest.approx(ref_eval(m, m.state_dict(), X, Y)[0], rel=1e-5, abs=2e-5)
+    interp = C.plane_surface(*trio, (X, Y), resolution=2)
+    assert not np.allclose(interp.loss, res.loss)
+
+
+def test_free_plane_is_filter_normalised_and_matches_reference(data):
+    X, Y = data
+    m = _trained(True, 11, data)
+    d = filter_normalized_direction(m, torch.Generator().manual_seed(0))
+    w = m.state_dict()
+    for name in ("body.1.weight", "classifier.weight"):
+        assert torch.allclose(d[name].norm(dim=1), w[name].norm(dim=1), rtol=1e-5)
+    assert torch.count_nonzero(d["classifier.bias"]) == 0 and torch.count_nonzero(d["body.2.running_mean"]) == 0
+    res = C.free_plane(m, (X, Y), direction_seed=0, alpha_range=(-1, 1), beta_range=(-1, 1), resolution=3)
+    g = torch.Generator().manual_seed(0)
+    d1, d2 = filter_normalized_direction(m, g), filter_normalized_direction(m, g)
+    for i, a in enumerate(res.alphas):
+        for j, b in enumerate(res.betas):
+            state = {k: (v + float(a) * d1[k] + float(b) * d2[k]) if v.is_floating_point() else v for k, v in w.items()}
+            assert res.loss[0, i, j] == pytest.approx(ref_eval(m, state, X, Y)[0], rel=1e-5, abs=2e-5)
+    assert res.marker_loss[0, 0] == pytest.approx(ref_eval(m, w, X, Y)[0], abs=1e-6)
+
+
+def test_chunks_compose_to_the_whole_surface(trio, data):
+    X, Y = data
+    t = find_targets(trio[0])
+    profiles = {"none": None, "A": bind(PRESETS["device-A"], t)}
+    seen = []
+    whole = C.plane_surface(*trio, (X, Y), profiles=profiles, resolution=3, draws=2, chunk_size=100)
+    split = C.plane_surface(*trio, (X, Y), profiles=profiles, resolution=3, draws=2, chunk_size=1,
+                            progress=lambda done, total: seen.append((done, total)))
+    np.testing.assert_allclose(whole.loss, split.loss, rtol=1e-6, atol=1e-6)
+    assert seen[-1] == (12, 12) and len(seen) == 12
+
+
+def test_typical_noise_norm_is_the_rms_draw_norm(trio):
+    t = find_targets(trio[0], "all-analog")
+    prof = bind(PRESETS["device-B"], t)
+    weights = {layer.name: trio[0].state_dict()[layer.name] for layer in t.layers}
+    eta = draws_of(prof, 4000, 0)
+    deltas = t.eta_to_deltas(eta, weights)
+    sq = sum(d.reshape(4000, -1).double().pow(2).sum(1) for d in deltas.values())
+    r = typical_noise_norm(prof, t, weights)
+    # E||delta||^2 estimated from 4000 draws: within 5 standard errors
+    assert abs(sq.mean().item() - r ** 2) < 5 * sq.std().item() / np.sqrt(4000)
+    dirs = noise_directions(eta[:5], t, weights)
+    norms = torch.sqrt(sum(d.reshape(5, -1).pow(2).sum(1) for d in dirs.values()))
+    torch.testing.assert_close(norms, torch.ones(5))
+
+
+def test_default_alphas_cover_the_typical_norm(trio, data):
+    t = find_targets(trio[0])
+    res = C.noise_curves({"m": trio[0]}, {"A": bind(PRESETS["device-A"], t)}, data, draws=2, num_alphas=7,
+                         span=2.0, max_samples=50)
+    r = res.typical_norm[0, 0]
+    np.testing.assert_allclose(res.alphas[0], np.linspace(-2 * r, 2 * r, 7))
+
+
+def test_architecture_mismatch_names_the_tensor(data):
+    a, b = Tiny(False), Tiny(False)
+    c = Tiny(False)
+    c.classifier = nn.Linear(12, 9)
+    c.features = c.features  # same body, different head
+    with pytest.raises(ValueError, match="classifier.weight"):
+        C.plane_surface(a, b, c, data)
+    with pytest.raises(ValueError, match="running_mean"):
+        C.plane_surface(a, b, Tiny(True), data)
+
+
+def test_bad_inputs_raise_clear_errors(trio, data):
+    t = find_targets(trio[0])
+    prof = bind(PRESETS["device-A"], t)
+    with pytest.raises(ValueError, match="band"):
+        C.noise_curves({"m": trio[0]}, {"A": prof}, data, band="iqr")
+    with pytest.raises(ValueError, match="bn must be"):
+        C.plane_surface(*trio, data, bn="freeze")
+    with pytest.raises(ValueError, match="alpha_range"):
+        C.plane_surface(*trio, data, alpha_range=(1, 0))
+    other = bind(DenseDevice(np.zeros(4), np.eye(4)), find_targets(nn.Sequential(nn.Linear(2, 2))))
+    with pytest.raises(ValueError, match="n = 4"):
+        C.noise_curves({"m": trio[0]}, {"X": other}, data, targets=t)
+    with pytest.raises(TypeError, match="dataset"):
+        C.noise_curves({"m": trio[0]}, {"A": prof}, [1, 2, 3])

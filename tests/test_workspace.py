@@ -1,0 +1,132 @@
+"""The dashboard's workspace and glue: names, uploads, listings, trios, measurement fits."""
+
+import io
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from dat import ui_helpers
+from dat.checkpoint import read_meta, save_checkpoint
+from dat.models import build_model
+from dat.workspace import Workspace, check_name
+
+
+def tiny_checkpoint(path, width=4):
+    torch.manual_seed(0)
+    model = build_model("cnn6", True, 1, 8, 10, width=width, hidden=8)
+    save_checkpoint(path, model, {"method": "sgd-bn", "dataset": {"dataset": "digits"}})
+    return path
+
+
+@pytest.mark.parametrize("name", ["device-A", "my_profile.v2", "a"])
+def test_plain_names_pass(name):
+    assert check_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "../x", "a/b", ".hidden", "a..b", "x" * 65, "naïve", "a b"])
+def test_names_that_could_leave_the_folder_or_hide_are_refused(name):
+    with pytest.raises(ValueError, match="1-64 characters"):
+        check_name(name)
+
+
+def test_an_uploaded_checkpoint_is_validated_and_stored_under_a_fresh_name(tmp_path):
+    ws = Workspace(tmp_path)
+    data = tiny_checkpoint(tmp_path / "source.safetensors").read_bytes()
+    first = ws.store_checkpoint_upload("model.safetensors", data)
+    second = ws.store_checkpoint_upload("model.safetensors", data)
+    assert first != second and first.parent == second.parent == ws.checkpoints_dir
+    assert first.read_bytes() == data and read_meta(first)["method"] == "sgd-bn"
+    assert not [p for p in ws.checkpoints_dir.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("filename,data,message", [
+    ("m.safetensors", b"", "empty"),
+    ("m.pt", b"12345678", "expected a .safetensors"),
+    ("m.safetensors", b"\x80\x04\x95 a pickle, not a checkpoint", "not a valid checkpoint"),
+])
+def test_bad_uploads_are_refused_and_leave_nothing_behind(tmp_path, filename, data, message):
+    ws = Workspace(tmp_path)
+    with pytest.raises(ValueError, match=message):
+        ws.store_checkpoint_upload(filename, data)
+    assert not ws.checkpoints_dir.exists() or not list(ws.checkpoints_dir.iterdir())
+
+
+def test_an_oversized_upload_is_refused_before_it_is_written(tmp_path):
+    ws = Workspace(tmp_path)
+    with pytest.raises(ValueError, match="limit"):
+        ws.store_checkpoint_upload("m.safetensors", b"x" * 101, max_bytes=100)
+    assert not ws.checkpoints_dir.exists()
+
+
+def test_listing_covers_trio_folders_and_finds_complete_trios(tmp_path):
+    ws = Workspace(tmp_path)
+    for role in ("sgd", "dat-a", "dat-b"):
+        tiny_checkpoint(ws.checkpoints_dir / f"{role}.safetensors")
+        tiny_checkpoint(ws.checkpoints_dir / "trio-x" / f"{role}.safetensors")
+    tiny_checkpoint(ws.checkpoints_dir / "half" / "sgd.safetensors")
+    (ws.checkpoints_dir / "notes.safetensors").write_bytes(b"not a checkpoint")
+    names = {row["name"] for row in ws.list_checkpoints()}
+    assert names == {"sgd.safetensors", "dat-a.safetensors", "dat-b.safetensors", "trio-x/sgd.safetensors",
+                     "trio-x/dat-a.safetensors", "trio-x/dat-b.safetensors", "half/sgd.safetensors"}
+    assert set(ws.trios()) == {"", "trio-x"}
+    assert ws.checkpoint_path("trio-x/sgd.safetensors").is_file()
+    for bad in ("../sgd.safetensors", "a/b/c.safetensors"):
+        with pytest.raises(ValueError):
+            ws.checkpoint_path(bad)
+    labels = ui_helpers.model_labels(ws.list_checkpoints())
+    assert labels["sgd.safetensors"] == "SGD" and labels["trio-x/dat-b.safetensors"] == "DAT-B [trio-x]"
+
+
+def test_default_workspace_follows_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("DAT_WORKSPACE", str(tmp_path))
+    assert Workspace.default().root == tmp_path.resolve()
+    monkeypatch.delenv("DAT_WORKSPACE")
+    assert (Workspace.default().root / "app.py").is_file()
+
+
+def test_saved_profiles_are_device_choices(tmp_path):
+    from dat.devices import PRESETS
+
+    ws = Workspace(tmp_path)
+    ws.save_profile("lab-tile", PRESETS["device-B"])
+    with pytest.raises(FileExistsError, match="already exists"):
+        ws.save_profile("lab-tile", PRESETS["device-A"])
+    choices = ui_helpers.device_choices(ws)
+    assert choices["lab-tile (saved)"] == os.path.join(tmp_path, "profiles", "lab-tile.npz")
+    assert ui_helpers.load_device(choices["lab-tile (saved)"]) == PRESETS["device-B"]
+
+
+def test_fitting_uploaded_measurements_recovers_the_sample_covariance():
+    rng = np.random.default_rng(1)
+    maps = rng.normal(scale=0.05, size=(400, 3, 3)) + 0.01
+    buf = io.BytesIO()
+    np.savez(buf, maps=maps)
+    fitted = ui_helpers.fit_measurements("tile.npz", buf.getvalue(), k=2)
+    flat = maps.reshape(400, -1)
+    np.testing.assert_allclose(fitted.mu_, flat.mean(0), atol=1e-12)
+    # Shrinkage moves Sigma towards a scaled identity, so compare with the sample covariance loosely.
+    assert np.abs(fitted.sigma_ - np.cov(flat.T, bias=True)).max() < 0.2 * 0.05**2
+    csv = "\n".join(",".join(repr(float(v)) for v in row) for row in flat).encode()
+    from_csv = ui_helpers.fit_measurements("tile.csv", csv, k=2)
+    np.testing.assert_allclose(from_csv.sigma_, fitted.sigma_, rtol=1e-12)
+
+
+@pytest.mark.parametrize("filename,data,message", [
+    ("tile.txt", b"1,2", "must be a .npz or .csv"),
+    ("tile.npz", b"", "empty"),
+    ("tile.npz", b"PK\x03\x04 broken", "tile.npz"),
+])
+def test_bad_measurement_files_say_what_was_expected(filename, data, message):
+    with pytest.raises(ValueError, match=message):
+        ui_helpers.fit_measurements(filename, data)
+
+
+def test_trio_progress_runs_from_zero_to_one_over_the_three_models():
+    seen = []
+    cb = ui_helpers._trio_reporter(lambda event, payload: seen.append(payload["progress"]))
+    for run in ("sgd", "dat-a", "dat-b"):
+        for step in (1, 2):
+            cb("step", {"run": run, "step": step, "total_steps": 2})
+    assert seen == pytest.approx([1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6, 1.0])
