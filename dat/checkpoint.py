@@ -13,7 +13,6 @@ import json
 import os
 import platform
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import torch
 from torch import nn
 
 from dat.models import model_from_spec
+from dat.fileio import atomic_write
 
 FORMAT = "dat-checkpoint"
 FORMAT_VERSION = 1
@@ -40,22 +40,6 @@ def versions() -> dict:
     import dat
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
             "dat": dat.__version__}
-
-
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call ``write(tmp_path)`` on a temporary file next to ``path``, then rename it over ``path``,
-    so a reader never sees a half-written file (os.replace is atomic on one file system)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict) -> Path:

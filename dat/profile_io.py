@@ -21,7 +21,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import torch
 import dat
 from dat.devices import CROSSBAR_UNITS, CrossbarParams, DenseDevice
 from dat.measure import FittedTile
+from dat.fileio import atomic_write
 
 FORMAT = "dat-profile"
 FORMAT_VERSION = 1
@@ -91,20 +91,12 @@ def save_device(path, device, name: str | None = None, targets=None) -> dict:
         "versions": {"dat": dat.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
                      "torch": torch.__version__},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
+    def write(tmp):
+        with open(tmp, "wb") as fh:
             np.savez(fh, __meta__=np.array(json.dumps(meta, sort_keys=True)),
                      **{k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()})
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; profiles are shared data
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    atomic_write(path, write)
     return meta
 
 

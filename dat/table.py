@@ -15,7 +15,8 @@ import time
 from collections import defaultdict
 from typing import Callable, Iterable
 
-from dat.checkpoint import atomic_write, list_checkpoints, load_checkpoint, read_meta
+from dat.checkpoint import list_checkpoints, load_checkpoint, read_meta
+from dat.fileio import atomic_write
 
 METHOD_ORDER = ("sgd", "sgd-bn", "dat-fast", "dat-full", "sam", "noise-injection")
 METHOD_LABEL = {"sgd": "SGD", "sgd-bn": "SGD-BN", "dat-fast": "DAT-Fast", "dat-full": "DAT-Full",

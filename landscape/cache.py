@@ -12,12 +12,12 @@ import hashlib
 import json
 import os
 import platform
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+from dat.fileio import atomic_write_bytes
 
 DEFAULT_FOLDER = Path("cache") / "landscape"
 _CODE_FILES = ("compute.py", "directions.py", "evaluator.py")
@@ -59,21 +59,6 @@ def versions() -> dict:
 def key_of(inputs: dict) -> str:
     text = json.dumps({"inputs": inputs, "code": code_version()}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then os.replace: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def npz_bytes(arrays: dict) -> bytes:

@@ -19,7 +19,9 @@ import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from .cache import atomic_write_bytes, npz_bytes
+from dat.fileio import atomic_write_bytes
+
+from .cache import npz_bytes
 from .compute import Curves, Surface
 from .figures import default_figures
 
