@@ -48,6 +48,9 @@ def check_same_architecture(models: dict[str, nn.Module]) -> None:
                     f"{tuple(t.shape)} {t.dtype} in {ref_label!r} but {tuple(u.shape)} {u.dtype} in {label!r}")
 
 
+VAR_FLOOR = 1e-12  # smallest running variance taken into log space
+
+
 @dataclass
 class Plane:
     """A plane of weights: point(alpha, beta) = sum_k c_k(alpha, beta) * anchors[k].
@@ -59,9 +62,12 @@ class Plane:
     reproduced bit for bit (w + 1 * (w_A - w) would be off by rounding).
     ``kind="free"``: anchors (w, d1, d2) with coefficients (1, alpha, beta).
 
-    Floating-point tensors (weights and BatchNorm running statistics) move along the plane; integer
-    buffers (BatchNorm's batch counter) are taken from the first anchor. Running variances are
-    clamped at 0 where the plane extrapolates them below it.
+    Floating-point tensors (weights and BatchNorm running means) move along the plane; integer
+    buffers (BatchNorm's batch counter) are taken from the first anchor. On the trio plane BatchNorm
+    running variances move geometrically: log var = sum_k c_k log var_k. That is still exact at the
+    three models, and stays positive where the plane extrapolates: moved linearly, variances go
+    below zero just outside the models' triangle (the demo trio gave losses of 1e9 to 1e13 there).
+    On a free plane the directions are not models, so variances move linearly, clamped at 0.
     """
 
     kind: str
@@ -89,9 +95,18 @@ class Plane:
         out = {}
         for name, stack in self.anchors.items():
             c = coef.to(device=stack.device, dtype=stack.dtype)
+            if name.endswith("running_var") and self.kind == "trio":
+                # Geometric path: positive everywhere, and exact at the markers (coefficients 0 and 1).
+                # The floor only guards log(0) for a channel whose variance collapsed to zero.
+                geo = torch.einsum("ck,k...->c...", c, stack.clamp_min(VAR_FLOOR).log()).exp()
+                # At a marker (one-hot coefficients) take the anchor itself: exp(log v) is not bit exact.
+                at_model = ((c == 0) | (c == 1)).all(1) & (c.sum(1) == 1)
+                lin = torch.einsum("ck,k...->c...", c, stack)
+                out[name] = torch.where(at_model.view(-1, *[1] * (geo.ndim - 1)), lin, geo)
+                continue
             out[name] = torch.einsum("ck,k...->c...", c, stack)
             if name.endswith("running_var"):
-                # Extrapolating beyond the anchors can make a variance negative; clamp it to 0
+                # A free plane's extrapolation can make a variance negative; clamp it to 0
                 # (BatchNorm's eps keeps the normalisation finite) instead of producing NaN.
                 out[name] = out[name].clamp_min(0.0)
         n = coef.shape[0]

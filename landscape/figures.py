@@ -94,8 +94,8 @@ def colour_range(values: np.ndarray, marker_values=None, clip_quantile: float = 
                  marker_factor: float = 4.0) -> tuple[float, float]:
     """(min, top) with top = min(q-quantile, marker_factor x the largest loss at a model marker).
 
-    Far from the models the loss explodes (extrapolated BatchNorm statistics reach 1e19): the top of
-    the scale is tied to the models' own losses so that the basins around them stay visible.
+    Far from the models the loss grows by orders of magnitude: the top of the scale is tied to the
+    models' own losses so that the basins around them stay visible.
     """
     finite = np.asarray(values)[np.isfinite(values)]
     if finite.size == 0:

@@ -73,10 +73,12 @@ def ref_plane_state(models, alpha, beta):
     out = {}
     for k in s:
         if s[k].is_floating_point():
+            if k.endswith("running_var"):  # the documented rule: variances move along the plane in log space
+                ls, la, lb = s[k].log(), a[k].log(), b[k].log()
+                out[k] = (ls + alpha * (la - ls) + beta * (2 * lb - la - ls)).exp()
+                continue
             u, v = a[k] - s[k], 2 * b[k] - a[k] - s[k]
             out[k] = s[k] + alpha * u + beta * v
-            if k.endswith("running_var"):  # the documented rule: extrapolated variances clamp at 0
-                out[k] = out[k].clamp_min(0.0)
         else:
             out[k] = s[k].clone()
     return out
