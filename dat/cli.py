@@ -123,10 +123,15 @@ def _summary(metrics: dict) -> str:
 
 
 def cmd_train(args) -> int:
+    from dat.parallel import init_from_env
     from dat.train import train
 
     config = _config_from(args)
-    result = train(config, callbacks=[_progress_callback(args.quiet)])
+    # Under torchrun, data-parallel over the ranks; rank 0 reports and writes the checkpoint.
+    rank, _ = init_from_env()
+    result = train(config, callbacks=[_progress_callback(args.quiet or rank != 0)])
+    if rank != 0:
+        return 0
     print(f"wrote {result.checkpoint_path} ({result.metrics['train_time_s']:.1f} s of training)")
     print(_summary(result.metrics) + f" under {result.metrics['eval_device']}")
     return 0
@@ -248,12 +253,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from dat.parallel import shutdown
+
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
     except (ValueError, FileNotFoundError) as err:
         print(f"dat {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return 2  # under torchrun the launcher stops the other ranks
+    shutdown()  # ranks of a torchrun leave the process group together
+    return code
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from dat.data import load_dataset
 from dat.evaluate import evaluate, evaluate_splits, is_head_only
 from dat.models import build_model
 from dat.optim import DAT, SAM, NoiseInjection
+from dat.parallel import GradientSync, local_slice, rank_and_world
 
 Callback = Callable[[str, dict], None]
 
@@ -90,16 +91,18 @@ class _FrozenBatchNormStats:
         return False
 
 
-def plain_step(model, optimizer, x, y) -> tuple[torch.Tensor, torch.Tensor]:
+def plain_step(model, optimizer, x, y, sync=None) -> tuple[torch.Tensor, torch.Tensor]:
     optimizer.zero_grad()
     logits = model(x)
     loss = F.cross_entropy(logits, y)
     loss.backward()
+    if sync is not None:
+        sync()                                                       # global-batch gradient
     optimizer.step()
     return loss.detach(), logits.detach()
 
 
-def head_step(model, optimizer, x, y) -> tuple[torch.Tensor, torch.Tensor]:
+def head_step(model, optimizer, x, y, sync=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Noise only on the classifier: one body forward (BatchNorm statistics move once), the gradient
     at w for the head alone on detached features, then one backward through the shared features at
     the perturbed head. With e only on the head, d/d(body) L(body, head + e) is exactly what a
@@ -111,17 +114,21 @@ def head_step(model, optimizer, x, y) -> tuple[torch.Tensor, torch.Tensor]:
     loss = F.cross_entropy(logits, y)
     if optimizer.needs_first_grad:
         (head.weight.grad,) = torch.autograd.grad(loss, [head.weight])  # g on the target only
+        if sync is not None:
+            sync([head.weight])                                      # g of the global batch
     optimizer.first_step(zero_grad=True)                             # head -> w + e_1
     for j in range(optimizer.p):
         if j > 0:
             optimizer.next_perturbation(zero_grad=True)              # head -> w + e_j
         perturbed = F.cross_entropy(head(feats), y)
         perturbed.backward(retain_graph=j < optimizer.p - 1)
+        if sync is not None:
+            sync()                                                   # before the optimizer banks it
     optimizer.second_step(zero_grad=False)
     return loss.detach(), logits.detach()
 
 
-def two_pass_step(model, optimizer, x, y) -> tuple[torch.Tensor, torch.Tensor]:
+def two_pass_step(model, optimizer, x, y, sync=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Noise on any layers: the plain SAM-style passes. Only the first forward of the step updates
     the BatchNorm running statistics (at w; for noise injection, which has no pass at w, at w + e)."""
     optimizer.zero_grad()
@@ -130,6 +137,8 @@ def two_pass_step(model, optimizer, x, y) -> tuple[torch.Tensor, torch.Tensor]:
         logits = model(x)
         loss = F.cross_entropy(logits, y)
         loss.backward()                                     # g = grad L(w)
+        if sync is not None:
+            sync()
         first = 1
     optimizer.first_step(zero_grad=True)                    # w + e_1
     for j in range(optimizer.p):
@@ -143,6 +152,8 @@ def two_pass_step(model, optimizer, x, y) -> tuple[torch.Tensor, torch.Tensor]:
             loss = F.cross_entropy(logits, y)
             loss.backward()
             first = 1
+        if sync is not None:
+            sync()                                          # before the optimizer banks it
     optimizer.second_step(zero_grad=False)
     return loss.detach(), logits.detach()
 
@@ -207,7 +218,11 @@ def train(config: TrainConfig, callbacks: Iterable[Callback] = (), should_stop: 
     continues from its last completed epoch along the same trajectory."""
     config = config.validate()
     callbacks = list(callbacks)
+    rank, world = rank_and_world()  # under torchrun: data-parallel over the ranks (dat/parallel.py)
+
     def emit(event: str, payload: dict) -> None:
+        if rank != 0:  # one progress report, from rank 0
+            return
         for cb in callbacks:
             cb(event, payload)
 
@@ -215,8 +230,13 @@ def train(config: TrainConfig, callbacks: Iterable[Callback] = (), should_stop: 
     bundle = load_dataset(config.dataset, config.data_root, download=config.download, verify=config.verify)
     model, targets, profile, optimizer, base_optimizer, scheduler, noise_gen, step_fn = build_run(config, bundle, device)
     data_gen = torch.Generator().manual_seed(config.seed)
+    sync = GradientSync(model) if world > 1 else None
+    # Every rank reads the same global batches and takes its slice. A last batch too small to give
+    # every rank one sample (two with BatchNorm, which needs a batch statistic) is dropped.
+    remainder = len(bundle.train) % config.batch_size
+    per_rank = 2 if config.uses_batchnorm else 1
     loader = DataLoader(bundle.train, batch_size=config.batch_size, shuffle=True, generator=data_gen,
-                        num_workers=config.num_workers, drop_last=False)
+                        num_workers=config.num_workers, drop_last=0 < remainder < per_rank * world)
     steps_per_epoch, ckpt = len(loader), config.checkpoint_path
     total_steps = steps_per_epoch * config.epochs
     start_epoch, history, train_time = 0, [], 0.0
@@ -242,8 +262,13 @@ def train(config: TrainConfig, callbacks: Iterable[Callback] = (), should_stop: 
         t0 = time.perf_counter()
         loss_sum, correct, seen = 0.0, 0, 0
         for x, y in loader:
+            if sync is not None:
+                x, y, n_global = local_slice(x, y)
+                sync.set_batch(len(y), n_global)
             x, y = x.to(device), y.to(device)
-            loss, logits = step_fn(model, optimizer, x, y)
+            loss, logits = step_fn(model, optimizer, x, y, sync=sync)
+            if sync is not None:
+                sync.broadcast_buffers()
             loss_sum += float(loss) * len(y)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
@@ -256,15 +281,20 @@ def train(config: TrainConfig, callbacks: Iterable[Callback] = (), should_stop: 
                 return TrainResult(None, {"cancelled": True, "config": config.to_dict()}, {"history": history})
         scheduler.step()
         train_time += time.perf_counter() - t0
+        if sync is not None:  # epoch statistics over the whole training set, not this rank's slices
+            totals = torch.tensor([loss_sum, correct, seen], dtype=torch.float64, device=device)
+            torch.distributed.all_reduce(totals)
+            loss_sum, correct, seen = float(totals[0]), int(totals[1]), int(totals[2])
         test_acc = evaluate(model, bundle.test, batch_size=config.eval_batch_size)["clean"]["acc"]
         record = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
                   "test_acc": test_acc, "lr": base_optimizer.param_groups[0]["lr"], "elapsed_s": train_time}
         history.append(record)
-        save_resume(resume_path, {
-            "trajectory": _trajectory_fields(config), "epoch": epoch + 1, "history": history,
-            "train_time_s": train_time, "model": model.state_dict(), "optimizer": base_optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "data_gen": data_gen.get_state(),
-            "noise_gen": noise_gen.get_state(), "torch_rng": torch.get_rng_state()})
+        if rank == 0:
+            save_resume(resume_path, {
+                "trajectory": _trajectory_fields(config), "epoch": epoch + 1, "history": history,
+                "train_time_s": train_time, "model": model.state_dict(), "optimizer": base_optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "data_gen": data_gen.get_state(),
+                "noise_gen": noise_gen.get_state(), "torch_rng": torch.get_rng_state()})
         emit("epoch", {**record, "epochs": config.epochs, "step": step, "total_steps": total_steps})
 
     # Table I numbers, under the evaluation profile (the training device unless told otherwise).
@@ -283,9 +313,11 @@ def train(config: TrainConfig, callbacks: Iterable[Callback] = (), should_stop: 
         "seed": config.seed, "config": config.to_dict(), "metrics": metrics, "history": history,
         "train_time_s": train_time, "versions": versions(),
     }
-    save_checkpoint(ckpt, model, meta)
-    if os.path.exists(resume_path):
-        os.unlink(resume_path)  # the run is complete; its checkpoint replaces the resume state
+    meta["world_size"] = world
+    if rank == 0:  # every rank holds the same model; one of them writes it
+        save_checkpoint(ckpt, model, meta)
+        if os.path.exists(resume_path):
+            os.unlink(resume_path)  # the run is complete; its checkpoint replaces the resume state
     emit("end", {"checkpoint": ckpt, "metrics": metrics, "train_time_s": train_time})
     return TrainResult(ckpt, meta, metrics)
 

@@ -7,29 +7,11 @@ whole surface, in chunk order, so the result is identical to a single-process ru
 
 from __future__ import annotations
 
-import os
 from typing import Callable, Sequence
 
-import torch
 import torch.distributed as dist
 
-
-def rank_and_world() -> tuple[int, int]:
-    """(rank, world size) of the initialised default process group, or (0, 1)."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def init_from_env() -> tuple[int, int]:
-    """Join the process group torchrun describes in the environment (WORLD_SIZE > 1); NCCL when
-    every rank has a GPU, gloo otherwise. A plain single-process run does nothing."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend=backend)
-    return rank_and_world()
+from dat.parallel import init_from_env, rank_and_world  # noqa: F401  (re-exported for the CLI)
 
 
 def map_chunks(fn: Callable, chunks: Sequence, progress: Callable[[int, int], None] | None = None) -> list:

@@ -2,11 +2,11 @@
 
 import streamlit as st
 
-from dat.ui_helpers import (compute_landscape, data_files, device_choices, figure_files, landscape_spec, mime_of,
-                            model_labels, zip_files)
+from dat.ui_helpers import compute_landscape, device_choices, landscape_spec, model_labels
 from dat.workspace import Workspace
 from landscape.figures import curves_figure
 from landscape.summary import compare_devices
+from pages.widgets.export import export_panel
 
 st.set_page_config(page_title="Noise curves", layout="wide")
 st.title("Noise curves")
@@ -68,25 +68,4 @@ summary = compare_devices(curves)
 st.subheader("Summary")
 st.dataframe(summary.rows, hide_index=True)
 
-st.subheader("Export")
-numbers = data_files(curves, spec, summary)
-for col, (name, data) in zip(st.columns(len(numbers)), numbers.items()):
-    col.download_button(name, data, file_name=f"curves_{name}", mime=mime_of(name), key=f"dl_{name}")
-with st.form("curves_export"):
-    width = st.radio("Column width", ["single", "double"], index=1, horizontal=True)
-    formats = st.multiselect("Image formats", ["png", "svg", "pdf"], default=["png", "svg", "pdf"])
-    dpi = st.number_input("PNG resolution (dpi)", 72, 1200, 300)
-    if st.form_submit_button("Prepare figure files"):
-        try:
-            with st.spinner("Rendering figures with Plotly's static export..."):
-                st.session_state["curves_files"] = figure_files(curves, figures, spec=spec, comparison=summary,
-                                                                width=width, formats=formats, dpi=int(dpi))
-        except (RuntimeError, ValueError) as exc:
-            st.error(f"Figure export failed: {exc}")
-files = st.session_state.get("curves_files")
-if files:
-    st.download_button("Download everything (zip)", zip_files(files), file_name="curves_bundle.zip",
-                       mime="application/zip", key="dl_zip", type="primary")
-    images = [n for n in files if n.rsplit(".", 1)[-1] in ("png", "svg", "pdf")]
-    for col, name in zip(st.columns(max(len(images), 1)), images):
-        col.download_button(name, files[name], file_name=name, mime=mime_of(name), key=f"dl_{name}")
+export_panel("curves", curves, figures, spec, summary)

@@ -2,10 +2,10 @@
 
 import streamlit as st
 
-from dat.ui_helpers import (TRIO_LABELS, TRIO_ROLES, compute_landscape, data_files, device_choices, figure_files,
-                            mime_of, trio_spec, zip_files)
+from dat.ui_helpers import TRIO_LABELS, TRIO_ROLES, compute_landscape, device_choices, trio_spec
 from dat.workspace import Workspace
 from landscape.figures import fig1_figure, surface_figure
+from pages.widgets.export import export_panel
 
 st.set_page_config(page_title="Loss surfaces", layout="wide")
 st.title("Loss surfaces")
@@ -87,26 +87,4 @@ st.subheader("Loss at the models")
 st.dataframe([{"panel": p, **{m: float(surface.marker_loss[i, j]) for j, m in enumerate(surface.markers)}}
               for i, p in enumerate(surface.panels)], hide_index=True)
 
-st.subheader("Export")
-numbers = data_files(surface, spec)
-cols = st.columns(len(numbers))
-for col, (name, data) in zip(cols, numbers.items()):
-    col.download_button(name, data, file_name=f"surface_{name}", mime=mime_of(name), key=f"dl_{name}")
-with st.form("export_form"):
-    width = st.radio("Column width", ["single", "double"], index=1, horizontal=True)
-    formats = st.multiselect("Image formats", ["png", "svg", "pdf"], default=["png", "svg", "pdf"])
-    dpi = st.number_input("PNG resolution (dpi)", 72, 1200, 300)
-    if st.form_submit_button("Prepare figure files"):
-        try:
-            with st.spinner("Rendering figures with Plotly's static export..."):
-                st.session_state["surface_files"] = figure_files(surface, figures, spec=spec, width=width,
-                                                                 formats=formats, dpi=int(dpi))
-        except (RuntimeError, ValueError) as exc:  # e.g. no Chromium for the static export
-            st.error(f"Figure export failed: {exc}")
-files = st.session_state.get("surface_files")
-if files:
-    st.download_button("Download everything (zip)", zip_files(files), file_name="surface_bundle.zip",
-                       mime="application/zip", key="dl_zip", type="primary")
-    images = [n for n in files if n.rsplit(".", 1)[-1] in ("png", "svg", "pdf")]
-    for col, name in zip(st.columns(max(len(images), 1)), images):
-        col.download_button(name, files[name], file_name=name, mime=mime_of(name), key=f"dl_{name}")
+export_panel("surface", surface, figures, spec)

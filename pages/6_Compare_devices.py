@@ -2,11 +2,11 @@
 
 import streamlit as st
 
-from dat.ui_helpers import (SURFACE_LABELS, TRIO_ROLES, compute_landscape, data_files, device_choices, figure_files,
-                            landscape_spec, mime_of, trio_spec, zip_files)
+from dat.ui_helpers import SURFACE_LABELS, TRIO_ROLES, compute_landscape, device_choices, landscape_spec, trio_spec
 from dat.workspace import Workspace
 from landscape.figures import comparison_figure
 from landscape.summary import compare_devices
+from pages.widgets.export import export_panel
 
 st.set_page_config(page_title="Compare devices", layout="wide")
 st.title("Compare devices")
@@ -55,7 +55,7 @@ if go:
         st.error(f"Could not compare the devices: {exc}")
     else:
         st.session_state["comparison"] = (surface_spec, surface, summary)
-        st.session_state.pop("comparison_files", None)
+        st.session_state.pop("compare_files", None)
 
 if "comparison" not in st.session_state:
     st.info("Pick a trio and two devices, then press **Compare**.")
@@ -75,25 +75,4 @@ for col, model in zip(c, ("SGD", "DAT-A", "DAT-B")):
                    help="at each device's typical noise norm, nats")
 st.dataframe(summary.rows, hide_index=True)
 
-st.subheader("Export")
-numbers = data_files(surface, spec, summary)
-for col, (name, data) in zip(st.columns(len(numbers)), numbers.items()):
-    col.download_button(name, data, file_name=f"compare_{name}", mime=mime_of(name), key=f"dl_{name}")
-with st.form("compare_export"):
-    width = st.radio("Column width", ["single", "double"], index=1, horizontal=True)
-    formats = st.multiselect("Image formats", ["png", "svg", "pdf"], default=["png", "svg", "pdf"])
-    dpi = st.number_input("PNG resolution (dpi)", 72, 1200, 300)
-    if st.form_submit_button("Prepare figure files"):
-        try:
-            with st.spinner("Rendering figures with Plotly's static export..."):
-                st.session_state["comparison_files"] = figure_files(surface, figures, spec=spec, comparison=summary,
-                                                                    width=width, formats=formats, dpi=int(dpi))
-        except (RuntimeError, ValueError) as exc:
-            st.error(f"Figure export failed: {exc}")
-files = st.session_state.get("comparison_files")
-if files:
-    st.download_button("Download everything (zip)", zip_files(files), file_name="compare_bundle.zip",
-                       mime="application/zip", key="dl_zip", type="primary")
-    images = [n for n in files if n.rsplit(".", 1)[-1] in ("png", "svg", "pdf")]
-    for col, name in zip(st.columns(max(len(images), 1)), images):
-        col.download_button(name, files[name], file_name=name, mime=mime_of(name), key=f"dl_{name}")
+export_panel("compare", surface, figures, spec, summary)

@@ -1,0 +1,34 @@
+"""The export panel under every landscape figure: numbers at once, images on request, all as a zip."""
+
+import streamlit as st
+
+from dat.ui_helpers import data_files, figure_files, mime_of, zip_files
+
+
+def export_panel(prefix: str, result, figures: dict, spec, comparison=None) -> None:
+    """Download buttons for the numbers (CSV / NPZ / reproduce.json), a form that renders the
+    figures through Plotly's static export, then buttons for each image and for the whole zip.
+    ``prefix`` names the files and keeps this page's widget keys apart."""
+    st.subheader("Export")
+    numbers = data_files(result, spec, comparison)
+    for col, (name, data) in zip(st.columns(len(numbers)), numbers.items()):
+        col.download_button(name, data, file_name=f"{prefix}_{name}", mime=mime_of(name), key=f"dl_{name}")
+    with st.form(f"{prefix}_export"):
+        width = st.radio("Column width", ["single", "double"], index=1, horizontal=True)
+        formats = st.multiselect("Image formats", ["png", "svg", "pdf"], default=["png", "svg", "pdf"])
+        dpi = st.number_input("PNG resolution (dpi)", 72, 1200, 300)
+        if st.form_submit_button("Prepare figure files"):
+            try:
+                with st.spinner("Rendering figures with Plotly's static export..."):
+                    st.session_state[f"{prefix}_files"] = figure_files(
+                        result, figures, spec=spec, comparison=comparison, width=width, formats=formats,
+                        dpi=int(dpi))
+            except (RuntimeError, ValueError) as exc:  # e.g. no Chromium for the static export
+                st.error(f"Figure export failed: {exc}")
+    files = st.session_state.get(f"{prefix}_files")
+    if files:
+        st.download_button("Download everything (zip)", zip_files(files), file_name=f"{prefix}_bundle.zip",
+                           mime="application/zip", key="dl_zip", type="primary")
+        images = [n for n in files if n.rsplit(".", 1)[-1] in ("png", "svg", "pdf")]
+        for col, name in zip(st.columns(max(len(images), 1)), images):
+            col.download_button(name, files[name], file_name=name, mime=mime_of(name), key=f"dl_{name}")
