@@ -6,6 +6,7 @@ from dat.ui_helpers import TRIO_LABELS, TRIO_ROLES, compute_landscape, device_ch
 from dat.workspace import Workspace
 from landscape.figures import fig1_figure, surface_figure
 from pages.widgets.export import export_panel
+from pages.widgets.workspace import trios_or_stop
 
 st.set_page_config(page_title="Loss surfaces", layout="wide")
 st.title("Loss surfaces")
@@ -16,11 +17,7 @@ st.markdown(
     "noise (paper Fig. 1).", unsafe_allow_html=True)
 
 ws = Workspace.default()
-trios = ws.trios()
-if not trios:
-    st.info("No trio of checkpoints (sgd, dat-a, dat-b) yet. Make the demo trio with `dat demo` in a "
-            "terminal (or the button on the home page), or train one on the Train page.")
-    st.stop()
+trios = trios_or_stop(ws)
 
 names = {row["name"]: row["path"] for row in ws.list_checkpoints()}
 groups = list(trios)

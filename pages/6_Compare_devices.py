@@ -7,6 +7,7 @@ from dat.workspace import Workspace
 from landscape.figures import comparison_figure
 from landscape.summary import compare_devices
 from pages.widgets.export import export_panel
+from pages.widgets.workspace import trios_or_stop
 
 st.set_page_config(page_title="Compare devices", layout="wide")
 st.title("Compare devices")
@@ -17,11 +18,7 @@ st.markdown(
     "noise directions, and the loss increase at the model's own point of the plane.")
 
 ws = Workspace.default()
-trios = ws.trios()
-if not trios:
-    st.info("No trio of checkpoints (sgd, dat-a, dat-b) yet. Make the demo trio with `dat demo` in a "
-            "terminal (or the button on the home page), or train one on the Train page.")
-    st.stop()
+trios = trios_or_stop(ws)
 
 choices = device_choices(ws)
 labels = list(choices)
