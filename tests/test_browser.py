@@ -191,7 +191,9 @@ def test_demo_checkpoints_to_surface_to_export_download(server, browser_page, tm
     no_exception(page)
     compute(page, "Compute surface", grid_points=11)  # quick, and still reads as a surface
     assert page.locator('[data-testid="stSlider"] input[type="range"]').first.get_attribute("aria-valuetext") == "11"
-    assert page.locator('[data-testid="stPlotlyChart"]').count() >= 1
+    # The figure is what the run ends with: wait for it rather than trusting the status widget alone.
+    page.wait_for_selector('[data-testid="stPlotlyChart"]', timeout=300_000)
+    settle(page)
     assert page.get_by_text("Loss at the models").count() == 1
 
     page.get_by_role("button", name="Prepare figure files").click()
