@@ -2,11 +2,12 @@
 
 import streamlit as st
 
-from dat.ui_helpers import compute_landscape, device_choices, landscape_spec, model_labels
+from dat.ui_helpers import device_choices, landscape_spec, model_labels
 from dat.workspace import Workspace
 from landscape.figures import curves_figure
 from landscape.summary import compare_devices
 from pages.widgets.export import export_panel
+from pages.widgets.workspace import compute_with_progress
 
 st.set_page_config(page_title="Noise curves", layout="wide")
 st.title("Noise curves")
@@ -46,10 +47,7 @@ if go:
         spec = landscape_spec("curves", {labels[n]: paths[n] for n in picked}, {d: choices[d] for d in devices},
                               num_alphas=int(num_alphas), span=float(span), draws=int(draws), band=band,
                               seed=int(seed), max_samples=int(max_samples) or None)
-        bar = st.progress(0.0, text="Evaluating curves...")
-        curves = compute_landscape(ws, spec, progress=lambda done, total: bar.progress(
-            done / total, text=f"{done} of {total} model-device pairs"))
-        bar.empty()
+        curves = compute_with_progress(ws, spec, "model-device pairs")
     except (ValueError, TypeError, FileNotFoundError) as exc:
         st.error(f"Could not compute the curves: {exc}")
     else:

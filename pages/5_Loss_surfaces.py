@@ -2,11 +2,11 @@
 
 import streamlit as st
 
-from dat.ui_helpers import TRIO_LABELS, TRIO_ROLES, compute_landscape, device_choices, trio_spec
+from dat.ui_helpers import TRIO_LABELS, TRIO_ROLES, device_choices, trio_spec
 from dat.workspace import Workspace
 from landscape.figures import fig1_figure, surface_figure
 from pages.widgets.export import export_panel
-from pages.widgets.workspace import trios_or_stop
+from pages.widgets.workspace import compute_with_progress, trios_or_stop
 
 st.set_page_config(page_title="Loss surfaces", layout="wide")
 st.title("Loss surfaces")
@@ -50,10 +50,7 @@ if go:
                          resolution=(resolution, resolution), draws=int(draws), seed=int(seed),
                          alpha_range=(a_lo, a_hi), beta_range=(b_lo, b_hi),
                          max_samples=int(max_samples) or None)
-        bar = st.progress(0.0, text="Evaluating the grid...")
-        surface = compute_landscape(ws, spec, progress=lambda done, total: bar.progress(
-            done / total, text=f"Evaluated {done} of {total} points"))
-        bar.empty()
+        surface = compute_with_progress(ws, spec, "grid points evaluated")
     except (ValueError, TypeError, FileNotFoundError) as exc:
         st.error(f"Could not compute the surface: {exc}")
     else:

@@ -2,12 +2,12 @@
 
 import streamlit as st
 
-from dat.ui_helpers import SURFACE_LABELS, TRIO_ROLES, compute_landscape, device_choices, landscape_spec, trio_spec
+from dat.ui_helpers import SURFACE_LABELS, TRIO_ROLES, device_choices, landscape_spec, trio_spec
 from dat.workspace import Workspace
 from landscape.figures import comparison_figure
 from landscape.summary import compare_devices
 from pages.widgets.export import export_panel
-from pages.widgets.workspace import trios_or_stop
+from pages.widgets.workspace import compute_with_progress, trios_or_stop
 
 st.set_page_config(page_title="Compare devices", layout="wide")
 st.title("Compare devices")
@@ -42,10 +42,8 @@ if go:
         curves_spec = landscape_spec("curves", {SURFACE_LABELS[r]: trios[group][r] for r in TRIO_ROLES},
                                      devices, num_alphas=41, **common)
         bar = st.progress(0.0, text="Evaluating the plane...")
-        surface = compute_landscape(ws, surface_spec, progress=lambda d, t: bar.progress(
-            0.8 * d / t, text=f"plane: {d} of {t} points"))
-        curves = compute_landscape(ws, curves_spec, progress=lambda d, t: bar.progress(
-            0.8 + 0.2 * d / t, text=f"curves: {d} of {t} model-device pairs"))
+        surface = compute_with_progress(ws, surface_spec, "plane points", bar, (0.0, 0.8))
+        curves = compute_with_progress(ws, curves_spec, "model-device pairs for the curves", bar, (0.8, 1.0))
         bar.empty()
         summary = compare_devices(curves, surface, threshold=float(threshold))
     except (ValueError, TypeError, FileNotFoundError) as exc:
