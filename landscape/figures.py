@@ -189,7 +189,8 @@ def fig1_figure(surface: Surface, kind: str = "contour", metric: str = "loss", *
 def comparison_figure(surface: Surface, a: str | None = None, b: str | None = None, kind: str = "contour",
                       *, title: str | None = None) -> go.Figure:
     """Devices A and B side by side on one colour scale, and their difference B − A (diverging,
-    centred at 0: red where B's noise costs more than A's)."""
+    centred at 0: red where B's noise costs more than A's), blank where either loss is above the
+    shared colour range."""
     noisy = [p for p in surface.panels if p != "none"]
     if a is None or b is None:
         if len(noisy) < 2:
@@ -215,7 +216,10 @@ def comparison_figure(surface: Surface, a: str | None = None, b: str | None = No
                xanchor="center", len=x3[1] - x3[0], y=-0.36, yanchor="top", thickness=10)
     fig.add_trace(_trace(kind, surface, la, zmin, zmax, COLORSCALE, cb, False), row=1, col=1)
     fig.add_trace(_trace(kind, surface, lb, zmin, zmax, COLORSCALE, cb, True), row=1, col=2)
-    fig.add_trace(_trace(kind, surface, diff, -m, m, DIFF_COLORSCALE, cbd, True), row=1, col=3)
+    # Where either loss is off the colour range the difference says nothing readable (two huge
+    # losses subtracted): leave it blank rather than paint it at full strength.
+    fig.add_trace(_trace(kind, surface, np.where(shown, diff, np.nan), -m, m, DIFF_COLORSCALE, cbd, True),
+                  row=1, col=3)
     for c in (1, 2, 3):
         _add_markers(fig, surface, row=1, col=c)
         fig.update_xaxes(title_text="α", row=1, col=c)

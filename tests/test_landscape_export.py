@@ -108,7 +108,11 @@ def test_figures_are_labelled(surface, curves):
     assert f1.data[-2].colorbar.title.text.startswith("loss")
     cmp_ = figures.comparison_figure(s)
     assert [a.text for a in cmp_.layout.annotations][:3] == ["device-A", "device-B", "device-B − device-A"]
-    np.testing.assert_allclose(np.asarray(cmp_.data[2].z), (s.loss[2] - s.loss[1]).T)
+    # B - A where both losses are on the shared colour range, blank (NaN) where either is above it
+    top = figures.colour_range(s.loss[1:3], s.marker_loss[1:3])[1]
+    on_scale = np.maximum(s.loss[1], s.loss[2]) <= top
+    np.testing.assert_allclose(np.asarray(cmp_.data[2].z, dtype=float),
+                               np.where(on_scale, s.loss[2] - s.loss[1], np.nan).T)
     fc = figures.curves_figure(c)
     assert fc.layout.xaxis.title.text.startswith("α")
     assert figures.surface_figure(s, "device-B", "surface3d").data[0].type == "surface"
