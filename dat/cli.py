@@ -142,7 +142,7 @@ def cmd_eval(args) -> int:
     from dat.data import load_dataset
     from dat.evaluate import evaluate
     from dat.targets import find_targets
-    from dat.train import make_profile
+    from dat.profile_io import make_profile
 
     ckpt = load_checkpoint(args.checkpoint)
     config = ckpt.meta.get("config", {})

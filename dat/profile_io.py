@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import zipfile
 from pathlib import Path
 
@@ -192,3 +193,29 @@ def load_dense(path, repair: bool = False, name: str | None = None) -> DenseDevi
     if mu is None:
         mu = np.zeros(sigma.shape[0] if sigma.ndim >= 1 else 0)
     return DenseDevice(mu, sigma, name=name or path.stem, repair=repair)
+
+
+# -- device references: a preset name or a saved profile file -------------------------------------
+def resolve_device(spec):
+    """A device from a preset name ("device-A", "device-B") or a saved profile path; device
+    objects pass through. Returns (device, name)."""
+    from dat.devices import PRESETS
+
+    if not isinstance(spec, (str, os.PathLike)):
+        return spec, getattr(spec, "name", type(spec).__name__)
+    spec = os.fspath(spec)
+    if spec in PRESETS:
+        return PRESETS[spec], spec
+    if os.path.isfile(spec):
+        device = load_device(spec)
+        return device, getattr(device, "name", None) or Path(spec).stem
+    raise ValueError(f"Invalid device: expected a preset name {sorted(PRESETS)} or the path of a saved "
+                     f"profile (.npz), found {spec!r} (no such file)")
+
+
+def make_profile(spec, targets, name: str | None = None):
+    """Bind a device (preset, path or object) to a model's targets."""
+    from dat.profiles import bind
+
+    device, _ = resolve_device(spec)
+    return bind(device, targets, name=name)

@@ -32,7 +32,7 @@ def metrics_under(meta: dict, device: str | None = None) -> dict:
         from dat.data import load_dataset
         from dat.evaluate import evaluate_splits
         from dat.targets import find_targets
-        from dat.train import make_profile
+        from dat.profile_io import make_profile
 
         config = meta["config"]
         ckpt = load_checkpoint(meta["path"])

@@ -28,6 +28,7 @@ from dat.evaluate import evaluate, evaluate_splits, is_head_only
 from dat.models import build_model
 from dat.optim import DAT, SAM, NoiseInjection
 from dat.parallel import GradientSync, local_slice, rank_and_world
+from dat.profile_io import make_profile, resolve_device
 
 Callback = Callable[[str, dict], None]
 
@@ -41,33 +42,6 @@ class TrainResult:
     checkpoint_path: str | None  # None when the run was cancelled
     meta: dict
     metrics: dict
-
-
-# -- devices and profiles -----------------------------------------------------------------------
-def resolve_device(spec):
-    """A device from a preset name ("device-A", "device-B") or a saved profile path; device
-    objects pass through. Returns (device, name)."""
-    from dat.devices import PRESETS
-
-    if not isinstance(spec, (str, os.PathLike)):
-        return spec, getattr(spec, "name", type(spec).__name__)
-    spec = os.fspath(spec)
-    if spec in PRESETS:
-        return PRESETS[spec], spec
-    if os.path.isfile(spec):
-        from dat.profile_io import load_device
-        device = load_device(spec)
-        return device, getattr(device, "name", None) or Path(spec).stem
-    raise ValueError(f"Invalid device: expected a preset name {sorted(PRESETS)} or the path of a saved "
-                     f"profile (.npz), found {spec!r} (no such file)")
-
-
-def make_profile(spec, targets):
-    """Bind a device (preset, path or object) to a model's targets."""
-    from dat.profiles import bind
-
-    device, _ = resolve_device(spec)
-    return bind(device, targets)
 
 
 # -- one training step per method ---------------------------------------------------------------
@@ -299,7 +273,8 @@ def train(config: TrainConfig, callbacks: Iterable[Callback] = (), should_stop: 
 
     # Table I numbers, under the evaluation profile (the training device unless told otherwise).
     eval_spec = config.eval_device or config.device
-    eval_profile = make_profile(eval_spec, targets)
+    same = profile is not None and str(eval_spec) == str(config.device)
+    eval_profile = profile if same else make_profile(eval_spec, targets)
     metrics = evaluate_splits(model, bundle, profile=eval_profile, targets=targets, draws=config.eval_draws,
                               seed=config.seed, batch_size=config.eval_batch_size)
     metrics.update(train_time_s=train_time, eval_device=str(eval_spec), eval_profile_hash=eval_profile.content_hash())

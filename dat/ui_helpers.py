@@ -35,7 +35,7 @@ def device_choices(ws: Workspace) -> dict[str, str]:
 
 def load_device(spec: str):
     """The device object behind a spec from :func:`device_choices`."""
-    from dat.train import resolve_device
+    from dat.profile_io import resolve_device
 
     return resolve_device(spec)[0]
 
@@ -212,7 +212,7 @@ def evaluate_checkpoint(path: str, device_spec: str | None = None, *, draws: int
     from dat.data import load_dataset
     from dat.evaluate import evaluate_splits
     from dat.targets import find_targets
-    from dat.train import make_profile
+    from dat.profile_io import make_profile
 
     ckpt = load_checkpoint(path)
     config = ckpt.meta.get("config") or {}

@@ -149,7 +149,7 @@ def _run(spec, args, what: str):
 
 def _export(result, args, folder, spec, comparison=None, figures=None):
     from .export import export_bundle
-    from .parallel import rank_and_world
+    from dat.parallel import rank_and_world
 
     if rank_and_world()[0] != 0:  # every rank holds the whole result; one of them writes it
         return []
@@ -162,7 +162,7 @@ def _export(result, args, folder, spec, comparison=None, figures=None):
 
 
 def run_landscape_command(args) -> int:
-    from .parallel import init_from_env
+    from dat.parallel import init_from_env
     from .spec import LandscapeSpec
     from .summary import compare_devices
 

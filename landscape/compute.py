@@ -14,11 +14,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from dat.parallel import rank_and_world
+
 from . import cache as _cache
 from .directions import (Plane, check_same_architecture, noise_directions, random_plane, target_weights,
                          trio_plane, typical_noise_norm)
 from .evaluator import Evaluator
-from .parallel import map_chunks, rank_and_world
+from .parallel import map_chunks
 
 BANDS = ("std", "p10-p90")
 BN_MODES = ("interpolate", "recalibrate")

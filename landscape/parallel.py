@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 
 import torch.distributed as dist
 
-from dat.parallel import init_from_env, rank_and_world  # noqa: F401  (re-exported for the CLI)
+from dat.parallel import rank_and_world
 
 
 def map_chunks(fn: Callable, chunks: Sequence, progress: Callable[[int, int], None] | None = None) -> list:

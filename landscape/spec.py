@@ -82,22 +82,16 @@ def load_models(spec: LandscapeSpec) -> dict:
 
 def load_profiles(spec: LandscapeSpec, model) -> dict:
     """label -> NoiseProfile bound to ``model``'s targets; a device is a preset name or a saved file."""
-    from dat.devices import PRESETS
-    from dat.profile_io import load_device
-    from dat.profiles import bind
+    from dat.profile_io import make_profile
     from dat.targets import find_targets
 
     targets = find_targets(model, spec.targets, tile=(spec.tile, spec.tile), units=spec.units)
     out = {}
     for label, ref in spec.devices.items():
-        if ref in PRESETS:
-            device = PRESETS[ref]
-        elif os.path.isfile(ref):
-            device = load_device(ref)
-        else:
-            raise ValueError(f"device {label!r}: expected a preset name {sorted(PRESETS)} or a saved profile file, "
-                             f"found {ref!r}")
-        out[label] = bind(device, targets, name=label)
+        try:
+            out[label] = make_profile(ref, targets, name=label)
+        except ValueError as err:
+            raise ValueError(f"device {label!r}: {err}") from err
     return out
 
 

@@ -13,7 +13,8 @@ import torch
 from dat.checkpoint import save_checkpoint
 from dat.cli import main as cli_main
 from dat.models import build_model
-from landscape.parallel import map_chunks, rank_and_world
+from dat.parallel import rank_and_world
+from landscape.parallel import map_chunks
 
 ROOT = Path(__file__).resolve().parents[1]
 
