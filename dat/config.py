@@ -148,9 +148,3 @@ def resolve(preset: str = "digits", **overrides) -> TrainConfig:
     values.setdefault("extra", {})
     values["extra"] = {**values["extra"], "preset": preset}
     return TrainConfig(**values).validate()
-
-
-def from_dict(data: dict) -> TrainConfig:
-    """Rebuild a config from ``TrainConfig.to_dict()`` (as stored in a checkpoint)."""
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in data.items() if k in names}).validate()

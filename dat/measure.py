@@ -16,6 +16,8 @@ is repeated over every tile of the layout; partial edge tiles use the matching s
 
 from __future__ import annotations
 
+import functools
+
 import csv
 import math
 import re
@@ -158,9 +160,15 @@ class FittedTile:
         if self.mu_.shape != (m,) or self.sigma_.shape != (m, m):
             raise ValueError(f"fitted tile {self.tile_shape_}: expected mu ({m},) and Sigma ({m}, {m}), "
                              f"found {self.mu_.shape} and {self.sigma_.shape}")
+        self.__dict__.pop("captured_variance_", None)  # a refit must not keep the old value
+
+    @functools.cached_property
+    def captured_variance_(self) -> float:
+        """Top-k eigenvalues of the fitted Sigma over its trace; computed when first asked (an eigh of
+        the m x m tile), not on every load."""
         evals = np.sort(torch.linalg.eigvalsh(torch.from_numpy(self.sigma_)).numpy())[::-1]
-        k = min(self.k, m)
-        self.captured_variance_ = float(evals[:k].sum() / evals.sum()) if evals.sum() > 0 else 1.0
+        k = min(self.k, self.sigma_.shape[0])
+        return float(evals[:k].sum() / evals.sum()) if evals.sum() > 0 else 1.0
 
     @classmethod
     def from_arrays(cls, mu, sigma, tile_shape, estimator="ledoitwolf", shrinkage=float("nan"),

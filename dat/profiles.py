@@ -18,11 +18,9 @@ import hashlib
 import json
 
 import numpy as np
-import scipy
 import scipy.sparse.linalg as spla
 import torch
 
-import dat
 from dat.devices import CROSSBAR_UNITS, CrossbarParams, DenseDevice
 from dat.measure import FittedTile
 from dat.targets import Targets
@@ -219,7 +217,7 @@ class Sampler:
             self.A = (vecs * vals.sqrt()).float()
         elif method == "cholesky":
             # L L^T = Sigma; eta = mu + L z with z ~ N(0, I_n). The same code path as A_k, with k = n.
-            self.A = _cholesky(profile.dense(max_n=max_n))[0].float()
+            self.A = profile._cholesky_factor(max_n)
             self.k = profile.n
         else:
             self.A = None
@@ -278,11 +276,18 @@ class NoiseProfile:
         if x.ndim not in (1, 2) or x.shape[0] != self.n:
             raise ValueError(f"x must have shape [{self.n}] or [{self.n}, m], found {tuple(x.shape)}")
 
-    def dense(self, max_n: int = DENSE_LIMIT) -> torch.Tensor:
-        """The n x n Sigma (float64), formed only on request; refused above max_n."""
+    def _check_dense_size(self, max_n: int) -> None:
         if self.n > max_n:
             raise ValueError(f"dense Sigma of n = {self.n} exceeds max_n = {max_n}; pass a larger max_n to force it")
+
+    def dense(self, max_n: int = DENSE_LIMIT) -> torch.Tensor:
+        """The n x n Sigma (float64), formed only on request; refused above max_n."""
+        self._check_dense_size(max_n)
         return self._dense()
+
+    def _cholesky_factor(self, max_n: int = DENSE_LIMIT) -> torch.Tensor:
+        """L (float32) with L L^T = Sigma, from the dense Sigma (refused above max_n)."""
+        return _cholesky(self.dense(max_n=max_n))[0].float()
 
     def eig(self, k: int):
         """Top-k eigenpairs of Sigma: values [k] descending, vectors [n, k] (float64)."""
@@ -322,20 +327,6 @@ class NoiseProfile:
                 h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
             self._hash = h.hexdigest()
         return self._hash
-
-    def metadata(self) -> dict:
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "n": self.n,
-            "device": self._device_dict(),
-            "units": "eta relative to each layer's max|W| (g_max)" if self.targets.units == "relative"
-            else "eta in weight units (absolute)",
-            "targets": self.targets.describe(),
-            "content_hash": self.content_hash(),
-            "versions": {"dat": dat.__version__, "torch": torch.__version__, "numpy": np.__version__,
-                         "scipy": scipy.__version__},
-        }
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, kind={self.kind!r}, n={self.n})"
@@ -446,6 +437,10 @@ class DenseProfile(NoiseProfile):
 
     def _dense(self):
         return self.block.dense()
+
+    def _cholesky_factor(self, max_n: int = DENSE_LIMIT) -> torch.Tensor:
+        self._check_dense_size(max_n)
+        return self.block.cholesky()  # the factor the "full" sampler uses: computed once
 
     def _eig(self, k):
         vals, vecs = self.block.top_eig(k)

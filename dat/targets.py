@@ -202,6 +202,16 @@ class Targets:
                 f"eta must have shape [..., {self.n}] for these targets, found {tuple(eta.shape)}"
             )
 
+    def _on(self, index: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """An index map on ``device``, copied there once (not once per call: a step may map p draws)."""
+        if index.device == device:
+            return index
+        cache = self.__dict__.setdefault("_index_copies", {})
+        key = (id(index), device)
+        if key not in cache:
+            cache[key] = index.to(device)
+        return cache[key]
+
     def eta_to_deltas(self, eta: torch.Tensor, weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Weight perturbations (already times w_scale) from eta [..., n]: {name: [..., *shape]}."""
         self._check_eta(eta)
@@ -210,7 +220,7 @@ class Targets:
         for layer, inv in zip(self.layers, self._eta_of_weight):
             scale = self._w_scale(layer, weights)
             block = eta[..., layer.offset : layer.offset + layer.size]
-            flat = block.index_select(-1, inv.to(eta.device))
+            flat = block.index_select(-1, self._on(inv, eta.device))
             out[layer.name] = (flat * scale.to(eta.dtype)).reshape(*lead, *layer.shape)
         return out
 
@@ -235,7 +245,7 @@ class Targets:
             if float(scale) == 0.0:
                 raise ValueError(f"weight {layer.name!r} is all zeros: relative units are undefined")
             flat = d.reshape(*lead, layer.size)
-            parts.append(flat.index_select(-1, widx.to(d.device)) / scale.to(d.dtype))
+            parts.append(flat.index_select(-1, self._on(widx, d.device)) / scale.to(d.dtype))
         return torch.cat(parts, dim=-1)
 
 
