@@ -1,5 +1,7 @@
 """Models: checkpoints with metadata and metrics, upload / download, noisy evaluation, Table I."""
 
+import os
+
 import streamlit as st
 
 from dat.ui_helpers import (checkpoint_rows, device_choices, evaluate_checkpoint, evaluation_row, table_one)
@@ -12,6 +14,19 @@ st.markdown("Every checkpoint in `checkpoints/` (and its trio folders) with how 
             "unpickled, so uploading one cannot run code.")
 
 ws = Workspace.default()
+
+
+# Cached across reruns, so changing an unrelated widget neither re-reads a checkpoint nor re-evaluates
+# Table I; a rewritten file has a new mtime (or new metadata) and misses the cache.
+@st.cache_data(max_entries=4, show_spinner=False)
+def file_bytes(path: str, mtime: float) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def cached_table(checkpoints: list[dict], device: str | None, device_mtime: float | None) -> dict:
+    return table_one(checkpoints, device)
 
 with st.expander("Upload a checkpoint"):
     upload = st.file_uploader(f"Checkpoint (.safetensors, at most {MAX_UPLOAD_BYTES // 2**20} MB)",
@@ -40,9 +55,8 @@ row = by_name[name]
 c1, c2 = st.columns([3, 1])
 with c1.expander("Metadata", expanded=False):
     st.json({k: v for k, v in row.items() if k != "history"}, expanded=False)
-with open(row["path"], "rb") as fh:
-    c2.download_button("Download", fh.read(), file_name=name.replace("/", "_"),
-                       mime="application/octet-stream", key="download_checkpoint")
+c2.download_button("Download", file_bytes(str(row["path"]), os.path.getmtime(row["path"])),
+                   file_name=name.replace("/", "_"), mime="application/octet-stream", key="download_checkpoint")
 
 st.header("Evaluate with and without noise")
 choices = device_choices(ws)
@@ -74,8 +88,9 @@ table_device = st.selectbox("Noise in the table", [AS_TRAINED] + list(choices), 
 if selected:
     try:
         with st.spinner("Building Table I..."):
-            table = table_one([by_name[n] for n in selected],
-                              None if table_device == AS_TRAINED else choices[table_device])
+            spec = None if table_device == AS_TRAINED else choices[table_device]
+            table = cached_table([by_name[n] for n in selected], spec,
+                                 os.path.getmtime(spec) if spec and os.path.isfile(spec) else None)
     except (ValueError, KeyError, FileNotFoundError) as exc:
         st.error(f"Could not build Table I: {exc}")
     else:
