@@ -187,12 +187,15 @@ class Targets:
         if layer.name not in weights:
             raise ValueError(f"weights must contain target {layer.name!r}; found keys {sorted(weights)}")
         w = weights[layer.name]
-        if tuple(w.shape) != layer.shape:
-            raise ValueError(f"weight {layer.name!r}: expected shape {layer.shape}, found {tuple(w.shape)}")
+        nd = len(layer.shape)
+        if w.ndim < nd or tuple(w.shape[w.ndim - nd :]) != layer.shape:
+            raise ValueError(f"weight {layer.name!r}: expected shape {layer.shape} (after any leading point "
+                             f"dims), found {tuple(w.shape)}")
+        lead = w.shape[: w.ndim - nd]  # several weight points at once (e.g. a chunk of a landscape grid)
         if self.units == "absolute":
-            return torch.ones((), dtype=w.dtype, device=w.device)
+            return torch.ones(lead, dtype=w.dtype, device=w.device)
         # max|W| is the hardware's mapping to g_max, not a trainable path: no gradient through it.
-        return w.detach().abs().max()
+        return w.detach().abs().amax(dim=tuple(range(w.ndim - nd, w.ndim))) if lead else w.detach().abs().max()
 
     def _check_eta(self, eta: torch.Tensor) -> None:
         if not isinstance(eta, torch.Tensor):
@@ -213,15 +216,19 @@ class Targets:
         return cache[key]
 
     def eta_to_deltas(self, eta: torch.Tensor, weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Weight perturbations (already times w_scale) from eta [..., n]: {name: [..., *shape]}."""
+        """Weight perturbations (already times w_scale) from eta [..., n]: {name: [..., *shape]}.
+
+        ``weights`` may carry leading dims of their own ([P, *shape]: P weight points, each with its
+        own max|W|); the result is then [P, ..., *shape], every draw mapped at every point."""
         self._check_eta(eta)
         lead = eta.shape[:-1]
         out = {}
         for layer, inv in zip(self.layers, self._eta_of_weight):
-            scale = self._w_scale(layer, weights)
+            scale = self._w_scale(layer, weights).to(eta.dtype)
             block = eta[..., layer.offset : layer.offset + layer.size]
             flat = block.index_select(-1, self._on(inv, eta.device))
-            out[layer.name] = (flat * scale.to(eta.dtype)).reshape(*lead, *layer.shape)
+            scale = scale.reshape(*scale.shape, *[1] * (len(lead) + len(layer.shape)))
+            out[layer.name] = flat.reshape(*lead, *layer.shape) * scale
         return out
 
     def deltas_to_eta(self, deltas: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -242,6 +249,9 @@ class Targets:
                 raise ValueError(f"deltas disagree on leading dims: {tuple(lead)} vs {tuple(this_lead)}")
             lead = this_lead
             scale = self._w_scale(layer, weights)
+            if scale.ndim != 0:
+                raise ValueError(f"deltas_to_eta takes one set of weights; {layer.name!r} has leading dims "
+                                 f"{tuple(scale.shape)}")
             if float(scale) == 0.0:
                 raise ValueError(f"weight {layer.name!r} is all zeros: relative units are undefined")
             flat = d.reshape(*lead, layer.size)

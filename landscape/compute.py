@@ -334,10 +334,9 @@ def evaluate_chunk(job: SurfaceJob, coords) -> dict[str, np.ndarray]:
                            for n in names})
             size = 1
         else:
-            # delta = w_scale * eta with w_scale = max|W| at this grid point (the moment of use).
-            eta = eta.to(points[names[0]].device)
-            per_point = [job.targets.eta_to_deltas(eta, {n: points[n][c] for n in names}) for c in range(C)]
-            blocks.append({n: torch.stack([p[n] for p in per_point]) for n in names})
+            # delta = w_scale * eta with w_scale = max|W| at each grid point (the moment of use):
+            # all C points at once, {name: [C, S, *shape]}.
+            blocks.append(job.targets.eta_to_deltas(eta, {n: points[n] for n in names}))
             size = eta.shape[0]
         slices[panel] = slice(start, start + size)
         start += size
@@ -401,8 +400,9 @@ def surface_on_plane(plane: Plane, model: nn.Module, dataset, *, profiles: Mappi
         if hit is not None:
             return hit
 
+    device = next(model.parameters()).device  # draws go to the model's device once, not once per chunk
     job = SurfaceJob(Evaluator(model, X, Y, batch_size=batch_size, vmap_chunk=vmap_chunk), plane,
-                     tuple(profiles), {p: (None if prof is None else draw_eta(prof, draws, seed, sampler, k))
+                     tuple(profiles), {p: (None if prof is None else draw_eta(prof, draws, seed, sampler, k).to(device))
                                        for p, prof in profiles.items()},
                      targets, bn, recal_X, recal_batches)
     aa, bb = np.meshgrid(alphas, betas, indexing="ij")
