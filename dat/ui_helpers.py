@@ -287,41 +287,26 @@ def compute_landscape(ws: Workspace, spec, progress=None):
 
 def data_files(result, spec=None, comparison=None) -> dict[str, bytes]:
     """The numbers of a result, available at once without a browser: CSV, NPZ, reproduction JSON."""
-    import json
+    from landscape.export import bundle_files
 
-    from landscape.cache import npz_bytes
-    from landscape.export import numbers_csv, reproduction_record
-
-    files = {"numbers.csv": numbers_csv(result).encode(), "numbers.npz": npz_bytes(result.to_arrays())}
-    if comparison is not None:
-        files["summary.csv"] = comparison.to_csv().encode()
-    files["reproduce.json"] = json.dumps(reproduction_record(result, spec, list(files) + ["reproduce.json"]),
-                                         indent=1, sort_keys=True).encode()
-    return files
+    return bundle_files(result, figures={}, formats=("csv", "npz"), widths=(), spec=spec, comparison=comparison)
 
 
 def figure_files(result, figures: dict, *, spec=None, comparison=None, width: str = "double",
                  formats=("png", "svg", "pdf"), dpi: int = 300) -> dict[str, bytes]:
-    """The paper bundle (``landscape.export.export_bundle``) for these figures, read back into
-    memory for download buttons: images at the column width, numbers and reproduce.json."""
-    from landscape.export import export_bundle
+    """The paper bundle for these figures, in memory for download buttons: images at the column
+    width, numbers and reproduce.json."""
+    from landscape.export import bundle_files
 
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = export_bundle(result, tmp, figures=figures, formats=tuple(formats), widths=(width,), dpi=dpi,
-                              spec=spec, comparison=comparison)
-        return {p.name: p.read_bytes() for p in paths}
+    return bundle_files(result, figures=figures, formats=tuple(formats), widths=(width,), dpi=dpi, spec=spec,
+                        comparison=comparison)
 
 
 def zip_files(files: dict[str, bytes]) -> bytes:
     """A zip archive of {name: bytes} in memory."""
-    import io
-    import zipfile
+    from landscape.export import zip_bytes
 
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        for name, data in files.items():
-            z.writestr(name, data)
-    return buf.getvalue()
+    return zip_bytes(files)
 
 
 MIME = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf", "csv": "text/csv",

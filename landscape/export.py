@@ -118,7 +118,11 @@ def reproduction_record(result, spec=None, files=()) -> dict:
                                 "`dat landscape reproduce reproduce.json`"}
 
 
-def _bundle_files(result, figures, formats, widths, dpi, spec, comparison) -> dict[str, bytes]:
+def bundle_files(result, *, figures: dict | None = None, formats=IMAGE_FORMATS + ("csv", "npz"),
+                 widths=("single", "double"), dpi: int = 300, spec=None, comparison=None) -> dict[str, bytes]:
+    """The bundle as {file name: bytes} in memory (arguments as ``export_bundle``); the numbers
+    (numbers.csv, numbers.npz, summary.csv with a comparison) and reproduce.json are always there,
+    images only for the figures given (``figures={}``: numbers alone, no browser needed)."""
     if not isinstance(result, (Curves, Surface)):
         raise TypeError(f"result must be Curves or Surface, found {type(result).__name__}")
     bad = [f for f in formats if f not in IMAGE_FORMATS + ("csv", "npz", "html")]
@@ -171,7 +175,8 @@ def export_bundle(result, folder, *, figures: dict | None = None, formats=IMAGE_
     numbers.npz) and reproduce.json are always written. PNG is rasterised at ``dpi`` for the column
     width; SVG and PDF are vector at the column width.
     """
-    files = _bundle_files(result, figures, formats, widths, dpi, spec, comparison)
+    files = bundle_files(result, figures=figures, formats=formats, widths=widths, dpi=dpi, spec=spec,
+                         comparison=comparison)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     out = []
@@ -183,11 +188,11 @@ def export_bundle(result, folder, *, figures: dict | None = None, formats=IMAGE_
 
 def bundle_zip(result, **kwargs) -> bytes:
     """The same bundle as a zip archive in memory (for download buttons)."""
-    files = _bundle_files(result, kwargs.pop("figures", None), kwargs.pop("formats", IMAGE_FORMATS + ("csv", "npz")),
-                          kwargs.pop("widths", ("single", "double")), kwargs.pop("dpi", 300), kwargs.pop("spec", None),
-                          kwargs.pop("comparison", None))
-    if kwargs:
-        raise TypeError(f"unexpected arguments {sorted(kwargs)}")
+    return zip_bytes(bundle_files(result, **kwargs))
+
+
+def zip_bytes(files: dict[str, bytes]) -> bytes:
+    """A zip archive of {name: bytes} in memory."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         for name, data in files.items():
