@@ -7,13 +7,16 @@ from dat import jobs
 from dat.workspace import Workspace
 
 
-PAGES = {  # file -> (menu title, URL path)
-    "pages/1_Device_profiles.py": ("Device profiles", "Device_profiles"),
-    "pages/2_Train.py": ("Train", "Train"),
-    "pages/3_Models.py": ("Models", "Models"),
-    "pages/4_Noise_curves.py": ("Noise curves", "Noise_curves"),
-    "pages/5_Loss_surfaces.py": ("Loss surfaces", "Loss_surfaces"),
-    "pages/6_Compare_devices.py": ("Compare devices", "Compare_devices"),
+PAGES = {  # file -> (menu title, URL path, link text on the home page)
+    "pages/1_Device_profiles.py": ("Device profiles", "Device_profiles",
+                                   "Device profiles: presets, parameters, measurements"),
+    "pages/2_Train.py": ("Train", "Train", "Train: SGD and DAT, the trio, background jobs"),
+    "pages/3_Models.py": ("Models", "Models", "Models: checkpoints, evaluation, Table I"),
+    "pages/4_Noise_curves.py": ("Noise curves", "Noise_curves", "Noise curves: 1D loss along noise directions"),
+    "pages/5_Loss_surfaces.py": ("Loss surfaces", "Loss_surfaces",
+                                 "Loss surfaces: 2D plane through SGD, DAT-A, DAT-B"),
+    "pages/6_Compare_devices.py": ("Compare devices", "Compare_devices",
+                                   "Compare devices: A vs B and their difference"),
 }
 
 
@@ -68,12 +71,8 @@ def home() -> None:
                 st.success(f"Started {job.label} ({job.id}); follow it on the Train page.")
 
     st.subheader("Pages")
-    st.page_link("pages/1_Device_profiles.py", label="Device profiles: presets, parameters, measurements")
-    st.page_link("pages/2_Train.py", label="Train: SGD and DAT, the trio, background jobs")
-    st.page_link("pages/3_Models.py", label="Models: checkpoints, evaluation, Table I")
-    st.page_link("pages/4_Noise_curves.py", label="Noise curves: 1D loss along noise directions")
-    st.page_link("pages/5_Loss_surfaces.py", label="Loss surfaces: 2D plane through SGD, DAT-A, DAT-B")
-    st.page_link("pages/6_Compare_devices.py", label="Compare devices: A vs B and their difference")
+    for path, (_, _, text) in PAGES.items():
+        st.page_link(path, label=text)
 
     failed = [j for j in jobs.registry().jobs() if j.state == jobs.FAILED]
     if failed:
@@ -81,4 +80,4 @@ def home() -> None:
 
 
 st.navigation([st.Page(home, title="Home", default=True)]
-              + [st.Page(path, title=title, url_path=url) for path, (title, url) in PAGES.items()]).run()
+              + [st.Page(path, title=title, url_path=url) for path, (title, url, _) in PAGES.items()]).run()

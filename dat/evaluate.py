@@ -61,7 +61,8 @@ def evaluate(model: nn.Module, dataset: Dataset, profile=None, targets=None, dra
         dtype = next(model.parameters()).dtype
         deltas = None
         if noisy:
-            weights = {layer.name: dict(model.named_parameters())[layer.name].detach() for layer in targets.layers}
+            params = dict(model.named_parameters())
+            weights = {layer.name: params[layer.name].detach() for layer in targets.layers}
             generator = torch.Generator().manual_seed(seed)
             etas = sampler.sample(draws, generator).to(device=device, dtype=dtype)  # [R, n]
             deltas = targets.eta_to_deltas(etas, weights)                           # {name: [R, *shape]}
@@ -125,5 +126,7 @@ def evaluate_splits(model: nn.Module, bundle, profile=None, targets=None, draws:
                     batch_size: int = 512, sampler=None) -> dict:
     """One Table I row's numbers: ``{"train": evaluate(...), "test": evaluate(...)}`` (train without
     augmentation). Both splits use the same draws (same seed)."""
+    if sampler is None and profile is not None:
+        sampler = profile.sampler("full")  # one sampler (set-up) for both splits
     kwargs = dict(profile=profile, targets=targets, draws=draws, seed=seed, batch_size=batch_size, sampler=sampler)
     return {"train": evaluate(model, bundle.train_eval, **kwargs), "test": evaluate(model, bundle.test, **kwargs)}

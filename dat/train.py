@@ -243,12 +243,13 @@ def train(config: TrainConfig, callbacks: Iterable[Callback] = (), should_stop: 
             loss, logits = step_fn(model, optimizer, x, y, sync=sync)
             if sync is not None:
                 sync.broadcast_buffers()
-            loss_sum += float(loss) * len(y)
+            loss_value = float(loss)  # one host sync per step
+            loss_sum += loss_value * len(y)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
             step += 1
             emit("step", {"step": step, "total_steps": total_steps, "epoch": epoch + 1, "epochs": config.epochs,
-                          "loss": float(loss)})
+                          "loss": loss_value})
             if should_stop is not None and should_stop():
                 emit("cancelled", {"epoch": epoch, "step": step, "total_steps": total_steps,
                                    "resume": resume_path if os.path.exists(resume_path) else None})

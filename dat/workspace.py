@@ -102,13 +102,14 @@ class Workspace:
                              "group": rel.parent.as_posix() if rel.parent != Path(".") else ""})
         return rows
 
-    def trios(self) -> dict[str, dict[str, str]]:
+    def trios(self, rows: list[dict] | None = None) -> dict[str, dict[str, str]]:
         """Folders holding a complete trio: {group: {"sgd": path, "dat-a": path, "dat-b": path}}.
 
         ``train_trio`` and ``make_demo`` write ``sgd``, ``dat-a`` and ``dat-b`` checkpoints side by
-        side; the top-level folder (the demo) is the group "" shown as "demo"."""
+        side; the top-level folder (the demo) is the group "" shown as "demo". ``rows``: a listing
+        already made (``list_checkpoints()``), so a page reads the headers once."""
         found: dict[str, dict[str, str]] = {}
-        for row in self.list_checkpoints():
+        for row in self.list_checkpoints() if rows is None else rows:
             role = Path(row["path"]).stem
             if role in ("sgd", "dat-a", "dat-b"):
                 found.setdefault(row["group"], {})[role] = row["path"]

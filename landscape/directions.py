@@ -162,8 +162,7 @@ def random_plane(model: nn.Module, generator: torch.Generator) -> Plane:
     state = state_tensors(model)
     d1 = filter_normalized_direction(model, generator)
     d2 = filter_normalized_direction(model, generator)
-    anchors = {name: torch.stack([t, d1[name], d2[name]]) for name, t in state.items() if t.is_floating_point()}
-    fixed = {name: t for name, t in state.items() if not t.is_floating_point()}
+    anchors, fixed = _split_state([state, d1, d2])
     return Plane("free", anchors, fixed, {"model": (0.0, 0.0)})
 
 

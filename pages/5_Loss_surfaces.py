@@ -17,9 +17,10 @@ st.markdown(
     "noise (paper Fig. 1).", unsafe_allow_html=True)
 
 ws = Workspace.default()
-trios = trios_or_stop(ws)
+rows = ws.list_checkpoints()  # read every header once per run
+trios = trios_or_stop(ws, rows)
 
-names = {row["name"]: row["path"] for row in ws.list_checkpoints()}
+names = {row["name"]: row["path"] for row in rows}
 groups = list(trios)
 group = st.selectbox("Trio", groups, format_func=lambda g: g or "demo (checkpoints/)")
 cols = st.columns(3)

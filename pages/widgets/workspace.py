@@ -6,9 +6,10 @@ from dat.ui_helpers import compute_landscape
 from dat.workspace import Workspace
 
 
-def trios_or_stop(ws: Workspace) -> dict:
-    """The workspace's trios (folder -> {role: path}); with none, say how to make one and stop the page."""
-    trios = ws.trios()
+def trios_or_stop(ws: Workspace, rows: list[dict] | None = None) -> dict:
+    """The workspace's trios (folder -> {role: path}, from ``rows`` when the page has listed the
+    checkpoints already); with none, say how to make one and stop the page."""
+    trios = ws.trios(rows)
     if not trios:
         st.info("No trio of checkpoints (sgd, dat-a, dat-b) yet. Make the demo trio with `dat demo` in a "
                 "terminal (or the button on the home page), or train one on the Train page.")
