@@ -33,6 +33,16 @@ class Checkpoint:
     model: nn.Module
     meta: dict
 
+    def noise_targets(self, choice: str | None = None):
+        """The model's noise targets as it was trained: target choice (unless ``choice`` overrides
+        it), tile and units from its saved config."""
+        from dat.targets import find_targets
+
+        config = self.meta.get("config") or {}
+        tile = int(config.get("tile", 64))
+        return find_targets(self.model, choice or config.get("targets", "last-linear"), tile=(tile, tile),
+                            units=config.get("units", "relative"))
+
 
 def versions() -> dict:
     """Library versions recorded in every result."""

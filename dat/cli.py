@@ -141,13 +141,11 @@ def cmd_eval(args) -> int:
     from dat.checkpoint import load_checkpoint
     from dat.data import load_dataset
     from dat.evaluate import evaluate
-    from dat.targets import find_targets
     from dat.profile_io import make_profile
 
     ckpt = load_checkpoint(args.checkpoint)
     config = ckpt.meta.get("config", {})
-    targets = find_targets(ckpt.model, args.targets or config.get("targets", "last-linear"),
-                           tile=(config.get("tile", 64),) * 2, units=config.get("units", "relative"))
+    targets = ckpt.noise_targets(args.targets)
     device = args.device or config.get("device", "device-A")
     profile = make_profile(device, targets)
     bundle = load_dataset(config.get("dataset", "digits"), args.data_root or config.get("data_root"),

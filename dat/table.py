@@ -31,12 +31,11 @@ def metrics_under(meta: dict, device: str | None = None) -> dict:
     if device is not None and str(metrics.get("eval_device")) != str(device):
         from dat.data import load_dataset
         from dat.evaluate import evaluate_splits
-        from dat.targets import find_targets
         from dat.profile_io import make_profile
 
         config = meta["config"]
         ckpt = load_checkpoint(meta["path"])
-        targets = find_targets(ckpt.model, config["targets"], tile=(config["tile"], config["tile"]), units=config["units"])
+        targets = ckpt.noise_targets()
         bundle = load_dataset(config["dataset"], config["data_root"], verify=config.get("verify", True))
         metrics = {**evaluate_splits(ckpt.model, bundle, profile=make_profile(device, targets), targets=targets,
                                      draws=config["eval_draws"], seed=config["seed"],

@@ -211,7 +211,6 @@ def evaluate_checkpoint(path: str, device_spec: str | None = None, *, draws: int
     from dat.checkpoint import load_checkpoint
     from dat.data import load_dataset
     from dat.evaluate import evaluate_splits
-    from dat.targets import find_targets
     from dat.profile_io import make_profile
 
     ckpt = load_checkpoint(path)
@@ -220,9 +219,7 @@ def evaluate_checkpoint(path: str, device_spec: str | None = None, *, draws: int
     name = dataset.get("dataset") if isinstance(dataset, dict) else dataset
     if not name:
         raise ValueError(f"{path}: its metadata does not name a dataset; found keys {sorted(ckpt.meta)}")
-    tile = int(config.get("tile", 64))
-    targets = find_targets(ckpt.model, config.get("targets", "last-linear"), tile=(tile, tile),
-                           units=config.get("units", "relative"))
+    targets = ckpt.noise_targets()
     bundle = load_dataset(name, config.get("data_root") or "data")
     profile = make_profile(device_spec, targets) if device_spec else None
     return evaluate_splits(ckpt.model, bundle, profile=profile, targets=targets, draws=draws, seed=seed)
