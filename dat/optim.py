@@ -132,7 +132,28 @@ class _PerturbedStep(torch.optim.Optimizer):
         self.base_optimizer.param_groups = self.param_groups  # keep the link after loading
 
 
-class DAT(_PerturbedStep):
+class _DeviceNoiseStep(_PerturbedStep):
+    """Perturbations built from a device profile's draws: the targets, the sampler, and delta_j."""
+
+    def __init__(self, params: Iterable, base_optimizer: type[torch.optim.Optimizer], *, targets, sampler,
+                 target_params: Mapping[str, torch.nn.Parameter], **kwargs):
+        names = [layer.name for layer in targets.layers]
+        if sorted(names) != sorted(target_params):
+            raise ValueError(f"target_params {sorted(target_params)} do not match the targets' layers {sorted(names)}")
+        super().__init__(params, base_optimizer, target_params=target_params, **kwargs)
+        self.targets, self.sampler = targets, sampler
+
+    def _draw_deltas(self, weights: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        """p draws eta_j as weight perturbations delta_j = w_scale * eta_j (per target layer)."""
+        first = next(iter(weights.values()))
+        etas = self.sampler.sample(self.p, self.generator)  # eta_j = mu + A z_j, shape [p, n]
+        if etas.shape != (self.p, self.targets.n):
+            raise ValueError(f"sampler returned shape {tuple(etas.shape)}, expected {(self.p, self.targets.n)}")
+        deltas = self.targets.eta_to_deltas(etas.to(dtype=first.dtype, device=first.device), weights)
+        return [{name: d[j] for name, d in deltas.items()} for j in range(self.p)]
+
+
+class DAT(_DeviceNoiseStep):
     """Device-Aware Training (Algorithm 1).
 
     For j = 1..p: eta_j ~ the device profile (``sampler``); delta_j = w_scale * eta_j as a weight
@@ -147,21 +168,14 @@ class DAT(_PerturbedStep):
                  p: int = 1, generator: torch.Generator | None = None, **base_kwargs):
         if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not alpha >= 0:
             raise ValueError(f"Invalid alpha: expected a non-negative number, found {alpha!r}")
-        names = [layer.name for layer in targets.layers]
-        if sorted(names) != sorted(target_params):
-            raise ValueError(f"target_params {sorted(target_params)} do not match the targets' layers {sorted(names)}")
-        super().__init__(params, base_optimizer, target_params=target_params, p=p, generator=generator,
-                         defaults={"alpha": float(alpha)}, **base_kwargs)
-        self.targets, self.sampler, self.alpha = targets, sampler, float(alpha)
+        super().__init__(params, base_optimizer, targets=targets, sampler=sampler, target_params=target_params,
+                         p=p, generator=generator, defaults={"alpha": float(alpha)}, **base_kwargs)
+        self.alpha = float(alpha)
 
     def _perturbations(self, grads, weights):
         dtype = next(iter(weights.values())).dtype
-        etas = self.sampler.sample(self.p, self.generator)  # eta_j = mu + A z_j, shape [p, n]
-        if etas.shape != (self.p, self.targets.n):
-            raise ValueError(f"sampler returned shape {tuple(etas.shape)}, expected {(self.p, self.targets.n)}")
         out = []
-        for eta in etas.to(dtype=dtype):
-            delta = self.targets.eta_to_deltas(eta.to(next(iter(weights.values())).device), weights)
+        for delta in self._draw_deltas(weights):
             dot = sum((grads[name] * delta[name]).sum() for name in delta)  # g . delta_j
             norm2 = sum((delta[name] ** 2).sum() for name in delta)         # ||delta_j||^2
             # A zero draw has no direction: no perturbation.
@@ -188,7 +202,7 @@ class SAM(_PerturbedStep):
         return [{name: scale * g for name, g in grads.items()}]           # rho g / ||g||
 
 
-class NoiseInjection(_PerturbedStep):
+class NoiseInjection(_DeviceNoiseStep):
     """Hardware-aware training by noise injection (as in IBM aihwkit): the gradient at w + delta with
     delta = w_scale * eta, eta drawn from the device profile, no projection and no first gradient."""
 
@@ -197,13 +211,8 @@ class NoiseInjection(_PerturbedStep):
     def __init__(self, params: Iterable, base_optimizer: type[torch.optim.Optimizer] = torch.optim.SGD, *,
                  targets, sampler, target_params: Mapping[str, torch.nn.Parameter], p: int = 1,
                  generator: torch.Generator | None = None, **base_kwargs):
-        names = [layer.name for layer in targets.layers]
-        if sorted(names) != sorted(target_params):
-            raise ValueError(f"target_params {sorted(target_params)} do not match the targets' layers {sorted(names)}")
-        super().__init__(params, base_optimizer, target_params=target_params, p=p, generator=generator, **base_kwargs)
-        self.targets, self.sampler = targets, sampler
+        super().__init__(params, base_optimizer, targets=targets, sampler=sampler, target_params=target_params,
+                         p=p, generator=generator, **base_kwargs)
 
     def _perturbations(self, grads, weights):
-        first = next(iter(weights.values()))
-        etas = self.sampler.sample(self.p, self.generator).to(dtype=first.dtype, device=first.device)
-        return [dict(self.targets.eta_to_deltas(eta, weights)) for eta in etas]  # delta_j = w_scale * eta_j
+        return self._draw_deltas(weights)  # delta_j = w_scale * eta_j
