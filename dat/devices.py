@@ -284,11 +284,11 @@ class DenseDevice:
         return f"DenseDevice(name={self.name!r}, n={self.n})"
 
 
-def bind(device, targets):
+def bind(device, targets, name: str | None = None):
     """Bind a device to a model's targets (see `dat.profiles.bind`)."""
     from dat.profiles import bind as _bind
 
-    return _bind(device, targets)
+    return _bind(device, targets, name)
 
 
 # The fitted-tile device is an estimator; it lives with the fitting code.

@@ -19,6 +19,8 @@ from dat.targets import Targets
 
 DEFAULT_TILE = (64, 64)
 
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]  # one colour per device, in every figure
+
 
 def tile_profile(device, tile: tuple[int, int] | None = None) -> NoiseProfile:
     """The device bound to one crossbar tile (a fitted tile always uses its own measured shape)."""
@@ -124,9 +126,8 @@ def sigma_figure(sigma: np.ndarray, title: str, zmax: float | None = None) -> go
 def correlation_figure(profiles: dict[str, dict]) -> go.Figure:
     """Correlation against cell offset along a word line and a bit line, one colour per device."""
     fig = go.Figure()
-    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
     for k, (name, c) in enumerate(profiles.items()):
-        colour = palette[k % len(palette)]
+        colour = PALETTE[k % len(PALETTE)]
         fig.add_trace(go.Scatter(x=c["word_line_offset"], y=c["word_line"], mode="lines+markers",
                                  name=f"{name}: along word line (same row)", line=dict(color=colour)))
         fig.add_trace(go.Scatter(x=c["bit_line_offset"], y=c["bit_line"], mode="lines+markers",
@@ -141,9 +142,8 @@ def correlation_figure(profiles: dict[str, dict]) -> go.Figure:
 def spectrum_figure(spectra: dict[str, dict], k: int) -> go.Figure:
     """Eigenvalues (log scale) and the captured-variance curve; a line marks the chosen k."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("eigenvalues of Sigma", "captured variance"))
-    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
     for i, (name, s) in enumerate(spectra.items()):
-        colour = palette[i % len(palette)]
+        colour = PALETTE[i % len(PALETTE)]
         fig.add_trace(go.Scatter(x=s["k"], y=s["eigenvalues"], mode="lines+markers", name=name,
                                  line=dict(color=colour)), row=1, col=1)
         fig.add_trace(go.Scatter(x=s["k"], y=s["captured_variance"], mode="lines", name=f"{name} (captured)",

@@ -16,9 +16,10 @@ from collections import defaultdict
 from typing import Callable, Iterable
 
 from dat.checkpoint import list_checkpoints, load_checkpoint, read_meta
+from dat.config import METHODS
 from dat.fileio import atomic_write
 
-METHOD_ORDER = ("sgd", "sgd-bn", "dat-fast", "dat-full", "sam", "noise-injection")
+METHOD_ORDER = METHODS  # Table I rows in the paper's order, then the two baselines
 METHOD_LABEL = {"sgd": "SGD", "sgd-bn": "SGD-BN", "dat-fast": "DAT-Fast", "dat-full": "DAT-Full",
                 "sam": "SAM", "noise-injection": "Noise injection"}
 MODEL_LABEL = {"cnn6": "CNN (6-layer)", "resnet18": "ResNet18"}

@@ -23,8 +23,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-CHOICES = ("last-linear", "all-analog")
-UNITS = ("relative", "absolute")
+from dat.config import TARGET_CHOICES as CHOICES, UNITS  # one list of each, kept in the config
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from dat.devices import CrossbarParams
+from dat.fileio import atomic_write
 from dat.profiles import bind
 from dat.targets import Targets
 
@@ -43,24 +42,17 @@ CSV_SAMPLES = 40
 SEED = 0
 
 
+def _with_file(path: str, write) -> None:
+    # np.savez on a bare path would append ".npz" to the temporary name: write through a handle.
+    with open(path, "wb") as fh:
+        write(fh)
+
+
 def make_maps(params: CrossbarParams = EXAMPLE, n_samples: int = N_SAMPLES, seed: int = SEED) -> np.ndarray:
     # One target of shape [cols, rows] fills exactly one tile, so eta is the tile's row-major cells.
     targets = Targets([("tile", (TILE[1], TILE[0]))], tile=TILE)
     eta = bind(params, targets).sampler("full").sample(n_samples, torch.Generator().manual_seed(seed))
     return eta.double().numpy().reshape(n_samples, *TILE)
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; a data file is world-readable
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def main(argv=None):
@@ -72,13 +64,14 @@ def main(argv=None):
     maps = make_maps()
     source = json.dumps({"generator": "scripts/make_example_measurement.py", "params": EXAMPLE.to_dict(),
                          "tile": list(TILE), "n_samples": N_SAMPLES, "seed": SEED})
-    _atomic_write(out, lambda fh: np.savez(fh, maps=maps.astype(np.float32), source=np.array(source)))
+    atomic_write(out, lambda tmp: _with_file(tmp, lambda fh: np.savez(fh, maps=maps.astype(np.float32),
+                                                                     source=np.array(source))))
 
     def write_csv(fh):
         fh.write(f"# rows={TILE[0]} cols={TILE[1]}\n".encode())
         np.savetxt(fh, maps[:CSV_SAMPLES].reshape(CSV_SAMPLES, -1).astype(np.float32), fmt="%.7g", delimiter=",")
 
-    _atomic_write(out.with_suffix(".csv"), write_csv)
+    atomic_write(out.with_suffix(".csv"), lambda tmp: _with_file(tmp, write_csv))
     print(f"wrote {out} ({N_SAMPLES} x {TILE[0]} x {TILE[1]}) and {out.with_suffix('.csv')} ({CSV_SAMPLES} samples)")
 
 
