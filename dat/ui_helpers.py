@@ -274,12 +274,13 @@ def trio_spec(trio: dict[str, str], devices: dict[str, str], **settings):
     return landscape_spec("surface", {SURFACE_LABELS[r]: trio[r] for r in TRIO_ROLES}, devices, **settings)
 
 
-def compute_landscape(ws: Workspace, spec, progress=None):
+def compute_landscape(ws: Workspace, spec, progress=None, inputs=None):
     """Run a spec through ``landscape.spec.run_spec`` with the workspace's on-disk cache, so the
-    same inputs (checkpoint and profile hashes, grid, seeds) are computed once."""
+    same inputs (checkpoint and profile hashes, grid, seeds) are computed once. ``inputs``: a
+    ``landscape.spec.load_inputs`` result shared by specs of the same trio."""
     from landscape.spec import run_spec
 
-    return run_spec(spec, progress=progress, cache=ws.cache_dir / "landscape")
+    return run_spec(spec, progress=progress, cache=ws.cache_dir / "landscape", inputs=inputs)
 
 
 def data_files(result, spec=None, comparison=None) -> dict[str, bytes]:

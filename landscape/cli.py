@@ -137,12 +137,12 @@ def _progress(args, what: str):
     return cb, bar.close
 
 
-def _run(spec, args, what: str):
+def _run(spec, args, what: str, inputs=None):
     from .spec import run_spec
 
     cb, close = _progress(args, what)
     try:
-        return run_spec(spec, progress=cb, cache=None if args.no_cache else args.cache_dir)
+        return run_spec(spec, progress=cb, cache=None if args.no_cache else args.cache_dir, inputs=inputs)
     finally:
         close()
 
@@ -163,7 +163,7 @@ def _export(result, args, folder, spec, comparison=None, figures=None):
 
 def run_landscape_command(args) -> int:
     from dat.parallel import init_from_env
-    from .spec import LandscapeSpec
+    from .spec import LandscapeSpec, load_inputs
     from .summary import compare_devices
 
     cmd = args.landscape_command
@@ -196,8 +196,9 @@ def run_landscape_command(args) -> int:
     trio = {"SGD": args.sgd, "DAT-A": args.dat_a, "DAT-B": args.dat_b}
     c_spec = LandscapeSpec(checkpoints=trio, **_spec_kwargs(args, "curves"))
     s_spec = LandscapeSpec(checkpoints=trio, **_spec_kwargs(args, "surface"))
-    curves = _run(c_spec, args, "1D curves")
-    surface = _run(s_spec, args, "2D surface")
+    inputs = load_inputs(c_spec)  # the trio, its data and devices, loaded once for both landscapes
+    curves = _run(c_spec, args, "1D curves", inputs)
+    surface = _run(s_spec, args, "2D surface", inputs)
     comparison = compare_devices(curves, surface, threshold=args.threshold)
     _export(curves, args, out / "curves", c_spec, comparison)
     _export(surface, args, out / "surface", s_spec, comparison)

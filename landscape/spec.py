@@ -102,12 +102,30 @@ def load_split(spec: LandscapeSpec):
     return bundle, (bundle.train_eval if spec.split == "train" else bundle.test)
 
 
-def run_spec(spec: LandscapeSpec, progress=None, cache=None) -> Curves | Surface:
-    """Load the spec's inputs and compute its landscape."""
+@dataclass
+class SpecInputs:
+    """What a spec loads: its models, data split and bound profiles. Specs that name the same
+    checkpoints, devices and data (a trio's curves and surface) can share one load."""
+
+    models: dict
+    bundle: object
+    data: object
+    profiles: dict
+
+
+def load_inputs(spec: LandscapeSpec) -> SpecInputs:
     models = load_models(spec)
     bundle, data = load_split(spec)
+    profiles = load_profiles(spec, next(iter(models.values()))) if spec.devices else {}
+    return SpecInputs(models, bundle, data, profiles)
+
+
+def run_spec(spec: LandscapeSpec, progress=None, cache=None, inputs: SpecInputs | None = None) -> Curves | Surface:
+    """Compute the spec's landscape, from ``inputs`` already loaded for a spec with the same
+    checkpoints, devices and data (``load_inputs``), or loading them here."""
+    inputs = load_inputs(spec) if inputs is None else inputs
+    models, bundle, data, profiles = inputs.models, inputs.bundle, inputs.data, inputs.profiles
     first = next(iter(models.values()))
-    profiles = load_profiles(spec, first) if spec.devices else {}
     common = dict(draws=spec.draws, seed=spec.seed, sampler=spec.sampler, k=spec.k, split=spec.split,
                   max_samples=spec.max_samples, batch_size=spec.batch_size, progress=progress, cache=cache)
     if spec.kind == "curves":

@@ -5,6 +5,7 @@ import streamlit as st
 from dat.ui_helpers import SURFACE_LABELS, TRIO_ROLES, device_choices, landscape_spec, trio_spec
 from dat.workspace import Workspace
 from landscape.figures import comparison_figure
+from landscape.spec import load_inputs
 from landscape.summary import compare_devices
 from pages.widgets.export import export_panel
 from pages.widgets.workspace import compute_with_progress, trios_or_stop
@@ -42,8 +43,9 @@ if go:
         curves_spec = landscape_spec("curves", {SURFACE_LABELS[r]: trios[group][r] for r in TRIO_ROLES},
                                      devices, num_alphas=41, **common)
         bar = st.progress(0.0, text="Evaluating the plane...")
-        surface = compute_with_progress(ws, surface_spec, "plane points", bar, (0.0, 0.8))
-        curves = compute_with_progress(ws, curves_spec, "model-device pairs for the curves", bar, (0.8, 1.0))
+        inputs = load_inputs(surface_spec)  # the trio, data and devices, loaded once for both
+        surface = compute_with_progress(ws, surface_spec, "plane points", bar, (0.0, 0.8), inputs)
+        curves = compute_with_progress(ws, curves_spec, "model-device pairs for the curves", bar, (0.8, 1.0), inputs)
         bar.empty()
         summary = compare_devices(curves, surface, threshold=float(threshold))
     except (ValueError, TypeError, FileNotFoundError) as exc:

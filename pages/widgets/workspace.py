@@ -17,13 +17,13 @@ def trios_or_stop(ws: Workspace, rows: list[dict] | None = None) -> dict:
     return trios
 
 
-def compute_with_progress(ws: Workspace, spec, unit: str, bar=None, span=(0.0, 1.0)):
+def compute_with_progress(ws: Workspace, spec, unit: str, bar=None, span=(0.0, 1.0), inputs=None):
     """``compute_landscape`` with a progress bar ("{done} of {total} {unit}"). Several computations
     can share one bar, each filling its ``span`` of it; a bar made here is removed when done."""
     own = bar is None
     bar = st.progress(0.0, text="Starting...") if own else bar
     lo, hi = span
-    result = compute_landscape(ws, spec, progress=lambda done, total: bar.progress(
+    result = compute_landscape(ws, spec, inputs=inputs, progress=lambda done, total: bar.progress(
         lo + (hi - lo) * done / total, text=f"{done} of {total} {unit}"))
     if own:
         bar.empty()
