@@ -305,14 +305,10 @@ def train_trio(config: TrainConfig, device_a="device-A", device_b="device-B", fo
     {"sgd": TrainResult, "dat-a": ..., "dat-b": ...}."""
     dat_method = config.method if config.method in ("dat-fast", "dat-full") else "dat-fast"
     sgd_method = "sgd-bn" if config.uses_batchnorm else "sgd"
-    runs = {
-        "sgd": replace(config, method=sgd_method, device=str(device_a), batchnorm=config.uses_batchnorm,
-                       out=os.path.join(folder, "sgd.safetensors")),
-        "dat-a": replace(config, method=dat_method, device=str(device_a), batchnorm=config.uses_batchnorm,
-                         out=os.path.join(folder, "dat-a.safetensors")),
-        "dat-b": replace(config, method=dat_method, device=str(device_b), batchnorm=config.uses_batchnorm,
-                         out=os.path.join(folder, "dat-b.safetensors")),
-    }
+    plan = {"sgd": (sgd_method, device_a), "dat-a": (dat_method, device_a), "dat-b": (dat_method, device_b)}
+    runs = {role: replace(config, method=method, device=str(device), batchnorm=config.uses_batchnorm,
+                          out=os.path.join(folder, f"{role}.safetensors"))
+            for role, (method, device) in plan.items()}  # roles: dat.workspace.TRIO_ROLES
     results = {}
     for label, run in runs.items():
         tagged = [lambda event, payload, label=label, cb=cb: cb(event, {**payload, "run": label}) for cb in callbacks]

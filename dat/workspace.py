@@ -20,6 +20,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Uploaded checkpoints larger than this are refused before anything is written: the digits and
 # CIFAR CNN6 models are a few MB, ResNet18 about 45 MB.
 MAX_UPLOAD_BYTES = 200 * 1024 * 1024
+# The file stems of a trio (``dat.train.train_trio`` and ``make_demo`` write them side by side).
+TRIO_ROLES = ("sgd", "dat-a", "dat-b")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -111,9 +113,9 @@ class Workspace:
         found: dict[str, dict[str, str]] = {}
         for row in self.list_checkpoints() if rows is None else rows:
             role = Path(row["path"]).stem
-            if role in ("sgd", "dat-a", "dat-b"):
+            if role in TRIO_ROLES:
                 found.setdefault(row["group"], {})[role] = row["path"]
-        return {g: roles for g, roles in found.items() if len(roles) == 3}
+        return {g: roles for g, roles in found.items() if len(roles) == len(TRIO_ROLES)}
 
     def checkpoint_path(self, name: str) -> Path:
         """Path of a checkpoint by its name relative to ``checkpoints/`` (at most one subfolder),
