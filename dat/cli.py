@@ -14,6 +14,7 @@ import dataclasses
 import json
 import sys
 
+from dat.errors import UserError
 from dat.config import METHODS, PRESETS, TARGET_CHOICES, UNITS, TrainConfig
 
 # One line per TrainConfig field, shown by `dat train --help` (units in brackets).
@@ -256,7 +257,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code = args.func(args)
-    except (ValueError, FileNotFoundError) as err:
+    except (UserError, ValueError, FileNotFoundError) as err:
         print(f"dat {args.command}: error: {err}", file=sys.stderr)
         return 2  # under torchrun the launcher stops the other ranks
     shutdown()  # ranks of a torchrun leave the process group together
