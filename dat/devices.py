@@ -196,8 +196,8 @@ PRESETS: dict[str, CrossbarParams] = {
 }
 
 
-def preset(name: str, **overrides) -> CrossbarParams:
-    """A preset by name, with field overrides."""
+def preset(name: str, /, **overrides) -> CrossbarParams:
+    """A preset by name, with field overrides (`name=` among them renames the device)."""
     if name not in PRESETS:
         raise ValueError(f"unknown device preset {name!r}; presets are {sorted(PRESETS)}")
     return PRESETS[name].replace(**overrides) if overrides else PRESETS[name]
@@ -238,7 +238,8 @@ def check_covariance(sigma, n=None, repair=False, what="Sigma"):
         if not repair:
             raise ValueError(
                 f"{what} must be positive semi-definite, found most negative eigenvalue "
-                f"{most_negative:.6g} (use repair to clip negative eigenvalues)"
+                f"{most_negative:.6g} (clip negative eigenvalues with `dat profile dense --repair`, "
+                f"or repair=True in Python)"
             )
         fixed = (evecs * np.clip(evals, 0.0, None)) @ evecs.T
         fixed = 0.5 * (fixed + fixed.T)

@@ -28,6 +28,10 @@ import numpy as np
 import torch
 from sklearn.covariance import OAS, LedoitWolf
 
+from dat.arrayfile import display_name, numeric, read_bytes, read_npz
+from dat.errors import UserError, expected
+from dat.fileio import atomic_write
+
 ESTIMATORS = {"ledoitwolf": LedoitWolf, "oas": OAS}
 # Fewer repeats than this leave even a shrunk covariance poorly determined: fit warns.
 MIN_RECOMMENDED_SAMPLES = 10
@@ -52,14 +56,18 @@ def check_maps(maps) -> np.ndarray:
     return arr
 
 
-def _read_csv(path: Path) -> np.ndarray:
-    with open(path, newline="") as fh:
-        lines = fh.read().splitlines()
+def _read_csv(raw: bytes, path: str) -> np.ndarray:
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: expected a text .csv file (UTF-8), found binary data (byte "
+                        f"{raw[err.start:err.start + 1]!r} at position {err.start} is not UTF-8)") from None
+    lines = text.splitlines()
     shape = None
     if lines and lines[0].lstrip().startswith("#"):
         m = re.search(r"rows\s*=\s*(\d+)\D+cols\s*=\s*(\d+)", lines[0])
         if m is None:
-            raise ValueError(f"{path}: header must read '# rows=R cols=C', found {lines[0]!r}")
+            raise UserError(f"{path}: header must read '# rows=R cols=C', found {lines[0]!r}")
         shape = (int(m.group(1)), int(m.group(2)))
         lines = lines[1:]
     rows = []
@@ -71,53 +79,61 @@ def _read_csv(path: Path) -> np.ndarray:
             try:
                 vals.append(float(cell))
             except ValueError:
-                raise ValueError(f"{path}: line {i}, column {j}: expected a number, found {cell!r}") from None
+                raise UserError(f"{path}: line {i}, column {j}: expected a number, found {cell!r}") from None
         if rows and len(vals) != len(rows[0]):
-            raise ValueError(f"{path}: line {i} has {len(vals)} values, expected {len(rows[0])} like the first sample (ragged rows)")
+            raise UserError(f"{path}: line {i} has {len(vals)} values, expected {len(rows[0])} like the first sample (ragged rows)")
         rows.append(vals)
     if not rows:
-        raise ValueError(f"{path}: no samples found")
+        raise UserError(f"{path}: expected one sample of numbers per line, found no samples")
     data = np.asarray(rows, dtype=np.float64)
     m = data.shape[1]
     if shape is None:
         side = math.isqrt(m)
         if side * side != m:
-            raise ValueError(f"{path}: {m} values per sample is not a square tile; add a first line '# rows=R cols=C'")
+            raise UserError(f"{path}: {m} values per sample is not a square tile; add a first line '# rows=R cols=C'")
         shape = (side, side)
     if shape[0] * shape[1] != m:
-        raise ValueError(f"{path}: header says {shape[0]} x {shape[1]} = {shape[0] * shape[1]} cells, found {m} values per sample")
+        raise UserError(f"{path}: header says {shape[0]} x {shape[1]} = {shape[0] * shape[1]} cells, found {m} values per sample")
     return data.reshape(-1, *shape)
 
 
-def load_maps(path) -> np.ndarray:
-    """Read repeated programming maps from .npz (key "maps") or .csv; validated."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"measurement file not found: {path}")
-    suffix = path.suffix.lower()
+def load_maps(source, name: str | None = None) -> np.ndarray:
+    """Read repeated programming maps from .npz (key "maps") or .csv; validated.
+
+    ``source`` is a path or a binary file object (an upload in memory); ``name`` is what messages
+    call it and, for a file object, gives the format by its suffix. Anything wrong with the file
+    raises `dat.errors.UserError` naming it.
+    """
+    label = display_name(source, name)
+    suffix = Path(label).suffix.lower()
+    if suffix not in (".npz", ".csv"):
+        raise expected("measurement file", "a .npz or .csv file", repr(label))
     if suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            if "maps" not in z.files:
-                raise ValueError(f"{path}: expected an array named 'maps', found {sorted(z.files)}")
-            maps = z["maps"]
-        if not np.issubdtype(maps.dtype, np.number):
-            raise ValueError(f"{path}: 'maps' must be numeric, found dtype {maps.dtype}")
-    elif suffix == ".csv":
-        maps = _read_csv(path)
+        arrays = read_npz(source, label, what="measurement file")
+        if "maps" not in arrays:
+            raise UserError(f"{label}: expected an array named 'maps', found {list(arrays)}")
+        maps = numeric(arrays["maps"], label, "maps")
     else:
-        raise ValueError(f"measurement file must be .npz or .csv, found {path.suffix!r}")
-    return check_maps(maps)
+        maps = _read_csv(read_bytes(source, label, what="measurement file"), label)
+    try:
+        return check_maps(maps)
+    except (TypeError, ValueError) as err:
+        raise UserError(f"{label}: {err}") from None
 
 
 def save_maps_csv(path, maps) -> None:
     """Write maps in the .csv layout `load_maps` reads (header with the tile shape)."""
     maps = check_maps(maps)
     n, r, c = maps.shape
-    with open(path, "w", newline="") as fh:
-        fh.write(f"# rows={r} cols={c}\n")
-        w = csv.writer(fh)
-        for s in maps.reshape(n, r * c):
-            w.writerow([repr(float(v)) for v in s])
+
+    def write(tmp):
+        with open(tmp, "w", newline="") as fh:
+            fh.write(f"# rows={r} cols={c}\n")
+            w = csv.writer(fh)
+            for s in maps.reshape(n, r * c):
+                w.writerow([repr(float(v)) for v in s])
+
+    atomic_write(path, write)
 
 
 class FittedTile:

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from dat.devices import PRESETS, CrossbarParams, DenseDevice, preset
+from dat.errors import UserError
 from dat.measure import ESTIMATORS, FittedTile, fit_file
 from dat.profile_io import load_dense, load_device, read_metadata, save_device
 from dat.profiles import bind
@@ -23,22 +24,44 @@ from dat.targets import CHOICES, Targets, find_targets
 DATASET_SHAPES = {"digits": (1, 8, 10), "cifar10": (3, 32, 10), "cifar100": (3, 32, 100)}
 
 
+def _positive_int(text: str) -> int:
+    """argparse type for counts (-k, --top): an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, found {value}")
+    return value
+
+
+def profile_name(name: str, source: str = "--name") -> str:
+    """A profile name under the dashboard's rule (`dat.workspace.check_name`): it becomes the file
+    name profiles/NAME.npz, so it can never hold a folder or leave profiles/."""
+    from dat.workspace import check_name
+
+    try:
+        return check_name(name, f"profile name ({source})")
+    except (TypeError, ValueError) as err:
+        raise UserError(str(err)) from None
+
+
 def _parse_overrides(items) -> dict:
     fields = {f.name: f for f in dataclasses.fields(CrossbarParams)}
     out = {}
     for item in items or ():
         if "=" not in item:
-            raise ValueError(f"--set expects field=value, found {item!r}")
+            raise UserError(f"--set expects field=value, found {item!r}")
         key, value = (s.strip() for s in item.split("=", 1))
         if key not in fields:
-            raise ValueError(f"unknown CrossbarParams field {key!r}; fields are {sorted(fields)}")
+            raise UserError(f"--set: unknown CrossbarParams field {key!r}; fields are {sorted(fields)}")
         if isinstance(fields[key].default, str):
             out[key] = value
         else:
             try:
                 out[key] = float(value)
             except ValueError:
-                raise ValueError(f"--set {key}: expected a number, found {value!r}") from None
+                raise UserError(f"--set {key}: expected a number, found {value!r}") from None
     return out
 
 
@@ -46,7 +69,7 @@ def _parse_pair(text: str, what: str) -> tuple[int, int]:
     try:
         a, b = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise ValueError(f"{what} must look like 64x64, found {text!r}") from None
+        raise UserError(f"{what}: expected ROWSxCOLS such as 64x64, found {text!r}") from None
     return a, b
 
 
@@ -68,7 +91,7 @@ def add_profile_parser(subparsers) -> argparse.ArgumentParser:
     f.add_argument("measurements", help=".npz with 'maps' [n_samples, rows, cols], or .csv (one sample per line)")
     f.add_argument("--estimator", choices=sorted(ESTIMATORS), default="ledoitwolf",
                    help="shrinkage covariance estimator (default: ledoitwolf)")
-    f.add_argument("-k", type=int, default=10, help="rank for the captured-variance report (default: 10)")
+    f.add_argument("-k", type=_positive_int, default=10, help="rank for the captured-variance report (default: 10)")
     f.add_argument("--name", help="profile name (default: the file's stem)")
     f.add_argument("-o", "--out", help="output .npz (default: profiles/<name>.npz)")
 
@@ -87,15 +110,18 @@ def add_profile_parser(subparsers) -> argparse.ArgumentParser:
     i.add_argument("--layout", help="bind to one linear layer OUTxIN instead of a model, e.g. 10x256")
     i.add_argument("--targets", choices=CHOICES, default="last-linear", help="which weights are noise targets")
     i.add_argument("--tile", default="64x64", help="crossbar tile ROWSxCOLS (fitted profiles use their own)")
-    i.add_argument("-k", type=int, default=10, help="rank for the captured variance (default: 10)")
-    i.add_argument("--top", type=int, default=10, help="how many top eigenvalues to print (default: 10)")
+    i.add_argument("-k", type=_positive_int, default=10, help="rank for the captured variance (default: 10)")
+    i.add_argument("--top", type=_positive_int, default=10, help="how many top eigenvalues to print (default: 10)")
     i.add_argument("--repair", action="store_true", help="for a dense profile, clip negative eigenvalues")
     p.set_defaults(func=run_profile_command)
     return p
 
 
 def _out_path(args, name: str) -> Path:
-    return Path(args.out) if args.out else Path("profiles") / f"{name}.npz"
+    """-o as given, else profiles/NAME.npz for a name under the profile-name rule."""
+    if args.out:
+        return Path(args.out)
+    return Path("profiles") / f"{profile_name(name, '--name, or the file name it defaults to')}.npz"
 
 
 def _targets_for(args, device) -> Targets:
@@ -119,20 +145,27 @@ def run_profile_command(args) -> int:
         if args.t_seconds is not None:
             overrides["t_seconds"] = args.t_seconds
         if args.name:
-            overrides["name"] = args.name
-        dev = preset(args.preset, **overrides)
+            overrides["name"] = profile_name(args.name)
+        elif "name" in overrides:
+            overrides["name"] = profile_name(overrides["name"], "--set name=")
+        try:
+            dev = preset(args.preset, **overrides)
+        except (TypeError, ValueError) as err:  # a value CrossbarParams refuses, e.g. --set ell=0
+            raise UserError(f"--set: {err}") from None
         out = _out_path(args, dev.name)
         save_device(out, dev)
         print(f"saved {dev.name} to {out}")
         print(json.dumps(dev.to_dict(), indent=1))
     elif cmd == "fit":
-        dev = fit_file(args.measurements, estimator=args.estimator, k=args.k, name=args.name)
+        name = profile_name(args.name) if args.name else Path(args.measurements).stem
+        dev = fit_file(args.measurements, estimator=args.estimator, k=args.k, name=name)
         out = _out_path(args, dev.name)
         save_device(out, dev)
         print(f"saved {dev.name} to {out}")
         print(json.dumps(dev.report(), indent=1))
     elif cmd == "dense":
-        dev = load_dense(args.file, repair=args.repair, name=args.name)
+        name = profile_name(args.name) if args.name else Path(args.file).stem
+        dev = load_dense(args.file, repair=args.repair, name=name)
         rep = dev.repair_report
         if rep["repaired"]:
             print(f"clipped {rep['clipped_eigenvalues']} negative eigenvalue(s) (most negative "
@@ -166,7 +199,12 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     ap = argparse.ArgumentParser(prog="dat")
     add_profile_parser(ap.add_subparsers(dest="command", required=True))
-    return run_profile_command(ap.parse_args(argv if argv[:1] == ["profile"] else ["profile", *argv]))
+    args = ap.parse_args(argv if argv[:1] == ["profile"] else ["profile", *argv])
+    try:
+        return run_profile_command(args)
+    except UserError as err:  # the same contract as `dat ...`: message, exit status 2, no traceback
+        print(f"dat profile: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

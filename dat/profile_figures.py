@@ -8,11 +8,14 @@ a word line, column c a bit line. Everything here works through the profile's pu
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from dat.devices import DenseDevice
 from dat.measure import FittedTile
 from dat.profiles import NoiseProfile, bind
 from dat.targets import Targets
@@ -22,10 +25,20 @@ DEFAULT_TILE = (64, 64)
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]  # one colour per device, in every figure
 
 
+def dense_grid(n: int) -> tuple[int, int]:
+    """The most nearly square rows x cols = n grid (rows <= cols) to lay out a dense device's n
+    values in their own order: a dense device has no tile of its own."""
+    rows = max(d for d in range(1, math.isqrt(n) + 1) if n % d == 0)
+    return rows, n // rows
+
+
 def tile_profile(device, tile: tuple[int, int] | None = None) -> NoiseProfile:
-    """The device bound to one crossbar tile (a fitted tile always uses its own measured shape)."""
+    """The device bound to one crossbar tile (a fitted tile always uses its own measured shape; a
+    dense device's n values are laid out on `dense_grid(n)`, whatever ``tile`` is)."""
     if isinstance(device, FittedTile):
         tile = device.tile_shape_
+    elif isinstance(device, DenseDevice):
+        tile = dense_grid(device.n)
     rows, cols = tile or DEFAULT_TILE
     # A weight W of shape [out, in] = [cols, rows] fills exactly one tile (inputs on word lines).
     targets = Targets([("crossbar", (cols, rows))], tile=(rows, cols), units="absolute")

@@ -12,6 +12,8 @@ allow_pickle=False.
 
 Plain dense covariances from elsewhere (.npz with `sigma` and optionally `mu`, or a .npy of
 Sigma) are read by `load_dense`, which validates them (shape, symmetry, finiteness, PSD).
+Every file is read through `dat.arrayfile` (no pickle, clear messages); anything wrong with a file
+raises `dat.errors.UserError` with what was expected and what was found.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import hashlib
 import json
 import math
 import os
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +30,10 @@ import scipy
 import torch
 
 import dat
+from dat.arrayfile import numeric, read_npy, read_npz, text
 from dat.devices import CROSSBAR_UNITS, CrossbarParams, DenseDevice
-from dat.measure import FittedTile
+from dat.errors import UserError, expected
+from dat.measure import ESTIMATORS, FittedTile
 from dat.fileio import atomic_write
 
 FORMAT = "dat-profile"
@@ -77,7 +80,7 @@ def save_device(path, device, name: str | None = None, targets=None) -> dict:
     """Write `device` to `path` (.npz) atomically; returns the metadata written."""
     path = Path(path)
     if path.suffix.lower() != ".npz":
-        raise ValueError(f"profile files end in .npz, found {path.name!r}")
+        raise expected("profile file name", "a name ending in .npz", repr(path.name))
     kind, params, units, arrays = _describe(device)
     meta = {
         "format": FORMAT,
@@ -106,93 +109,131 @@ def read_metadata(path) -> dict:
 
 
 def _read(path):
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"profile file not found: {path}")
+    arrays = read_npz(path, what="profile file")
+    if "__meta__" not in arrays:
+        raise UserError(
+            f"{path}: expected a saved {FORMAT} file, found no '__meta__' entry (entries {list(arrays)}); "
+            "a plain dense covariance is imported with `dat profile dense FILE`")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            files = {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, ValueError, OSError) as err:
-        raise ValueError(f"{path} is not a {FORMAT} file (.npz with JSON metadata): {err}") from None
-    if "__meta__" not in files:
-        raise ValueError(
-            f"{path} is not a {FORMAT} file: no '__meta__' entry (found {sorted(files)}); "
-            "a plain dense covariance is read with load_dense"
-        )
-    try:
-        meta = json.loads(str(files.pop("__meta__")))
+        meta = json.loads(text(arrays.pop("__meta__"), str(path), "__meta__"))
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: '__meta__' is not valid JSON: {err}") from None
+        raise UserError(f"{path}: expected '__meta__' to be JSON, found invalid JSON ({err})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise ValueError(f"{path}: expected format {FORMAT!r}, found {found!r}")
+        raise UserError(f"{path}: expected format {FORMAT!r}, found {found!r}")
     if meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(
+        raise UserError(
             f"{path}: {FORMAT} format_version {meta.get('format_version')!r} is not supported "
             f"(this version of dat reads format_version {FORMAT_VERSION})"
         )
-    return meta, files
+    return meta, arrays
+
+
+def _field(path, params: dict, key: str, check, wanted: str):
+    """``params[key]`` after ``check(value)`` holds; otherwise an expected-vs-found UserError."""
+    if key not in params:
+        raise UserError(f"{path}: expected parameter {key!r} ({wanted}), found none (keys {list(params)})")
+    value = params[key]
+    if not check(value):
+        raise UserError(f"{path}: expected parameter {key!r} to be {wanted}, found {value!r}")
+    return value
+
+
+def _is_int(v, minimum=0) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= minimum
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def load_device(path, repair: bool = False):
     """Read a device saved by `save_device`; the content hash is verified.
 
     `repair` applies to dense devices only: clip negative eigenvalues instead of refusing.
+    Anything wrong with the file raises `dat.errors.UserError` naming the file and the field.
     """
     meta, arrays = _read(path)
     kind, params = meta.get("kind"), meta.get("parameters")
     need = {"crossbar": set(), "fitted": {"mu", "sigma"}, "dense": {"mu", "sigma"}}
     if kind not in need:
-        raise ValueError(f"{path}: kind must be one of {sorted(need)}, found {kind!r}")
+        raise UserError(f"{path}: expected kind one of {sorted(need)}, found {kind!r}")
     if not need[kind] <= set(arrays):
-        raise ValueError(f"{path}: a {kind} profile needs arrays {sorted(need[kind])}, found {sorted(arrays)}")
+        raise UserError(f"{path}: a {kind} profile needs arrays {sorted(need[kind])}, found {sorted(arrays)}")
+    for key in need[kind]:
+        numeric(arrays[key], str(path), key)
     if not isinstance(params, dict):
-        raise ValueError(f"{path}: 'parameters' must be an object, found {type(params).__name__}")
+        raise UserError(f"{path}: expected 'parameters' to be an object, found {type(params).__name__}")
     if _hash(kind, params, {k: arrays[k] for k in need[kind]}) != meta.get("content_hash"):
-        raise ValueError(f"{path}: content hash mismatch: the file is corrupted or was edited")
+        raise UserError(f"{path}: content hash mismatch: the file is corrupted or was edited")
+    name = meta.get("name", kind)
+    if not isinstance(name, str) or not name:
+        raise UserError(f"{path}: expected 'name' to be a non-empty string, found {name!r}")
+    try:
+        return _build(path, kind, params, arrays, name, repair)
+    except UserError:
+        raise
+    except (TypeError, ValueError) as err:  # a value the device's own validation refuses
+        raise UserError(f"{path}: {err}") from None
+
+
+def _build(path, kind: str, params: dict, arrays: dict, name: str, repair: bool):
     if kind == "crossbar":
         fields = {f.name for f in dataclasses.fields(CrossbarParams)}
         unknown = set(params) - fields
         if unknown:
-            raise ValueError(f"{path}: unknown crossbar parameters {sorted(unknown)}")
+            raise UserError(f"{path}: expected crossbar parameters from {sorted(fields)}, found unknown "
+                            f"{sorted(unknown)}")
         return CrossbarParams(**params)
     if kind == "fitted":
-        shrink = params.get("shrinkage")
+        estimator = _field(path, params, "estimator", lambda v: v in ESTIMATORS, f"one of {sorted(ESTIMATORS)}")
+        tile = _field(path, params, "tile_shape",
+                      lambda v: isinstance(v, list) and len(v) == 2 and all(_is_int(x, 1) for x in v),
+                      "[rows, cols] of positive integers")
+        k = _field(path, params, "k", lambda v: _is_int(v, 1), "a positive integer")
+        n_samples = _field(path, params, "n_samples", _is_int, "a non-negative integer")
+        shrink = _field(path, params, "shrinkage", lambda v: v is None or _is_number(v), "a number or null")
         return FittedTile.from_arrays(
-            arrays["mu"], arrays["sigma"], tuple(params["tile_shape"]), estimator=params["estimator"],
-            shrinkage=float("nan") if shrink is None else shrink, n_samples=params["n_samples"],
-            k=params["k"], name=meta.get("name", "fitted"),
+            arrays["mu"], arrays["sigma"], tuple(tile), estimator=estimator,
+            shrinkage=float("nan") if shrink is None else float(shrink), n_samples=n_samples, k=k, name=name,
         )
-    dev = DenseDevice(arrays["mu"], arrays["sigma"], name=meta.get("name", "dense"), repair=repair)
+    n = _field(path, params, "n", lambda v: _is_int(v, 1), "a positive integer")
+    report = params.get("repair")
+    if report is not None and not isinstance(report, dict):
+        raise UserError(f"{path}: expected parameter 'repair' to be an object, found {report!r}")
+    dev = DenseDevice(arrays["mu"], arrays["sigma"], name=name, repair=repair)
+    if dev.n != n:
+        raise UserError(f"{path}: expected Sigma of {n} x {n} (parameter 'n'), found {dev.n} x {dev.n}")
     # keep the saved repair record: the stored matrix is already the repaired one
-    dev.repair_report = params.get("repair", dev.repair_report)
+    dev.repair_report = report if report is not None else dev.repair_report
     return dev
 
 
 def load_dense(path, repair: bool = False, name: str | None = None) -> DenseDevice:
     """A dense device from a plain file: .npz with `sigma` (and optionally `mu`, default zero) or
-    a .npy holding Sigma. Validated: square, symmetric, finite, PSD (or repaired)."""
+    a .npy holding Sigma. Validated: square, symmetric, finite, PSD (or repaired). Anything wrong
+    raises `dat.errors.UserError` naming the file."""
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"dense covariance file not found: {path}")
-    if path.suffix.lower() == ".npy":
-        sigma, mu = np.load(path, allow_pickle=False), None
-    elif path.suffix.lower() == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            if "__meta__" in z.files:
-                raise ValueError(f"{path} is a {FORMAT} file: read it with load_device")
-            if "sigma" not in z.files:
-                raise ValueError(f"{path}: expected an array named 'sigma' (and optionally 'mu'), found {sorted(z.files)}")
-            sigma = z["sigma"]
-            mu = z["mu"] if "mu" in z.files else None
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        sigma, mu = read_npy(path, what="dense covariance file"), None
+    elif suffix == ".npz":
+        arrays = read_npz(path, what="dense covariance file")
+        if "__meta__" in arrays:
+            raise UserError(f"{path} is already a saved {FORMAT} file: use it as it is (`dat profile inspect "
+                            f"{path}`), not through `dat profile dense`")
+        if "sigma" not in arrays:
+            raise UserError(f"{path}: expected an array named 'sigma' (and optionally 'mu'), found {list(arrays)}")
+        sigma = numeric(arrays["sigma"], str(path), "sigma")
+        mu = numeric(arrays["mu"], str(path), "mu") if "mu" in arrays else None
     else:
-        raise ValueError(f"dense covariance files are .npz or .npy, found {path.suffix!r}")
-    sigma = np.asarray(sigma)
-    if not np.issubdtype(sigma.dtype, np.number):
-        raise ValueError(f"{path}: sigma must be numeric, found dtype {sigma.dtype}")
+        raise expected("dense covariance file", "a .npz or .npy file", repr(str(path)))
     if mu is None:
         mu = np.zeros(sigma.shape[0] if sigma.ndim >= 1 else 0)
-    return DenseDevice(mu, sigma, name=name or path.stem, repair=repair)
+    try:
+        return DenseDevice(mu, sigma, name=name or path.stem, repair=repair)
+    except (TypeError, ValueError) as err:
+        raise UserError(f"{path}: {err}") from None
 
 
 # -- device references: a preset name or a saved profile file -------------------------------------
@@ -209,7 +250,7 @@ def resolve_device(spec):
     if os.path.isfile(spec):
         device = load_device(spec)
         return device, getattr(device, "name", None) or Path(spec).stem
-    raise ValueError(f"Invalid device: expected a preset name {sorted(PRESETS)} or the path of a saved "
+    raise UserError(f"Invalid device: expected a preset name {sorted(PRESETS)} or the path of a saved "
                      f"profile (.npz), found {spec!r} (no such file)")
 
 

@@ -5,8 +5,7 @@ Pages stay thin by calling these; each function is plain Python and tested witho
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,7 +14,9 @@ from dat.workspace import TRIO_ROLES, Workspace
 TRIO_LABELS = {"sgd": "SGD", "dat-a": "DAT on device A", "dat-b": "DAT on device B"}
 MEASUREMENT_SUFFIXES = (".npz", ".csv")
 # Measurement files are small (a few hundred repeats of a 64 x 64 tile is about 10 MB as float64).
-MAX_MEASUREMENT_BYTES = 50 * 1024 * 1024
+# One number for the library and the upload widget (Streamlit's MB are 2**20 bytes).
+MAX_MEASUREMENT_MB = 50
+MAX_MEASUREMENT_BYTES = MAX_MEASUREMENT_MB * 2**20
 
 
 # -- devices ------------------------------------------------------------------------------------
@@ -42,32 +43,21 @@ def fit_measurements(filename: str, data: bytes, *, estimator: str = "ledoitwolf
                      name: str | None = None):
     """Fit a ``FittedTile`` from uploaded repeated programming maps (.npz or .csv bytes).
 
-    The bytes go to a temporary file with the upload's suffix so that ``dat.measure.load_maps``
-    reads them exactly as it reads a file on disk; .npz files are opened without pickle support.
+    The bytes are read in memory by ``dat.measure.load_maps`` (no pickle, no temporary file), so
+    every message names the uploaded file as the user knows it.
     """
+    from dat.errors import UserError, expected
     from dat.measure import FittedTile, load_maps
 
     suffix = Path(str(filename)).suffix.lower()
     if suffix not in MEASUREMENT_SUFFIXES:
-        raise ValueError(f"measurements must be a .npz or .csv file, found {filename!r}")
+        raise expected("measurements", "a .npz or .csv file", repr(filename))
     if not data:
-        raise ValueError(f"uploaded file {filename!r} is empty")
+        raise expected(f"uploaded file {filename!r}", "measurements", "an empty file")
     if len(data) > MAX_MEASUREMENT_BYTES:
-        raise ValueError(f"uploaded file {filename!r} is {len(data) / 1e6:.1f} MB; the limit is "
-                         f"{MAX_MEASUREMENT_BYTES / 1e6:.0f} MB")
-    fd, tmp = tempfile.mkstemp(suffix=suffix)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        try:
-            maps = load_maps(tmp)
-        except (ValueError, TypeError):
-            raise
-        except Exception as exc:  # a corrupt archive (zipfile, OSError): say which file and format
-            raise ValueError(f"could not read {filename!r} as a {suffix} measurement file "
-                             f"({type(exc).__name__}: {exc})") from exc
-    finally:
-        os.unlink(tmp)
+        raise UserError(f"uploaded file {filename!r} is {len(data) / 2**20:.1f} MB; the limit is "
+                        f"{MAX_MEASUREMENT_MB} MB")
+    maps = load_maps(io.BytesIO(data), name=str(filename))
     return FittedTile(estimator=estimator, k=k, name=name or Path(filename).stem).fit(maps)
 
 

@@ -5,8 +5,9 @@ import dataclasses
 import streamlit as st
 
 from dat import profile_figures as pf
-from dat.devices import CROSSBAR_UNITS, KERNELS, CrossbarParams
-from dat.ui_helpers import device_choices, fit_measurements, load_device
+from dat.devices import CROSSBAR_UNITS, KERNELS, CrossbarParams, DenseDevice
+from dat.errors import UserError
+from dat.ui_helpers import MAX_MEASUREMENT_MB, device_choices, fit_measurements, load_device
 from dat.workspace import Workspace
 
 st.set_page_config(page_title="Device profiles", layout="wide")
@@ -36,12 +37,13 @@ with st.expander("Fit a device from measurements (.npz or .csv)"):
     st.markdown("Upload repeated programming maps of one tile: an array `maps` of shape "
                 "[n_samples, rows, cols] in a .npz, or a .csv with one sample per line (rows*cols "
                 "values, row-major) and an optional first line `# rows=R cols=C`.")
-    upload = st.file_uploader("Measurement file", type=["npz", "csv"], key="measurements")
+    upload = st.file_uploader("Measurement file", type=["npz", "csv"], key="measurements",
+                              max_upload_size=MAX_MEASUREMENT_MB)
     estimator = st.selectbox("Shrinkage estimator", ["ledoitwolf", "oas"])
     if upload is not None and st.button("Fit", key="fit"):
         try:
             fitted = fit_measurements(upload.name, upload.getvalue(), estimator=estimator, k=int(k))
-        except (ValueError, TypeError) as exc:
+        except UserError as exc:
             st.error(f"Could not fit a device from {upload.name}: {exc}")
         else:
             st.session_state["fitted_device"] = fitted
@@ -95,9 +97,9 @@ for slot, col, default in (("A", columns[0], "device-A"), ("B", columns[1], "dev
         else:
             try:
                 device = load_device(choices[label])
-            except (ValueError, TypeError, OSError) as exc:
+            except UserError as exc:  # a broken file in profiles/: say so, keep the other device
                 st.error(f"Could not load {label}: {exc}")
-                st.stop()
+                continue
             if st.session_state.get(f"base_{slot}") != label:  # a new pick drops old edits
                 st.session_state.pop(f"edited_{slot}", None)
                 st.session_state[f"base_{slot}"] = label
@@ -105,7 +107,15 @@ for slot, col, default in (("A", columns[0], "device-A"), ("B", columns[1], "dev
             device = parameter_form(slot, label, device)
             st.caption("stds at the chosen time (fraction of g_max): " +
                        ", ".join(f"{n} {v:.4f}" for n, v in device.stds().items()))
+        elif isinstance(device, DenseDevice):
+            rows, cols = pf.dense_grid(device.n)
+            st.caption(f"A dense device: its n = {device.n} values in their own order, shown as a "
+                       f"{rows} x {cols} grid (the tile size does not apply).")
         devices[slot] = device
+
+if not devices:
+    st.info("Pick a device that loads for A or B to see its noise.")
+    st.stop()
 
 
 @st.cache_data(max_entries=16, show_spinner="Sampling the noise and computing Sigma's spectrum...")

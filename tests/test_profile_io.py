@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from dat.devices import PRESETS, DenseDevice
+from dat.errors import UserError
 from dat.measure import FittedTile
 from dat.profile_cli import add_profile_parser, run_profile_command
 from dat.profile_io import device_hash, load_dense, load_device, read_metadata, save_device
@@ -74,9 +75,9 @@ def test_other_version_foreign_and_corrupted_files_are_refused(tmp_path):
     with pytest.raises(ValueError, match="no '__meta__' entry"):
         load_device(tmp_path / "foreign.npz")
     (tmp_path / "text.npz").write_text("hello")
-    with pytest.raises(ValueError, match="not a dat-profile file"):
+    with pytest.raises(UserError, match=r"text.npz: expected a .npz archive .*, found a file starting with b'hello'"):
         load_device(tmp_path / "text.npz")
-    with pytest.raises(ValueError, match="end in .npz"):
+    with pytest.raises(UserError, match="a name ending in .npz, found 'p.json'"):
         save_device(tmp_path / "p.json", PRESETS["device-A"])
 
 
