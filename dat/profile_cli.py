@@ -202,7 +202,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv if argv[:1] == ["profile"] else ["profile", *argv])
     try:
         return run_profile_command(args)
-    except UserError as err:  # the same contract as `dat ...`: message, exit status 2, no traceback
+    except (UserError, ValueError, FileNotFoundError) as err:  # as `dat ...` (dat.cli.main): exit 2
         print(f"dat profile: error: {err}", file=sys.stderr)
         return 2
 

@@ -226,7 +226,13 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     add_landscape_parser(sub)
     args = parser.parse_args(argv)
-    return args.func(args)
+    from dat.errors import UserError
+
+    try:
+        return args.func(args)
+    except (UserError, ValueError, FileNotFoundError) as err:  # as `dat ...` (dat.cli.main): exit 2
+        print(f"dat {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

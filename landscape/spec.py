@@ -82,6 +82,7 @@ def load_models(spec: LandscapeSpec) -> dict:
 
 def load_profiles(spec: LandscapeSpec, model) -> dict:
     """label -> NoiseProfile bound to ``model``'s targets; a device is a preset name or a saved file."""
+    from dat.errors import UserError
     from dat.profile_io import make_profile
     from dat.targets import find_targets
 
@@ -90,8 +91,8 @@ def load_profiles(spec: LandscapeSpec, model) -> dict:
     for label, ref in spec.devices.items():
         try:
             out[label] = make_profile(ref, targets, name=label)
-        except ValueError as err:
-            raise ValueError(f"device {label!r}: {err}") from err
+        except ValueError as err:  # a bad file or a device that does not fit the model: the user's to fix
+            raise UserError(f"device {label!r}: {err}") from err
     return out
 
 

@@ -348,3 +348,42 @@ def test_upload_limit_is_one_number_for_the_widget_and_the_library():
     assert widget.max_upload_size_mb == MAX_MEASUREMENT_MB
     with pytest.raises(UserError, match=f"big.npz' is {MAX_MEASUREMENT_MB}.0 MB; the limit is {MAX_MEASUREMENT_MB} MB"):
         fit_measurements("big.npz", b"\0" * (MAX_MEASUREMENT_BYTES + 1))
+
+
+# -- a broken profile chosen on a landscape page, or given to the landscape command ----------------
+@pytest.fixture
+def demo_with_broken_profile(demo_workspace, tmp_path, monkeypatch):
+    import shutil
+
+    root = tmp_path / "ws"
+    shutil.copytree(demo_workspace, root)
+    (root / "profiles" / "broken.npz").write_bytes(PNG)
+    monkeypatch.setenv("DAT_WORKSPACE", str(root))
+    return root
+
+
+def test_noise_curves_page_shows_a_broken_profile_as_an_error(demo_with_broken_profile):
+    from streamlit.testing.v1 import AppTest
+
+    before = listing(demo_with_broken_profile)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT).run()
+    at.switch_page("pages/4_Noise_curves.py").run()
+    at.multiselect(key="curve_devices").set_value(["broken (saved)"])
+    at.slider(key="curve_points").set_value(5)
+    at.number_input(key="curve_draws").set_value(2)
+    at.button(key="FormSubmitter:curves_form-Compute curves").click().run()
+    assert not at.exception, at.exception
+    assert "broken.npz" in errors(at) and "found a PNG image" in errors(at)
+    assert listing(demo_with_broken_profile) == before
+
+
+def test_the_landscape_entry_point_exits_2_on_a_broken_profile(demo_with_broken_profile, tmp_path, capsys):
+    from landscape.cli import main
+
+    ckpt = demo_with_broken_profile / "checkpoints" / "sgd.safetensors"
+    broken = demo_with_broken_profile / "profiles" / "broken.npz"
+    code = main(["landscape", "1d", "--checkpoint", f"SGD={ckpt}", "--device", f"A={broken}", "--out",
+                 str(tmp_path / "out"), "--no-cache", "--quiet", "--max-samples", "32"])
+    err = capsys.readouterr().err
+    assert code == 2 and "broken.npz: expected a .npz archive" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
