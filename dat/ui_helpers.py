@@ -51,7 +51,7 @@ def fit_measurements(filename: str, data: bytes, *, estimator: str = "ledoitwolf
 
     suffix = Path(str(filename)).suffix.lower()
     if suffix not in MEASUREMENT_SUFFIXES:
-        raise expected("measurements", "a .npz or .csv file", repr(filename))
+        raise UserError(f"measurements must be a .npz or .csv file, found {filename!r}")
     if not data:
         raise expected(f"uploaded file {filename!r}", "measurements", "an empty file")
     if len(data) > MAX_MEASUREMENT_BYTES:

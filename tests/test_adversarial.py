@@ -387,3 +387,15 @@ def test_the_landscape_entry_point_exits_2_on_a_broken_profile(demo_with_broken_
     err = capsys.readouterr().err
     assert code == 2 and "broken.npz: expected a .npz archive" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("data", [b"\x80\x04pickle", b"\0" * 16, PNG])
+def test_a_bad_checkpoint_upload_is_named_as_uploaded_not_by_a_temporary_path(tmp_path, data):
+    from dat.workspace import Workspace
+
+    ws = Workspace(tmp_path)
+    with pytest.raises(ValueError) as info:
+        ws.store_checkpoint_upload("mine.safetensors", data)
+    text = str(info.value)
+    assert "mine.safetensors" in text and ".part" not in text and str(tmp_path) not in text
+    assert not [p for p in (tmp_path / "checkpoints").iterdir()]  # nothing kept, not even a temporary file
