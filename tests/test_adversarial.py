@@ -399,3 +399,10 @@ def test_a_bad_checkpoint_upload_is_named_as_uploaded_not_by_a_temporary_path(tm
     text = str(info.value)
     assert "mine.safetensors" in text and ".part" not in text and str(tmp_path) not in text
     assert not [p for p in (tmp_path / "checkpoints").iterdir()]  # nothing kept, not even a temporary file
+
+
+def test_the_planted_pickle_runs_under_an_unsafe_loader(tmp_path):
+    """The control for every 'no code ran' assertion above: the marker does appear when pickle is allowed."""
+    marker = tmp_path / "marker.txt"
+    np.load(pickle_npz(tmp_path / "p.npz", marker, "maps"), allow_pickle=True)["maps"]
+    assert marker.read_text() == "code ran"
