@@ -186,7 +186,8 @@ def _build(path, kind: str, params: dict, arrays: dict, name: str, repair: bool)
                             f"{sorted(unknown)}")
         return CrossbarParams(**params)
     if kind == "fitted":
-        estimator = _field(path, params, "estimator", lambda v: v in ESTIMATORS, f"one of {sorted(ESTIMATORS)}")
+        estimator = _field(path, params, "estimator", lambda v: isinstance(v, str) and v in ESTIMATORS,
+                           f"one of {sorted(ESTIMATORS)}")
         tile = _field(path, params, "tile_shape",
                       lambda v: isinstance(v, list) and len(v) == 2 and all(_is_int(x, 1) for x in v),
                       "[rows, cols] of positive integers")

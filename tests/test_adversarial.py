@@ -92,6 +92,9 @@ def bad_files(tmp: Path, marker: Path) -> list[tuple[str, Path, str]]:
                    {"estimator": "ledoitwolf", "k": 3, "tile_shape": "3x3", "shrinkage": 0.1, "n_samples": 5},
                    {"mu": np.zeros(9), "sigma": np.eye(9)})
     forged_profile(tmp / "forged_fitted_nokeys.npz", "fitted", {}, {"mu": np.zeros(9), "sigma": np.eye(9)})
+    forged_profile(tmp / "forged_estimator.npz", "fitted",
+                   {"estimator": ["oas"], "k": 3, "tile_shape": [3, 3], "shrinkage": 0.1, "n_samples": 5},
+                   {"mu": np.zeros(9), "sigma": np.eye(9)})
     forged_profile(tmp / "forged_crossbar.npz", "crossbar", {**PRESETS["device-A"].to_dict(), "ell": "long"}, {})
     forged_profile(tmp / "forged_dense.npz", "dense", {"n": "four"}, {"mu": np.zeros(4), "sigma": np.eye(4)})
     forged_profile(tmp / "forged_dense_nan.npz", "dense", {"n": 2},
@@ -104,6 +107,7 @@ def bad_files(tmp: Path, marker: Path) -> list[tuple[str, Path, str]]:
         ("inspect", pickle_npz(tmp / "pickled_profile.npz", marker, "__meta__"), "never loaded"),
         ("inspect", tmp / "forged_fitted.npz", "'tile_shape' to be [rows, cols]"),
         ("inspect", tmp / "forged_fitted_nokeys.npz", "expected parameter 'estimator'"),
+        ("inspect", tmp / "forged_estimator.npz", "'estimator' to be one of"),
         ("inspect", tmp / "forged_crossbar.npz", "ell"),
         ("inspect", tmp / "forged_dense.npz", "'n' to be a positive integer"),
         ("inspect", tmp / "forged_dense_nan.npz", "finite"),
@@ -216,7 +220,7 @@ def test_make_accepts_a_name(tmp_path, capsys, flag):
     ["profile", "make", "device-A", "--name", "../../escaped"],
     ["profile", "make", "device-A", "--set", "name=../escaped"],
     ["profile", "fit", "MAPS", "--name", "../../escaped"],
-    ["profile", "dense", "SIGMA", "--name", "/tmp/escaped"],
+    ["profile", "dense", "SIGMA", "--name", "ABSOLUTE"],
 ])
 def test_a_name_with_a_folder_is_refused_by_the_dashboards_rule(tmp_path, capsys, argv):
     from dat.workspace import check_name
@@ -225,14 +229,15 @@ def test_a_name_with_a_folder_is_refused_by_the_dashboards_rule(tmp_path, capsys
     work.mkdir(parents=True)
     np.savez(tmp_path / "maps.npz", maps=np.random.default_rng(0).normal(size=(12, 3, 3)))
     np.savez(tmp_path / "sigma.npz", sigma=np.eye(3))
-    argv = [{"MAPS": str(tmp_path / "maps.npz"), "SIGMA": str(tmp_path / "sigma.npz")}.get(a, a) for a in argv]
+    places = {"MAPS": tmp_path / "maps.npz", "SIGMA": tmp_path / "sigma.npz", "ABSOLUTE": tmp_path / "escaped"}
+    argv = [str(places.get(a, a)) for a in argv]
     before = listing(tmp_path)
     code, err = run_main(argv, work, capsys)
     assert code == 2 and "profile name" in err and "Traceback" not in err
     with pytest.raises(ValueError) as rule:  # the very rule the dashboard's save form applies
         check_name(argv[argv.index("--name") + 1] if "--name" in argv else "../escaped")
     assert str(rule.value).split(" must ")[1] in err
-    assert listing(tmp_path) == before and not Path("/tmp/escaped.npz").exists()
+    assert listing(tmp_path) == before and not (tmp_path.parent / "escaped.npz").exists()
 
 
 # -- misleading messages (issue item 10) -----------------------------------------------------------
