@@ -15,21 +15,14 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from dat.devices import DenseDevice
 from dat.measure import FittedTile
 from dat.profiles import NoiseProfile, bind
 from dat.targets import Targets
+from dat.devices import DenseDevice
 
 DEFAULT_TILE = (64, 64)
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]  # one colour per device, in every figure
-
-
-def dense_grid(n: int) -> tuple[int, int]:
-    """The most nearly square rows x cols = n grid (rows <= cols) to lay out a dense device's n
-    values in their own order: a dense device has no tile of its own."""
-    rows = max(d for d in range(1, math.isqrt(n) + 1) if n % d == 0)
-    return rows, n // rows
 
 
 def tile_profile(device, tile: tuple[int, int] | None = None) -> NoiseProfile:
@@ -43,6 +36,13 @@ def tile_profile(device, tile: tuple[int, int] | None = None) -> NoiseProfile:
     # A weight W of shape [out, in] = [cols, rows] fills exactly one tile (inputs on word lines).
     targets = Targets([("crossbar", (cols, rows))], tile=(rows, cols), units="absolute")
     return bind(device, targets)
+
+
+def dense_grid(n: int) -> tuple[int, int]:
+    """The most nearly square rows x cols = n grid (rows <= cols) to lay out a dense device's n
+    values in their own order: a dense device has no tile of its own."""
+    rows = max(d for d in range(1, math.isqrt(n) + 1) if n % d == 0)
+    return rows, n // rows
 
 
 def _tile_shape(profile: NoiseProfile) -> tuple[int, int]:

@@ -161,7 +161,7 @@ class Workspace:
             try:
                 load_checkpoint(tmp)
             except Exception as exc:  # any failure to build a model means: not a valid checkpoint
-                reason = str(exc).replace(tmp, str(filename))  # the user's name, not our temporary one
+                reason = str(exc).replace(str(tmp), str(filename))  # the user's name, not our temporary one
                 raise ValueError(f"uploaded file {filename!r} is not a valid checkpoint: {reason}") from exc
             final = jobs.reserve_path(self.checkpoints_dir, stem, CHECKPOINT_SUFFIX)
             os.replace(tmp, final)
