@@ -147,8 +147,8 @@ class Workspace:
         if len(data) == 0:
             raise ValueError(f"uploaded file {filename!r} is empty")
         if len(data) > max_bytes:
-            raise ValueError(f"uploaded file {filename!r} is {len(data) / 1e6:.1f} MB; the limit is "
-                             f"{max_bytes / 1e6:.1f} MB")
+            raise ValueError(f"uploaded file {filename!r} is {len(data) / 2**20:.1f} MB; the limit is "
+                             f"{max_bytes / 2**20:.1f} MB")  # Streamlit's MB, as the upload widget says
         stem, suffix = os.path.splitext(os.path.basename(str(filename)))
         if suffix != CHECKPOINT_SUFFIX:
             raise ValueError(f"expected a {CHECKPOINT_SUFFIX} checkpoint, found {filename!r}")

@@ -411,3 +411,14 @@ def test_the_planted_pickle_runs_under_an_unsafe_loader(tmp_path):
     marker = tmp_path / "marker.txt"
     np.load(pickle_npz(tmp_path / "p.npz", marker, "maps"), allow_pickle=True)["maps"]
     assert marker.read_text() == "code ran"
+
+
+def test_checkpoint_upload_limit_is_the_servers_in_the_same_megabytes():
+    import tomllib
+
+    from dat.workspace import MAX_UPLOAD_BYTES, Workspace
+
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["maxUploadSize"] * 2**20 == MAX_UPLOAD_BYTES  # the widget's limit is the library's
+    with pytest.raises(ValueError, match=r"is 2\.0 MB; the limit is 1\.0 MB"):
+        Workspace(ROOT).store_checkpoint_upload("big.safetensors", b"\0" * 2**21, max_bytes=2**20)
