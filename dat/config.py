@@ -50,6 +50,7 @@ class TrainConfig:
     # --- evaluation and output ---
     eval_draws: int = 20               # noise draws R for the noisy accuracy (mean and std)
     eval_device: str | None = None     # profile for the noisy evaluation (None: same as device)
+    eval_seed: int = 0                 # seed of the evaluation draws (dat.evaluate's one rule; not the training seed)
     eval_batch_size: int = 512         # images per evaluation batch
     out: str | None = None             # checkpoint path (None: checkpoints/<dataset>-<arch>-<method>-s<seed>.safetensors)
     resume: bool = True                # continue from <out>.resume.pt when present
@@ -95,6 +96,8 @@ class TrainConfig:
                 raise ValueError(f"Invalid {name}: expected a positive int or None, found {value!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"Invalid seed: expected a non-negative int, found {self.seed!r}")
+        if not isinstance(self.eval_seed, int) or isinstance(self.eval_seed, bool) or self.eval_seed < 0:
+            raise ValueError(f"Invalid eval_seed: expected a non-negative int, found {self.eval_seed!r}")
         for name in ("alpha", "rho", "lr", "weight_decay", "momentum"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
