@@ -118,7 +118,23 @@ def metrics_under(meta: dict, device: str | None = None, *, draws: int | None = 
                                eval_seed=recipe["eval_seed"], batch_size=recipe["batch_size"], checkpoint=ckpt)
 
 
+def _seed(meta: dict) -> int:
+    seed = meta.get("seed", (meta.get("config") or {}).get("seed"))
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise UserError(f"{meta.get('path', 'checkpoint')}: expected an integer training seed in its metadata, "
+                        f"found {seed!r}")
+    return seed
+
+
 def _values(meta: dict, metrics: dict) -> dict:
+    try:
+        return _percent_values(meta, metrics)
+    except (KeyError, TypeError, ValueError) as err:
+        raise UserError(f"{meta.get('path', 'checkpoint')}: expected train/test clean and noisy accuracies in its "
+                        f"metrics, found a malformed entry ({type(err).__name__}: {err})") from None
+
+
+def _percent_values(meta: dict, metrics: dict) -> dict:
     per_draw = metrics["test"]["noisy"].get("acc_per_draw") or [metrics["test"]["noisy"]["acc_mean"]]
     return {"train_clean": 100 * metrics["train"]["clean"]["acc"],
             "train_noisy": 100 * metrics["train"]["noisy"]["acc_mean"],
@@ -177,7 +193,7 @@ def table_rows(metas: Iterable[dict], device: str | None = None, *, draws: int |
                str(meta.get("arch")), str(meta.get("method")), trained_name, trained_hash, fields,
                int(metrics["test"]["noisy"]["draws"]), metrics.get("eval_seed"))
         group = groups.setdefault(key, {"per_seed": defaultdict(list), "paths": [], "meta": meta})
-        group["per_seed"][int(meta["seed"])].append(_values(meta, metrics))
+        group["per_seed"][_seed(meta)].append(_values(meta, metrics))
         group["paths"].append(str(meta.get("path", "")))
     rows = []
     for key, group in groups.items():
