@@ -39,13 +39,15 @@ FIELD_HELP = {
     "epochs": "passes over the training set",
     "batch_size": "images per step",
     "lr": "base SGD learning rate",
-    "momentum": "SGD momentum",
+    "momentum": "SGD momentum (this project's default 0.9; Algorithm 1 has none)",
+    "optimizer": "paper: plain SGD exactly as Algorithm 1 (momentum 0); project: SGD with --momentum",
     "weight_decay": "L2 weight decay",
     "lr_decay": "learning-rate multiplier applied every --lr-decay-every epochs",
     "lr_decay_every": "epochs between learning-rate decays",
     "seed": "seed of initialisation, data order and noise draws",
     "eval_draws": "noise draws R for the noisy accuracy (mean and std)",
     "eval_device": "profile for the noisy evaluation (default: --device)",
+    "eval_seed": "seed of the evaluation noise draws (default 0; the same rule as dat eval and dat table)",
     "eval_batch_size": "images per evaluation batch",
     "out": "checkpoint path (default checkpoints/<dataset>-<arch>-<method>[-<device>]-s<seed>.safetensors)",
     "resume": "continue from <out>.resume.pt when it exists (--no-resume starts over)",
@@ -140,31 +142,29 @@ def cmd_train(args) -> int:
 
 def cmd_eval(args) -> int:
     from dat.checkpoint import load_checkpoint
-    from dat.data import load_dataset
-    from dat.evaluate import evaluate
-    from dat.profile_io import make_profile
+    from dat.evaluate import evaluate_checkpoint, recorded_device
 
+    # One evaluation rule (dat.evaluate): the same numbers as dat table and the dashboard. The data
+    # folder and the md5 check are the user's settings; the checkpoint's own are never used.
     ckpt = load_checkpoint(args.checkpoint)
-    config = ckpt.meta.get("config", {})
-    targets = ckpt.noise_targets(args.targets)
-    device = args.device or config.get("device", "device-A")
-    profile = make_profile(device, targets)
-    bundle = load_dataset(config.get("dataset", "digits"), args.data_root or config.get("data_root"),
-                          verify=config.get("verify", True))
-    splits = {"train": bundle.train_eval, "test": bundle.test}
+    device = args.device or recorded_device(ckpt.meta, args.checkpoint, key="train")
+    metrics = evaluate_checkpoint(args.checkpoint, device, data_root=args.data_root, verify=args.verify,
+                                  draws=args.draws, eval_seed=args.eval_seed, batch_size=args.batch_size,
+                                  targets_choice=args.targets, checkpoint=ckpt)
     chosen = ["train", "test"] if args.split == "both" else [args.split]
-    metrics = {s: evaluate(ckpt.model, splits[s], profile=profile, targets=targets, draws=args.draws,
-                           seed=args.seed, batch_size=args.batch_size) for s in chosen}
-    for m in metrics.values():
-        m["noisy"].pop("acc_per_draw", None)
+    for s in chosen:
+        metrics[s]["noisy"].pop("acc_per_draw", None)
+    recipe = {k: metrics[k] for k in ("eval_seed", "eval_batch_size", "eval_profile_hash")}
     if args.json:
-        print(json.dumps({"checkpoint": args.checkpoint, "device": device, "metrics": metrics}, indent=1))
+        print(json.dumps({"checkpoint": args.checkpoint, "device": device, **recipe,
+                          "draws": metrics["test"]["noisy"]["draws"], "metrics": {s: metrics[s] for s in chosen}},
+                         indent=1))
     else:
-        for s, m in metrics.items():
-            n = m["noisy"]
+        for s in chosen:
+            m, n = metrics[s], metrics[s]["noisy"]
             print(f"{s}: clean acc {100 * m['clean']['acc']:.2f}% loss {m['clean']['loss']:.4f}; under {device}: "
                   f"acc {100 * n['acc_mean']:.2f} ± {100 * n['acc_std']:.2f}% loss {n['loss_mean']:.4f} ± "
-                  f"{n['loss_std']:.4f} ({n['draws']} draws)")
+                  f"{n['loss_std']:.4f} (mean ± std over {n['draws']} draws, eval seed {recipe['eval_seed']})")
     return 0
 
 
@@ -172,19 +172,35 @@ def cmd_table(args) -> int:
     from dat import table
 
     if args.reproduce:
-        seeds = [int(s) for s in args.seeds.split(",")]
+        seeds = _int_list(args.seeds, "--seeds")
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        unknown = sorted(set(methods) - set(METHODS))
+        if unknown or not methods:
+            raise UserError(f"--methods: expected a comma-separated list from {', '.join(METHODS)}, found {args.methods!r}")
         overrides = {"epochs": args.epochs} if args.epochs else {}
-        result = table.reproduce(args.reproduce, seeds=seeds, folder=args.folder,
-                                 callbacks=[_progress_callback(args.quiet)], **overrides)
+        result = table.reproduce(args.reproduce, seeds=seeds, folder=args.folder, methods=methods,
+                                 draws=args.draws or table.DEFAULT_DRAWS, threads=args.threads,
+                                 eval_seed=args.eval_seed, callbacks=[_progress_callback(args.quiet)], **overrides)
         print(result["markdown"])
-        print(f"wrote {args.folder}/table1.md and table1.csv; wall time {result['wall_time_s'] / 60:.1f} min")
+        if args.markdown or args.csv:
+            table.write_table(result["rows"], args.markdown, args.csv)
+        print(f"wrote {args.folder}/table1.md, table1.csv and table1.json; wall time {result['wall_time_s']:.1f} s "
+              f"({result['wall_time_s'] / 60:.1f} min) with {result['threads']} torch thread(s)")
         return 0
     if not args.checkpoints:
-        raise SystemExit("dat table: give checkpoint files or folders, or --reproduce digits")
-    rows = table.table_rows(table.load_metas(args.checkpoints), device=args.device)
+        raise UserError("dat table: expected checkpoint files or folders, or --reproduce digits; found neither")
+    rows = table.table_rows(table.load_metas(args.checkpoints), device=args.device, draws=args.draws,
+                            eval_seed=args.eval_seed, data_root=args.data_root, verify=args.verify)
     table.write_table(rows, args.markdown, args.csv)
     print(table.to_markdown(rows))
     return 0
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UserError(f"{flag}: expected comma-separated integers, found {text!r}") from None
 
 
 def cmd_demo(args) -> int:
@@ -213,24 +229,38 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Evaluate a checkpoint without noise and under R draws of a device profile.")
     p.add_argument("checkpoint", help="a .safetensors checkpoint written by dat train")
     p.add_argument("--device", default=None, help="profile: preset or .npz (default: the one it was trained with)")
-    p.add_argument("--draws", type=int, default=20, help="noise draws R")
-    p.add_argument("--seed", type=int, default=0, help="seed of the noise draws")
+    p.add_argument("--draws", type=int, default=None, help="noise draws R (default: the checkpoint's eval_draws)")
+    p.add_argument("--eval-seed", "--seed", dest="eval_seed", type=int, default=0,
+                   help="seed of the noise draws (default 0: the rule dat table and the dashboard use)")
     p.add_argument("--split", choices=("train", "test", "both"), default="both", help="which split(s)")
     p.add_argument("--targets", choices=TARGET_CHOICES, default=None, help="noise targets (default: as trained)")
-    p.add_argument("--data-root", default=None, help="CIFAR folder (default: as trained)")
-    p.add_argument("--batch-size", type=int, default=512, help="images per evaluation batch")
+    p.add_argument("--data-root", default=None,
+                   help="CIFAR folder (default: data); a checkpoint's own data_root is never used")
+    p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
+                   help="check CIFAR files against the official md5 sums (--no-verify only for a folder you built)")
+    p.add_argument("--batch-size", type=int, default=None, help="images per evaluation batch (default: as trained)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("table", help="Table I from checkpoints (Markdown and CSV), or reproduce it on digits",
-                       description="Table I rows (mean ± std over seeds) from checkpoints, or --reproduce digits.")
+                       description="Table I rows (one per run definition; mean and 95 % t-interval over seeds, "
+                       "paired differences to SGD-BN) from checkpoints, or --reproduce digits.")
     p.add_argument("checkpoints", nargs="*", help="checkpoint files or folders")
     p.add_argument("--device", default=None, help="evaluate every row under this profile (re-evaluates as needed)")
+    p.add_argument("--draws", type=int, default=None,
+                   help="noise draws R per model (default: each checkpoint's eval_draws; --reproduce: 100)")
+    p.add_argument("--eval-seed", type=int, default=0, help="seed of the noise draws (default 0, as dat eval)")
+    p.add_argument("--data-root", default=None, help="CIFAR folder for re-evaluations (default: data)")
+    p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
+                   help="check CIFAR files against the official md5 sums")
     p.add_argument("--markdown", default=None, help="write the Markdown table here")
     p.add_argument("--csv", default=None, help="write the CSV table here")
     p.add_argument("--reproduce", choices=("digits",), default=None,
-                   help="train SGD, SGD-BN, DAT-Fast, DAT-Full for device A and B over the seeds, then tabulate")
-    p.add_argument("--seeds", default="0,1,2", help="seeds for --reproduce (comma-separated)")
+                   help="train the methods for device A and B over the seeds, then tabulate")
+    p.add_argument("--seeds", default="0,1,2,3,4,5,6,7,8,9", help="seeds for --reproduce (comma-separated)")
+    p.add_argument("--methods", default="sgd,sgd-bn,dat-fast,dat-full", help="methods for --reproduce")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads inside --reproduce (fixed so the numbers do not depend on the machine's)")
     p.add_argument("--epochs", type=int, default=None, help="epochs for --reproduce (default: the preset's)")
     p.add_argument("--folder", default="runs/table1", help="where --reproduce writes checkpoints and the table")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -12,7 +12,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
+from dat.errors import UserError
+
 DATASETS = ("digits", "cifar10", "cifar100")
+# Where CIFAR is looked for when the user names no folder (relative to the working folder).
+DEFAULT_DATA_ROOT = "data"
 
 # Fixed split of digits: 25 % test, stratified by class, always the same rows (seed 0), so
 # every model trained on digits is evaluated on the same held-out images.
@@ -114,10 +118,10 @@ def load_cifar_bundle(name: str, root: str | os.PathLike, download: bool = False
         train_eval = cls(root, train=True, transform=plain, download=False)
         test = cls(root, train=False, transform=plain, download=False)
     except RuntimeError as err:
-        raise ValueError(
+        raise UserError(
             f"{name} files in {os.path.abspath(folder)} failed torchvision's check ({err}). If this is the "
             f"official data, delete the folder and download again (--download); if you built the folder "
-            f"yourself, load it with verify=False.") from err
+            f"yourself and trust it, load it with verify=False (--no-verify).") from err
     num_classes = 10 if name == "cifar10" else 100
     return DatasetBundle(name, train, test, train_eval, in_channels=3, image_size=32, num_classes=num_classes)
 
@@ -125,9 +129,54 @@ def load_cifar_bundle(name: str, root: str | os.PathLike, download: bool = False
 def load_dataset(name: str = "digits", root: str | os.PathLike | None = None, download: bool = False,
                  verify: bool = True) -> DatasetBundle:
     """Load ``name`` ("digits", "cifar10" or "cifar100"). ``root``: the data folder for CIFAR
-    (default "data"); ``download``: fetch CIFAR if it is missing; ``verify``: check CIFAR's md5 sums."""
+    (default "data"); ``download``: fetch CIFAR if it is missing; ``verify``: check CIFAR's md5 sums.
+
+    ``root``, ``download`` and ``verify`` are the user's own settings; a dataset named by a file
+    (checkpoint metadata, a saved spec) is loaded through :func:`load_dataset_named_by`."""
     if name not in DATASETS:
-        raise ValueError(f"Invalid dataset: expected one of {DATASETS}, found {name!r}")
+        raise UserError(f"Invalid dataset: expected one of {DATASETS}, found {name!r}")
+    if not isinstance(verify, bool) or not isinstance(download, bool):
+        raise UserError(f"Invalid verify/download: expected True or False, found {verify!r} / {download!r}")
     if name == "digits":
         return load_digits_bundle()
-    return load_cifar_bundle(name, "data" if root is None else root, download=download, verify=verify)
+    return load_cifar_bundle(name, DEFAULT_DATA_ROOT if root is None else root, download=download, verify=verify)
+
+
+def dataset_named_by(meta: dict, source: str = "checkpoint") -> str:
+    """The dataset name a checkpoint's metadata records (``meta["dataset"]["dataset"]``, else
+    ``meta["config"]["dataset"]``), checked against :data:`DATASETS`. A name is data: it picks one
+    of the built-in loaders and nothing else."""
+    dataset = meta.get("dataset") if isinstance(meta, dict) else None
+    name = dataset.get("dataset") if isinstance(dataset, dict) else dataset
+    if not name:
+        name = ((meta.get("config") if isinstance(meta, dict) else None) or {}).get("dataset")
+    if name not in DATASETS:
+        raise UserError(f"{source}: dataset expected one of {DATASETS}, found {name!r}")
+    return name
+
+
+def load_dataset_named_by(name: str, data_root: str | os.PathLike | None = None, *, source: str = "a file",
+                          verify: bool = True, claimed_root=None) -> DatasetBundle:
+    """Load the dataset that a file names, from the user's own data folder.
+
+    The rule (what a file says is data): a checkpoint, a profile or a saved landscape spec may
+    name *which* dataset (one of :data:`DATASETS`), never *where* it is read from, never whether
+    CIFAR's md5 check runs, never a download. ``data_root`` is the user's configuration (``--data-root``
+    on the command line, the workspace's ``data/`` folder on the dashboard; None: ``data``);
+    ``verify`` is the user's choice and is True unless the user turned it off themselves. The
+    check matters: CIFAR's files are pickles, and torchvision compares them with the official md5
+    sums before unpickling. ``claimed_root``: the folder the file names, quoted in the message
+    when the data is not in the user's folder, and otherwise ignored.
+    """
+    if name not in DATASETS:
+        raise UserError(f"{source}: dataset expected one of {DATASETS}, found {name!r}")
+    if verify is not True and verify is not False:
+        raise UserError(f"verify: expected True or False (the user's own setting), found {verify!r}")
+    root = DEFAULT_DATA_ROOT if data_root is None else data_root
+    try:
+        return load_dataset(name, root, download=False, verify=verify)
+    except FileNotFoundError as err:
+        claim = (f" Its metadata names the folder {str(claimed_root)!r}, which is not used: data folders come "
+                 f"from your own settings, never from a file." if claimed_root else "")
+        raise UserError(f"{source} needs the {name} dataset, not found in the data folder "
+                        f"{os.path.abspath(os.fspath(root))}. {err}{claim}") from None

@@ -1,111 +1,347 @@
-"""Table I: one row per (device, model, method), mean ± std over seeds, as Markdown and CSV.
+"""Table I: one row per run definition and evaluation device, with statistics over seeds.
 
-Rows come from checkpoint metadata. A checkpoint evaluated under another device than the one asked
-for is re-evaluated (same draws count and seed as its config), so SGD models trained once serve the
-rows of both devices.
+A *run* is everything that defines a training except its seed: the method, the resolved config
+(minus where files go, how data is found and how the model is evaluated) and, for methods that
+train with noise, the training device's name and content hash. Checkpoints of one run with
+different seeds are its samples; checkpoints of different runs are never averaged: they are
+separate rows, labelled with what differs (``run`` column).
+
+Every number comes from the one evaluation rule of :mod:`dat.evaluate` (same draws, eval seed and
+batch size as ``dat eval`` and the dashboard): a checkpoint's stored metrics are used when they
+were made by that rule under the asked device, otherwise the checkpoint is re-evaluated.
+
+Statistics per row (n = distinct seeds; checkpoints sharing a seed are averaged first): the mean,
+the standard deviation and the 95 % t-interval over seeds (scipy.stats.t); noisy accuracy is each
+model's mean over its R draws, ``test_noisy_p5`` its 5th percentile over the draws (the worst
+chips). Each method is compared with the SGD-BN run of the same settings by the paired difference
+over common seeds (mean, 95 % t-interval, paired t-test p-value, scipy.stats.ttest_rel).
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
+import json
+import math
 import os
-import statistics
 import time
 from collections import defaultdict
 from typing import Callable, Iterable
 
-from dat.checkpoint import list_checkpoints, load_checkpoint, read_meta
+import numpy as np
+
+from dat.checkpoint import list_checkpoints, read_meta
 from dat.config import METHODS
+from dat.errors import UserError
 from dat.fileio import atomic_write
 
 METHOD_ORDER = METHODS  # Table I rows in the paper's order, then the two baselines
 METHOD_LABEL = {"sgd": "SGD", "sgd-bn": "SGD-BN", "dat-fast": "DAT-Fast", "dat-full": "DAT-Full",
                 "sam": "SAM", "noise-injection": "Noise injection"}
 MODEL_LABEL = {"cnn6": "CNN (6-layer)", "resnet18": "ResNet18"}
-QUANTITIES = ("train_clean", "train_noisy", "test_clean", "test_noisy", "train_time_min")
+QUANTITIES = ("train_clean", "train_noisy", "test_clean", "test_noisy", "test_noisy_p5", "train_time_min")
+QUANTITY_LABEL = {"train_clean": "Train clean", "train_noisy": "Train noisy", "test_clean": "Test clean",
+                  "test_noisy": "Test noisy", "test_noisy_p5": "Test noisy p5", "train_time_min": "Train time (min)"}
+BASELINE = "sgd-bn"
+PAIRED_QUANTITY = "test_noisy"
+CONFIDENCE = 0.95
+WORST_CHIP_PERCENTILE = 5
+# Config fields that do not define a run: its seed, where files go, how data is found, how it is
+# evaluated (evaluation follows dat.evaluate's rule, recorded per row).
+NOT_RUN_DEFINING = frozenset({"seed", "out", "resume", "data_root", "download", "verify", "num_workers", "extra",
+                              "eval_draws", "eval_device", "eval_batch_size", "eval_seed"})
+# Fields in which a method's run may differ from its SGD-BN baseline and still be paired with it.
+METHOD_FIELDS = frozenset({"method", "batchnorm", "device", "alpha", "k", "p", "rho"})
+INTERVAL_NOTE = ("± is the half-width of the 95 % confidence interval (t-interval) over the n seeds of the row "
+                 "(n = 1: no interval)")
 
 
-def metrics_under(meta: dict, device: str | None = None) -> dict:
-    """A checkpoint's Table I numbers under ``device`` (None: the device it was evaluated with)."""
-    metrics = meta["metrics"]
-    if device is not None and str(metrics.get("eval_device")) != str(device):
-        from dat.data import load_dataset
-        from dat.evaluate import evaluate_splits
-        from dat.profile_io import make_profile
+# -- what a run is -----------------------------------------------------------------------------
+def _config(meta: dict) -> dict:
+    """The checkpoint's resolved config, with fields it predates filled with today's defaults."""
+    from dat.config import TrainConfig
 
-        config = meta["config"]
-        ckpt = load_checkpoint(meta["path"])
-        targets = ckpt.noise_targets()
-        bundle = load_dataset(config["dataset"], config["data_root"], verify=config.get("verify", True))
-        metrics = {**evaluate_splits(ckpt.model, bundle, profile=make_profile(device, targets), targets=targets,
-                                     draws=config["eval_draws"], seed=config["seed"],
-                                     batch_size=config["eval_batch_size"]),
-                   "train_time_s": meta["train_time_s"], "eval_device": str(device)}
-    return metrics
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+    return {**defaults, **(meta.get("config") or {})}
+
+
+def _trained_with_noise(meta: dict) -> bool:
+    if "trained_with_noise" in meta:
+        return bool(meta["trained_with_noise"])
+    return meta.get("method") not in ("sgd", "sgd-bn", "sam")
+
+
+def run_identity(meta: dict) -> tuple:
+    """(training device name, its hash, config fields that define the run) of a checkpoint. Methods
+    that never see a device while training (SGD, SGD-BN, SAM) have no training device."""
+    fields = {k: v for k, v in _config(meta).items() if k not in NOT_RUN_DEFINING}
+    fields["method"] = meta.get("method", fields.get("method"))
+    device = meta.get("device") or {}
+    if _trained_with_noise(meta):
+        trained_on = (str(device.get("name", fields.get("device"))), str(device.get("hash", "")))
+    else:
+        trained_on = ("", "")
+    fields.pop("device", None)
+    return trained_on + (json.dumps(fields, sort_keys=True, default=str),)
+
+
+def _comparison_identity(meta: dict) -> str:
+    """The settings a method shares with the baseline it is paired with (no method-specific fields)."""
+    fields = {k: v for k, v in _config(meta).items() if k not in NOT_RUN_DEFINING | METHOD_FIELDS}
+    return json.dumps(fields, sort_keys=True, default=str)
+
+
+# -- numbers of one checkpoint -----------------------------------------------------------------
+def metrics_under(meta: dict, device: str | None = None, *, draws: int | None = None, eval_seed: int | None = None,
+                  data_root=None, verify: bool = True) -> dict:
+    """A checkpoint's evaluation by the one rule (:mod:`dat.evaluate`) under ``device`` (None: the
+    device it was evaluated with). Stored metrics are used when the rule made them under that
+    device; otherwise the checkpoint is re-evaluated from the user's ``data_root``."""
+    from dat.checkpoint import load_checkpoint
+    from dat.evaluate import evaluate_checkpoint, recipe_for, recipe_matches, recorded_device
+    from dat.profile_io import make_profile
+
+    path = meta["path"]
+    recipe = recipe_for(meta.get("config") or {}, draws=draws, eval_seed=eval_seed)
+    stored = meta.get("metrics") or {}
+    if device is None:
+        if recipe_matches(stored, recipe):
+            return stored
+        spec, ckpt = recorded_device(meta, str(path)), None
+    else:
+        spec = str(device)
+        ckpt = load_checkpoint(path)
+        if recipe_matches(stored, recipe, spec, make_profile(spec, ckpt.noise_targets()).content_hash()):
+            return stored
+    return evaluate_checkpoint(path, spec, data_root=data_root, verify=verify, draws=recipe["draws"],
+                               eval_seed=recipe["eval_seed"], batch_size=recipe["batch_size"], checkpoint=ckpt)
+
+
+def _seed(meta: dict) -> int:
+    seed = meta.get("seed", (meta.get("config") or {}).get("seed"))
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise UserError(f"{meta.get('path', 'checkpoint')}: expected an integer training seed in its metadata, "
+                        f"found {seed!r}")
+    return seed
 
 
 def _values(meta: dict, metrics: dict) -> dict:
+    try:
+        return _percent_values(meta, metrics)
+    except (KeyError, TypeError, ValueError) as err:
+        raise UserError(f"{meta.get('path', 'checkpoint')}: expected train/test clean and noisy accuracies in its "
+                        f"metrics, found a malformed entry ({type(err).__name__}: {err})") from None
+
+
+def _percent_values(meta: dict, metrics: dict) -> dict:
+    per_draw = metrics["test"]["noisy"].get("acc_per_draw") or [metrics["test"]["noisy"]["acc_mean"]]
     return {"train_clean": 100 * metrics["train"]["clean"]["acc"],
             "train_noisy": 100 * metrics["train"]["noisy"]["acc_mean"],
             "test_clean": 100 * metrics["test"]["clean"]["acc"],
             "test_noisy": 100 * metrics["test"]["noisy"]["acc_mean"],
-            "train_time_min": meta["train_time_s"] / 60}
+            "test_noisy_p5": 100 * float(np.percentile(per_draw, WORST_CHIP_PERCENTILE)),
+            "train_time_min": float(meta.get("train_time_s", metrics.get("train_time_s", 0.0))) / 60}
 
 
-def table_rows(metas: Iterable[dict], device: str | None = None) -> list[dict]:
-    """Group checkpoints by (eval device, dataset, model, method) and average over seeds. Each row:
-    device, dataset, model, method, seeds, and for every quantity its mean and std (0 for one seed)."""
-    groups: dict[tuple, list[dict]] = defaultdict(list)
+# -- statistics --------------------------------------------------------------------------------
+def mean_interval(values: Iterable[float], confidence: float = CONFIDENCE) -> dict:
+    """Mean, sample standard deviation and the two-sided t-interval of the mean (scipy.stats.t);
+    sd and the interval are None for fewer than two values."""
+    from scipy import stats
+
+    x = np.asarray(list(values), dtype=np.float64)
+    n = len(x)
+    if n == 0:
+        raise ValueError("mean_interval needs at least one value")
+    mean = float(x.mean())
+    if n < 2:
+        return {"n": n, "mean": mean, "sd": None, "ci_low": None, "ci_high": None}
+    sd = float(x.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
+    return {"n": n, "mean": mean, "sd": sd, "ci_low": mean - half, "ci_high": mean + half}
+
+
+def paired_difference(x: dict, y: dict, confidence: float = CONFIDENCE) -> dict | None:
+    """x - y over the seeds both {seed: value} hold: mean, t-interval and the paired t-test p-value
+    (scipy.stats.ttest_rel; None below two pairs or when every difference is the same)."""
+    from scipy import stats
+
+    seeds = sorted(set(x) & set(y))
+    if not seeds:
+        return None
+    a, b = np.array([x[s] for s in seeds]), np.array([y[s] for s in seeds])
+    out = {**mean_interval(a - b, confidence), "seeds": seeds, "p": None}
+    if len(seeds) >= 2 and out["sd"]:
+        out["p"] = float(stats.ttest_rel(a, b).pvalue)
+    return out
+
+
+# -- the table ---------------------------------------------------------------------------------
+def table_rows(metas: Iterable[dict], device: str | None = None, *, draws: int | None = None,
+               eval_seed: int | None = None, data_root=None, verify: bool = True) -> list[dict]:
+    """Group checkpoints by (evaluation device and its profile hash, dataset, model, run identity,
+    evaluation recipe) and summarise each group over its distinct seeds (see the module doc).
+    Rows of one (device, dataset, model, method) that differ in their run get a ``run`` label
+    naming the differing settings."""
+    groups: dict[tuple, dict] = {}
     for meta in metas:
-        metrics = metrics_under(meta, device)
-        key = (str(metrics.get("eval_device")), meta["dataset"]["dataset"], meta["arch"], meta["method"])
-        groups[key].append({**_values(meta, metrics), "seed": meta["seed"]})
+        metrics = metrics_under(meta, device, draws=draws, eval_seed=eval_seed, data_root=data_root, verify=verify)
+        trained_name, trained_hash, fields = run_identity(meta)
+        dataset = (meta.get("dataset") or {}).get("dataset") if isinstance(meta.get("dataset"), dict) else meta.get("dataset")
+        key = (str(metrics.get("eval_device")), str(metrics.get("eval_profile_hash", "")), str(dataset),
+               str(meta.get("arch")), str(meta.get("method")), trained_name, trained_hash, fields,
+               int(metrics["test"]["noisy"]["draws"]), metrics.get("eval_seed"))
+        group = groups.setdefault(key, {"per_seed": defaultdict(list), "paths": [], "meta": meta})
+        group["per_seed"][_seed(meta)].append(_values(meta, metrics))
+        group["paths"].append(str(meta.get("path", "")))
     rows = []
-    for (dev, dataset, arch, method), items in groups.items():
-        row = {"device": dev, "dataset": dataset, "model": arch, "method": method,
-               "seeds": sorted(i["seed"] for i in items)}
+    for key, group in groups.items():
+        dev, dev_hash, dataset, arch, method, trained_name, trained_hash, fields, n_draws, seed = key
+        per_seed = {s: {q: float(np.mean([v[q] for v in vals])) for q in QUANTITIES}
+                    for s, vals in sorted(group["per_seed"].items())}
+        row = {"device": dev, "device_hash": dev_hash, "dataset": dataset, "model": arch, "method": method,
+               "trained_on": trained_name, "trained_on_hash": trained_hash, "run": "", "_fields": json.loads(fields),
+               "_comparison": _comparison_identity(group["meta"]), "n_seeds": len(per_seed),
+               "seeds": sorted(per_seed), "n_checkpoints": len(group["paths"]), "draws": n_draws, "eval_seed": seed,
+               "per_seed": per_seed}
         for q in QUANTITIES:
-            values = [i[q] for i in items]
-            row[q + "_mean"] = statistics.mean(values)
-            row[q + "_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+            stats = mean_interval(v[q] for v in per_seed.values())
+            row.update({f"{q}_mean": stats["mean"], f"{q}_sd": stats["sd"], f"{q}_ci95_low": stats["ci_low"],
+                        f"{q}_ci95_high": stats["ci_high"]})
         rows.append(row)
+    _label_runs(rows)
+    _pair_with_baseline(rows)
     order = {m: i for i, m in enumerate(METHOD_ORDER)}
-    rows.sort(key=lambda r: (r["device"], r["dataset"], r["model"], order.get(r["method"], 99)))
+    rows.sort(key=lambda r: (r["device"], r["dataset"], r["model"], order.get(r["method"], 99), r["trained_on"],
+                             r["run"]))
     return rows
 
 
+def _label_runs(rows: list[dict]) -> None:
+    """Rows that share (device, dataset, model, method) but not their run: name what differs."""
+    by_cell = defaultdict(list)
+    for r in rows:
+        by_cell[(r["device"], r["dataset"], r["model"], r["method"])].append(r)
+    for cell in by_cell.values():
+        if len(cell) < 2:
+            continue
+        keys = sorted({k for r in cell for k in r["_fields"]})
+        differing = [k for k in keys if len({json.dumps(r["_fields"].get(k), default=str) for r in cell}) > 1]
+        for r in cell:
+            parts = [f"{k}={r['_fields'].get(k)}" for k in differing]
+            if len({(x["trained_on"], x["trained_on_hash"]) for x in cell}) > 1 and \
+                    len({x["trained_on"] for x in cell}) == 1:
+                parts.append(f"device hash {r['trained_on_hash'][:8]}")
+            if len({x["device_hash"] for x in cell}) > 1:
+                parts.append(f"eval profile {r['device_hash'][:8]}")
+            if len({x["draws"] for x in cell}) > 1 or len({x["eval_seed"] for x in cell}) > 1:
+                parts.append(f"R={r['draws']}, eval seed {r['eval_seed']}")
+            r["run"] = ", ".join(parts)
+
+
+def _pair_with_baseline(rows: list[dict]) -> None:
+    """Each non-baseline row gets its paired difference to the one SGD-BN row with the same
+    evaluation (device, profile, draws, eval seed), dataset, model and shared settings."""
+    def where(r):
+        return (r["device"], r["device_hash"], r["dataset"], r["model"], r["draws"], r["eval_seed"], r["_comparison"])
+    baselines = defaultdict(list)
+    for r in rows:
+        if r["method"] == BASELINE:
+            baselines[where(r)].append(r)
+    for r in rows:
+        r["paired"] = None
+        if r["method"] == BASELINE:
+            continue
+        partners = baselines.get(where(r), [])
+        if len(partners) == 1:
+            q = PAIRED_QUANTITY
+            r["paired"] = paired_difference({s: v[q] for s, v in r["per_seed"].items()},
+                                            {s: v[q] for s, v in partners[0]["per_seed"].items()})
+
+
+# -- output ------------------------------------------------------------------------------------
 def _pm(row: dict, q: str, digits: int = 1) -> str:
-    return f"{row[q + '_mean']:.{digits}f} ± {row[q + '_std']:.{digits}f}"
+    mean, low = row[f"{q}_mean"], row[f"{q}_ci95_low"]
+    if low is None:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {row[f'{q}_ci95_high'] - mean:.{digits}f}"
+
+
+def _draws_note(rows: list[dict]) -> str:
+    draws = sorted({r["draws"] for r in rows})
+    seeds = sorted({str(r["eval_seed"]) for r in rows})
+    return (f"Noisy: each model's mean accuracy over R = {'/'.join(map(str, draws))} noise draws (simulated chips; "
+            f"eval seed {'/'.join(seeds)}, the same chips for every model); p5: its {WORST_CHIP_PERCENTILE}th "
+            f"percentile over the draws (the worst chips). Accuracy in %.")
 
 
 def to_markdown(rows: list[dict]) -> str:
-    lines = ["| Device | Dataset | Model | Method | Train acc. % (wo / w noise) | Test acc. % (wo / w noise) "
-             "| Train time (min) | Seeds |", "|---|---|---|---|---|---|---:|---:|"]
+    """Table I (with n and a note on what ± is over) and the paired differences to SGD-BN."""
+    if not rows:
+        return "No checkpoints to tabulate.\n"
+    lines = [f"Table I. Mean over seeds; {INTERVAL_NOTE}. {_draws_note(rows)}", "",
+             "| Device | Trained on | Dataset | Model | Method | Run | n (seeds) | Train acc. (wo / w noise) "
+             "| Test acc. (wo / w noise) | Test noisy p5 | Train time (min) |",
+             "|---|---|---|---|---|---|---:|---|---|---|---:|"]
     for r in rows:
-        lines.append(f"| {r['device']} | {r['dataset']} | {MODEL_LABEL.get(r['model'], r['model'])} | "
-                     f"{METHOD_LABEL.get(r['method'], r['method'])} | {_pm(r, 'train_clean')} / {_pm(r, 'train_noisy')} | "
-                     f"{_pm(r, 'test_clean')} / {_pm(r, 'test_noisy')} | {_pm(r, 'train_time_min', 3)} | {len(r['seeds'])} |")
+        lines.append(f"| {r['device']} | {r['trained_on'] or '-'} | {r['dataset']} | "
+                     f"{MODEL_LABEL.get(r['model'], r['model'])} | {METHOD_LABEL.get(r['method'], r['method'])} | "
+                     f"{r['run'] or '-'} | {r['n_seeds']} | {_pm(r, 'train_clean')} / {_pm(r, 'train_noisy')} | "
+                     f"{_pm(r, 'test_clean')} / {_pm(r, 'test_noisy')} | {_pm(r, 'test_noisy_p5')} | "
+                     f"{_pm(r, 'train_time_min', 3)} |")
+    paired = [r for r in rows if r.get("paired")]
+    if paired:
+        lines += ["", f"Paired difference to {METHOD_LABEL[BASELINE]} in test accuracy under noise (points), over the "
+                  "seeds both rows share: mean [95 % t-interval over the n pairs], p from the paired t-test.", "",
+                  "| Device | Dataset | Model | Method | Run | n (pairs) | Difference [95 % CI] | p |",
+                  "|---|---|---|---|---|---:|---|---:|"]
+        for r in paired:
+            d = r["paired"]
+            ci = f" [{d['ci_low']:+.1f}, {d['ci_high']:+.1f}]" if d["ci_low"] is not None else ""
+            p = "-" if d["p"] is None else (f"{d['p']:.2g}" if d["p"] >= 1e-4 else "<1e-4")
+            lines.append(f"| {r['device']} | {r['dataset']} | {MODEL_LABEL.get(r['model'], r['model'])} | "
+                         f"{METHOD_LABEL.get(r['method'], r['method'])} | {r['run'] or '-'} | {d['n']} | "
+                         f"{d['mean']:+.1f}{ci} | {p} |")
     return "\n".join(lines) + "\n"
 
 
+CSV_FIELDS = (["device", "device_hash", "trained_on", "trained_on_hash", "dataset", "model", "method", "run",
+               "n_seeds", "seeds", "n_checkpoints", "interval", "draws", "eval_seed", "noisy_over"]
+              + [f"{q}_{s}" for q in QUANTITIES for s in ("mean", "sd", "ci95_low", "ci95_high")]
+              + [f"diff_vs_sgd_bn_{PAIRED_QUANTITY}_{s}" for s in ("n", "mean", "ci95_low", "ci95_high", "p")])
+
+
 def to_csv(rows: list[dict]) -> str:
-    fields = ["device", "dataset", "model", "method", "seeds"] + [q + s for q in QUANTITIES for s in ("_mean", "_std")]
+    """One line per row; ``interval`` and ``noisy_over`` say what the intervals and the noisy means are over."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
     writer.writeheader()
     for r in rows:
-        writer.writerow({**{k: r[k] for k in fields if k != "seeds"}, "seeds": " ".join(map(str, r["seeds"]))})
+        line = {**r, "seeds": " ".join(map(str, r["seeds"])),
+                "interval": "95% t-interval of the mean over the n_seeds seeds (blank for one seed)",
+                "noisy_over": f"mean over {r['draws']} noise draws per model (eval seed {r['eval_seed']})"}
+        d = r.get("paired")
+        if d:
+            prefix = f"diff_vs_sgd_bn_{PAIRED_QUANTITY}_"
+            line.update({prefix + "n": d["n"], prefix + "mean": d["mean"], prefix + "ci95_low": d["ci_low"],
+                         prefix + "ci95_high": d["ci_high"], prefix + "p": d["p"]})
+        writer.writerow({k: ("" if v is None else v) for k, v in line.items() if k in CSV_FIELDS})
     return buf.getvalue()
 
 
-def write_table(rows: list[dict], markdown: str | None = None, csv_path: str | None = None) -> None:
-    for path, text in ((markdown, to_markdown(rows)), (csv_path, to_csv(rows))):
+def _write_text(path: str, text: str) -> None:
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+    atomic_write(path, write)
+
+
+def write_table(rows: list[dict], markdown: str | None = None, csv_path: str | None = None,
+                header: str = "") -> None:
+    for path, text in ((markdown, header + to_markdown(rows)), (csv_path, to_csv(rows))):
         if path:
-            def write(tmp, text=text):
-                with open(tmp, "w", encoding="utf-8") as f:
-                    f.write(text)
-            atomic_write(path, write)
+            _write_text(path, text)
 
 
 def load_metas(paths: Iterable[str]) -> list[dict]:
@@ -119,34 +355,73 @@ def load_metas(paths: Iterable[str]) -> list[dict]:
     return metas
 
 
-def reproduce(dataset: str = "digits", seeds: Iterable[int] = (0, 1, 2), devices=("device-A", "device-B"),
+# -- reproduction ------------------------------------------------------------------------------
+DEFAULT_SEEDS = tuple(range(10))
+DEFAULT_DRAWS = 100
+DEFAULT_THREADS = 1
+
+
+def reproduce(dataset: str = "digits", seeds: Iterable[int] = DEFAULT_SEEDS, devices=("device-A", "device-B"),
               folder: str = "runs/table1", methods=("sgd", "sgd-bn", "dat-fast", "dat-full"),
-              callbacks: Iterable[Callable] = (), **overrides) -> dict:
-    """Table I on ``dataset``: each method x seed (DAT methods also x device) is trained into
-    ``folder``; SGD rows are trained once per seed and evaluated under each device. Returns
-    {"rows", "markdown", "csv", "wall_time_s"} and writes table1.md / table1.csv into ``folder``."""
+              callbacks: Iterable[Callable] = (), draws: int = DEFAULT_DRAWS, threads: int = DEFAULT_THREADS,
+              eval_seed: int = 0, **overrides) -> dict:
+    """Table I on ``dataset``: each method x seed (methods that train with noise also x device) is
+    trained into ``folder`` and evaluated with ``draws`` noise draws; SGD rows are trained once per
+    seed and evaluated under each device. Runs with ``torch.set_num_threads(threads)`` (restored
+    afterwards), so the numbers are bit-identical whatever the machine's thread settings.
+    Returns {"rows", "markdown", "csv", "wall_time_s", "threads", ...} and writes table1.md,
+    table1.csv and table1.json into ``folder``."""
+    import torch
+
+    from dat.checkpoint import versions
     from dat.config import resolve
     from dat.train import train
 
     if dataset not in ("digits",) and "preset" not in overrides:
-        raise ValueError(f"reproduce knows the 'digits' presets; for {dataset!r} pass preset=... (e.g. cifar10-cnn6)")
+        raise UserError(f"reproduce: expected dataset 'digits' or an explicit preset=... (e.g. cifar10-cnn6), "
+                        f"found {dataset!r}")
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise UserError(f"reproduce: threads expected a positive int, found {threads!r}")
+    seeds = list(seeds)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise UserError(f"reproduce: seeds expected distinct integers, found {seeds}")
     preset = overrides.pop("preset", "digits")
+    draws = overrides.pop("eval_draws", draws)
     t0 = time.perf_counter()
-    metas: dict[str, list[dict]] = {str(d): [] for d in devices}
-    for seed in seeds:
-        for method in methods:
-            trained_on = devices if method.startswith("dat") or method == "noise-injection" else devices[:1]
-            for dev in trained_on:
-                tag = f"{method}-{os.path.splitext(os.path.basename(str(dev)))[0]}" if len(trained_on) > 1 else method
-                cfg = resolve(preset, method=method, device=str(dev), seed=seed,
-                              out=os.path.join(folder, f"{tag}-s{seed}.safetensors"), **overrides)
-                result = train(cfg, callbacks=callbacks)
-                meta = {**result.meta, "path": result.checkpoint_path}
-                for d in (devices if len(trained_on) == 1 else [dev]):
-                    metas[str(d)].append(meta)
-    rows = []
-    for d, group in metas.items():
-        rows.extend(table_rows(group, device=d))
-    md, csv_text = to_markdown(rows), to_csv(rows)
-    write_table(rows, os.path.join(folder, "table1.md"), os.path.join(folder, "table1.csv"))
-    return {"rows": rows, "markdown": md, "csv": csv_text, "wall_time_s": time.perf_counter() - t0}
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        metas: dict[str, list[dict]] = {str(d): [] for d in devices}
+        for seed in seeds:
+            for method in methods:
+                trained_on = devices if method.startswith("dat") or method == "noise-injection" else devices[:1]
+                for dev in trained_on:
+                    tag = f"{method}-{os.path.splitext(os.path.basename(str(dev)))[0]}" if len(trained_on) > 1 else method
+                    cfg = resolve(preset, method=method, device=str(dev), seed=seed, eval_draws=draws,
+                                  eval_seed=eval_seed, out=os.path.join(folder, f"{tag}-s{seed}.safetensors"),
+                                  **overrides)
+                    result = train(cfg, callbacks=callbacks)
+                    meta = {**result.meta, "path": result.checkpoint_path}
+                    for d in (devices if len(trained_on) == 1 else [dev]):
+                        metas[str(d)].append(meta)
+        rows = []
+        for d, group in metas.items():
+            rows.extend(table_rows(group, device=d, draws=draws, eval_seed=eval_seed))
+    finally:
+        torch.set_num_threads(previous)
+    wall = time.perf_counter() - t0
+    header = (f"`dat table --reproduce {dataset}`: {len(seeds)} seeds ({', '.join(map(str, seeds))}), {draws} noise "
+              f"draws per model, eval seed {eval_seed}, torch threads {threads}, torch {torch.__version__}; "
+              f"wall time {wall:.0f} s.\n\n")
+    md, csv_text = header + to_markdown(rows), to_csv(rows)
+    os.makedirs(folder, exist_ok=True)
+    _write_text(os.path.join(folder, "table1.md"), md)
+    _write_text(os.path.join(folder, "table1.csv"), csv_text)
+    settings = {"dataset": dataset, "preset": preset, "seeds": seeds, "devices": [str(d) for d in devices],
+                "methods": list(methods), "draws": draws, "eval_seed": eval_seed, "threads": threads,
+                "overrides": overrides, "versions": versions(), "wall_time_s": wall}
+    _write_text(os.path.join(folder, "table1.json"), json.dumps(
+        {"settings": settings, "rows": [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]},
+        indent=1, default=str))
+    return {"rows": rows, "markdown": md, "csv": csv_text, "wall_time_s": wall, "threads": threads,
+            "settings": settings}

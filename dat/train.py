@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from dat.checkpoint import load_resume, save_checkpoint, save_resume, versions
 from dat.config import TrainConfig
 from dat.data import load_dataset
-from dat.evaluate import evaluate, evaluate_splits, is_head_only
+from dat.evaluate import evaluate, evaluate_with_recipe, is_head_only, recipe_for
 from dat.models import build_model
 from dat.optim import DAT, SAM, NoiseInjection
 from dat.parallel import GradientSync, local_slice, rank_and_world
@@ -33,7 +33,7 @@ from dat.profile_io import make_profile, resolve_device
 Callback = Callable[[str, dict], None]
 
 # Fields that do not change the training trajectory: a resume may differ in these.
-_RESUME_FREE = {"out", "resume", "eval_draws", "eval_device", "eval_batch_size", "download", "num_workers",
+_RESUME_FREE = {"out", "resume", "eval_draws", "eval_device", "eval_batch_size", "eval_seed", "download", "num_workers",
                 "data_root", "verify", "extra", "epochs"}
 
 
@@ -276,9 +276,10 @@ def train(config: TrainConfig, callbacks: Iterable[Callback] = (), should_stop: 
     eval_spec = config.eval_device or config.device
     same = profile is not None and str(eval_spec) == str(config.device)
     eval_profile = profile if same else make_profile(eval_spec, targets)
-    metrics = evaluate_splits(model, bundle, profile=eval_profile, targets=targets, draws=config.eval_draws,
-                              seed=config.seed, batch_size=config.eval_batch_size)
-    metrics.update(train_time_s=train_time, eval_device=str(eval_spec), eval_profile_hash=eval_profile.content_hash())
+    # One evaluation rule everywhere (dat.evaluate.recipe_for): draws seeded by eval_seed, not the training seed.
+    recipe = recipe_for(config.to_dict(), eval_seed=config.eval_seed)
+    metrics = evaluate_with_recipe(model, bundle, eval_profile, targets, recipe, str(eval_spec))
+    metrics.update(train_time_s=train_time)
     meta = {
         "method": config.method, "arch": config.arch, "batchnorm": config.uses_batchnorm,
         "dataset": bundle.geometry(), "model": dict(model.spec),

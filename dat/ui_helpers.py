@@ -192,29 +192,35 @@ def training_figure(job: jobs.Job):
     return fig
 
 
-def evaluate_checkpoint(path: str, device_spec: str | None = None, *, draws: int = 20, seed: int = 0) -> dict:
-    """Clean and noisy accuracy and loss of a checkpoint on its own dataset's train and test splits,
-    under any device (``device_spec`` from :func:`device_choices`; None: clean only). The noise
-    targets, tile and units are the ones the model was trained with (from its saved config)."""
-    from dat.checkpoint import load_checkpoint
-    from dat.data import load_dataset
-    from dat.evaluate import evaluate_splits
-    from dat.profile_io import make_profile
+def workspace_data_root(ws: Workspace) -> Path:
+    """The dashboard's data folder (CIFAR): the workspace's ``data/``. Data folders come from the
+    user's own configuration, never from a checkpoint's metadata."""
+    return ws.root / "data"
 
+
+def evaluate_checkpoint(path: str, device_spec: str | None = None, *, draws: int | None = None, seed: int = 0,
+                        data_root=None) -> dict:
+    """Clean and noisy accuracy and loss of a checkpoint on its own dataset's train and test splits,
+    under ``device_spec`` (from :func:`device_choices`; None: clean only), by the one evaluation
+    rule of ``dat.evaluate`` (``seed`` is the eval seed; ``draws`` None: the checkpoint's own), so
+    the numbers equal ``dat eval``'s and Table I's. ``data_root``: the workspace's data folder."""
+    from dat.checkpoint import load_checkpoint
+    from dat.data import dataset_named_by, load_dataset_named_by
+    from dat.evaluate import evaluate_checkpoint as evaluate_by_rule, evaluate_splits, recipe_for
+
+    if device_spec:
+        return evaluate_by_rule(path, device_spec, data_root=data_root, draws=draws, eval_seed=seed)
     ckpt = load_checkpoint(path)
     config = ckpt.meta.get("config") or {}
-    dataset = ckpt.meta.get("dataset") or {}
-    name = dataset.get("dataset") if isinstance(dataset, dict) else dataset
-    if not name:
-        raise ValueError(f"{path}: its metadata does not name a dataset; found keys {sorted(ckpt.meta)}")
-    targets = ckpt.noise_targets()
-    bundle = load_dataset(name, config.get("data_root") or "data")
-    profile = make_profile(device_spec, targets) if device_spec else None
-    return evaluate_splits(ckpt.model, bundle, profile=profile, targets=targets, draws=draws, seed=seed)
+    bundle = load_dataset_named_by(dataset_named_by(ckpt.meta, str(path)), data_root, source=f"checkpoint {path}",
+                                   claimed_root=config.get("data_root"))
+    recipe = recipe_for(config, draws=draws, eval_seed=seed)
+    return evaluate_splits(ckpt.model, bundle, targets=ckpt.noise_targets(), batch_size=recipe["batch_size"])
 
 
 def evaluation_row(name: str, device: str | None, result: dict) -> dict:
-    """One table row from :func:`evaluate_checkpoint`: accuracies in percent, noisy as mean +- std."""
+    """One table row from :func:`evaluate_checkpoint`: accuracies in percent; noisy as mean ± standard
+    deviation over the R draws (named in the row with the eval seed)."""
     row = {"model": name, "device": device or "(none)"}
     for split in ("train", "test"):
         part = result[split]
@@ -222,6 +228,9 @@ def evaluation_row(name: str, device: str | None, result: dict) -> dict:
         noisy = part.get("noisy")
         row[f"{split} acc noisy (%)"] = (f"{100 * noisy['acc_mean']:.2f} ± {100 * noisy['acc_std']:.2f}"
                                          if noisy else "")
+    noisy = result["test"].get("noisy")
+    row["± over"] = f"std over {noisy['draws']} draws" if noisy else ""
+    row["eval seed"] = result.get("eval_seed", "") if noisy else ""
     return row
 
 
@@ -248,9 +257,12 @@ def landscape_spec(kind: str, checkpoints: dict[str, str], devices: dict[str, st
     if len(set(datasets.values())) != 1:
         raise ValueError(f"the checkpoints must come from one dataset, found {datasets}")
     config = metas[next(iter(metas))].get("config") or {}
+    # The data folder is the user's (the workspace's data/ unless a caller names one), never the
+    # checkpoint's: what a file says is data, it does not choose a path to read.
+    root = settings.pop("data_root", None) or str(workspace_data_root(Workspace.default()))
     return LandscapeSpec(kind=kind, checkpoints={k: str(v) for k, v in checkpoints.items()},
                          devices=dict(devices), dataset=next(iter(datasets.values())),
-                         data_root=config.get("data_root"), targets=config.get("targets", "last-linear"),
+                         data_root=root, targets=config.get("targets", "last-linear"),
                          tile=int(config.get("tile", 64)), units=config.get("units", "relative"), **settings)
 
 
@@ -317,11 +329,12 @@ def model_labels(checkpoints: list[dict]) -> dict[str, str]:
     return out
 
 
-def table_one(checkpoints: list[dict], device: str | None = None) -> dict:
+def table_one(checkpoints: list[dict], device: str | None = None, *, data_root=None) -> dict:
     """Table I of the paper for checkpoint metadata (``Workspace.list_checkpoints`` rows):
     {"rows", "markdown", "csv"}. ``device`` (a spec from :func:`device_choices`) evaluates every
-    model under that device; None keeps each model's own evaluation device."""
+    model under that device; None keeps each model's own evaluation device. Re-evaluations read
+    data from ``data_root`` (the workspace's, :func:`workspace_data_root`), never from a checkpoint's metadata."""
     from dat import table
 
-    rows = table.table_rows(checkpoints, device=device)
+    rows = table.table_rows(checkpoints, device=device, data_root=data_root)
     return {"rows": rows, "markdown": table.to_markdown(rows), "csv": table.to_csv(rows)}

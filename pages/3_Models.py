@@ -4,7 +4,8 @@ import os
 
 import streamlit as st
 
-from dat.ui_helpers import (checkpoint_rows, device_choices, evaluate_checkpoint, evaluation_row, table_one)
+from dat.ui_helpers import (checkpoint_rows, device_choices, evaluate_checkpoint, evaluation_row, table_one,
+                            workspace_data_root)
 from dat.workspace import MAX_UPLOAD_BYTES, Workspace
 
 st.set_page_config(page_title="Models", layout="wide")
@@ -25,8 +26,8 @@ def file_bytes(path: str, mtime: float) -> bytes:
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
-def cached_table(checkpoints: list[dict], device: str | None, device_mtime: float | None) -> dict:
-    return table_one(checkpoints, device)
+def cached_table(checkpoints: list[dict], device: str | None, device_mtime: float | None, data_root: str) -> dict:
+    return table_one(checkpoints, device, data_root=data_root)
 
 with st.expander("Upload a checkpoint"):
     upload = st.file_uploader(f"Checkpoint (.safetensors, at most {MAX_UPLOAD_BYTES // 2**20} MB)",
@@ -65,13 +66,15 @@ with st.form("evaluate_form"):
     device = st.selectbox("Device profile", list(choices), key="eval_device")
     c1, c2 = st.columns(2)
     draws = c1.number_input("Noise draws R", 1, 1000, 20, key="eval_draws")
-    seed = c2.number_input("Seed of the draws", 0, 1_000_000, 0, key="eval_seed")
+    seed = c2.number_input("Eval seed of the draws", 0, 1_000_000, 0, key="eval_seed",
+                           help="0 is the rule `dat eval` and Table I use: the same draws give the same numbers")
     if st.form_submit_button("Evaluate"):
         results = []
         for n in picked:
             try:
                 with st.spinner(f"Evaluating {n}..."):
-                    result = evaluate_checkpoint(by_name[n]["path"], choices[device], draws=int(draws), seed=int(seed))
+                    result = evaluate_checkpoint(by_name[n]["path"], choices[device], draws=int(draws), seed=int(seed),
+                                                 data_root=workspace_data_root(ws))
             except (ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
                 st.error(f"Could not evaluate {n}: {exc}")
             else:
@@ -79,19 +82,22 @@ with st.form("evaluate_form"):
         st.session_state["evaluations"] = results
 if st.session_state.get("evaluations"):
     st.dataframe(st.session_state["evaluations"], hide_index=True)
+    st.caption("Noisy accuracy: mean ± standard deviation over the R noise draws (simulated chips) of one model.")
 
 st.header("Table I")
 selected = st.multiselect("Models in the table", names, default=names, key="table_models")
 AS_TRAINED = "each model's own evaluation device"
 table_device = st.selectbox("Noise in the table", [AS_TRAINED] + list(choices), key="table_device",
-                            help="Models evaluated under another device are re-evaluated (same draws and seed).")
+                            help="Models evaluated under another device are re-evaluated by the same rule as `dat eval` "
+                            "(the model's own number of draws, eval seed 0).")
 if selected:
     try:
         with st.spinner("Building Table I..."):
             spec = None if table_device == AS_TRAINED else choices[table_device]
             table = cached_table([by_name[n] for n in selected], spec,
-                                 os.path.getmtime(spec) if spec and os.path.isfile(spec) else None)
-    except (ValueError, KeyError, FileNotFoundError) as exc:
+                                 os.path.getmtime(spec) if spec and os.path.isfile(spec) else None,
+                                 str(workspace_data_root(ws)))
+    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as exc:
         st.error(f"Could not build Table I: {exc}")
     else:
         st.markdown(table["markdown"])

@@ -183,7 +183,9 @@ def test_models_page_lists_evaluates_and_builds_table_one(workspace):
     assert "±" in row["test acc noisy (%)"]
     assert at.download_button(key="table_csv") and at.download_button(key="table_md")
     table = texts(at.markdown)
-    assert "| SGD-BN |" in table and table.count("| DAT-Fast |") == 2  # DAT on A and DAT on B
+    # Table I rows for DAT on A and DAT on B, and DAT on A's paired difference to SGD-BN (both on device A).
+    assert "| SGD-BN |" in table and table.count("| DAT-Fast |") == 3
+    assert "over the n seeds" in table and "n (seeds)" in table and "± over" in at.dataframe[1].value.columns
 
 
 def test_checkpoint_upload_stores_a_valid_file_and_refuses_a_bad_one(workspace):

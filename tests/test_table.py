@@ -1,0 +1,146 @@
+"""Table I: rows are run definitions (never pooled across devices or settings), n counts distinct
+seeds, intervals are t-intervals over seeds, paired differences to SGD-BN, and a reproduction gives
+the same numbers with 1 and 2 threads."""
+
+import csv
+import io
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dat.checkpoint import read_meta
+from dat.config import resolve
+from dat.table import load_metas, mean_interval, paired_difference, table_rows, to_csv, to_markdown
+from dat.train import train
+
+TINY = dict(epochs=1, width=4, hidden=8, eval_draws=3)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _train(folder, name, **overrides):
+    cfg = resolve("digits", **{**TINY, **overrides, "out": str(folder / f"{name}.safetensors"), "resume": False})
+    return {**train(cfg).meta, "path": cfg.out}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("runs")
+    return {
+        "fast-A": _train(folder, "fast-A", method="dat-fast", device="device-A"),
+        "fast-B": _train(folder, "fast-B", method="dat-fast", device="device-B"),
+        "bn-e1-s0": _train(folder, "bn-e1-s0", method="sgd-bn", seed=0),
+        "bn-e1-s1": _train(folder, "bn-e1-s1", method="sgd-bn", seed=1),
+        "bn-e2-s0": _train(folder, "bn-e2-s0", method="sgd-bn", seed=0, epochs=2),
+    }
+
+
+def test_dat_fast_of_device_a_and_device_b_are_not_pooled(runs):
+    rows = table_rows([runs["fast-A"], runs["fast-B"]], device="device-A")
+    fast = [r for r in rows if r["method"] == "dat-fast"]
+    assert len(fast) == 2 and sorted(r["trained_on"] for r in fast) == ["device-A", "device-B"]
+    assert all(r["n_seeds"] == 1 and r["seeds"] == [0] for r in fast)
+    text = to_markdown(rows)
+    assert text.count("| DAT-Fast |") == 2
+
+
+def test_runs_with_different_epochs_are_shown_separately_never_averaged(runs):
+    rows = table_rows([runs["bn-e1-s0"], runs["bn-e1-s1"], runs["bn-e2-s0"]], device="device-A")
+    assert len(rows) == 2
+    by_run = {r["run"]: r for r in rows}
+    assert set(by_run) == {"epochs=1", "epochs=2"}
+    assert by_run["epochs=1"]["n_seeds"] == 2 and by_run["epochs=2"]["n_seeds"] == 1
+    # The 2-epoch row is that checkpoint's own number, not a mix with the 1-epoch models.
+    own = 100 * read_meta(runs["bn-e2-s0"]["path"])["metrics"]["test"]["clean"]["acc"]
+    assert by_run["epochs=2"]["test_clean_mean"] == pytest.approx(own)
+    assert "| epochs=1 | 2 |" in to_markdown(rows) and "| epochs=2 | 1 |" in to_markdown(rows)
+
+
+def test_n_counts_distinct_seeds_and_copies_of_one_seed_are_one_sample(runs, tmp_path):
+    copy = tmp_path / "copy.safetensors"
+    shutil.copy(runs["bn-e1-s0"]["path"], copy)
+    metas = [runs["bn-e1-s0"], runs["bn-e1-s1"], {**read_meta(copy), "path": str(copy)}]
+    (row,) = table_rows(metas, device="device-A")
+    assert row["n_seeds"] == 2 and row["n_checkpoints"] == 3 and row["seeds"] == [0, 1]
+    values = [100 * read_meta(runs[k]["path"])["metrics"]["test"]["noisy"]["acc_mean"] for k in ("bn-e1-s0", "bn-e1-s1")]
+    assert row["test_noisy_mean"] == pytest.approx(np.mean(values))
+
+
+def test_every_output_says_what_the_interval_is_over(runs):
+    rows = table_rows([runs["bn-e1-s0"], runs["bn-e1-s1"], runs["fast-A"]], device="device-A")
+    text = to_markdown(rows)
+    assert "over the n seeds" in text and "n (seeds)" in text and "R = 3 noise draws" in text
+    assert "t-interval" in text and "over the n pairs" in text  # DAT-Fast vs SGD-BN on their common seed 0
+    table = list(csv.DictReader(io.StringIO(to_csv(rows))))
+    for line in table:
+        assert "over the n_seeds seeds" in line["interval"] and "3 noise draws" in line["noisy_over"]
+        assert line["n_seeds"] and line["eval_seed"] == "0"
+
+
+def test_t_interval_matches_the_textbook_quantile_and_covers_95_percent():
+    # t_{0.975, 2} = 4.302653 (any t table): values 1, 2, 3 have mean 2, sd 1.
+    stats = mean_interval([1.0, 2.0, 3.0])
+    assert stats["ci_high"] - 2 == pytest.approx(4.302653 / math.sqrt(3), rel=1e-6)
+    assert mean_interval([5.0])["ci_low"] is None
+    # Coverage: 4000 samples of n = 10 normal values; the interval holds the true mean 95 % of the time.
+    rng = np.random.default_rng(0)
+    hits = sum(s["ci_low"] <= 3.0 <= s["ci_high"] for s in (mean_interval(rng.normal(3.0, 2.0, 10)) for _ in range(4000)))
+    assert abs(hits / 4000 - 0.95) < 0.012  # 3.5 binomial standard errors
+
+
+def test_paired_difference_matches_the_closed_form_for_two_degrees_of_freedom():
+    # Differences 1, 2, 3: t = 2 / (1 / sqrt 3); with 2 degrees of freedom the t CDF is closed form,
+    # F(t) = 1/2 + t / (2 sqrt(2 + t^2)), so the two-sided p = 1 - t / sqrt(2 + t^2).
+    d = paired_difference({0: 11.0, 1: 12.0, 2: 13.0, 7: 50.0}, {0: 10.0, 1: 10.0, 2: 10.0})
+    t = 2 / (1 / math.sqrt(3))
+    assert d["seeds"] == [0, 1, 2] and d["mean"] == pytest.approx(2.0)
+    assert d["p"] == pytest.approx(1 - t / math.sqrt(2 + t * t), rel=1e-9)
+
+
+def test_reproduce_pairs_each_method_with_sgd_bn_over_common_seeds(tmp_path):
+    from dat.table import reproduce
+
+    result = reproduce("digits", seeds=(0, 1), folder=str(tmp_path), methods=("sgd-bn", "dat-fast"),
+                       devices=("device-A",), draws=3, **{k: v for k, v in TINY.items() if k != "eval_draws"})
+    (fast,) = [r for r in result["rows"] if r["method"] == "dat-fast"]
+    # Reference: differences of the checkpoints' own test noisy accuracies, seed by seed.
+    acc = {(m, s): 100 * read_meta(tmp_path / f"{m}-s{s}.safetensors")["metrics"]["test"]["noisy"]["acc_mean"]
+           for m in ("sgd-bn", "dat-fast") for s in (0, 1)}
+    diffs = [acc[("dat-fast", s)] - acc[("sgd-bn", s)] for s in (0, 1)]
+    assert fast["paired"]["n"] == 2 and fast["paired"]["mean"] == pytest.approx(np.mean(diffs))
+    assert "Paired difference to SGD-BN" in result["markdown"] and "torch threads 1" in result["markdown"]
+    settings = json.loads((tmp_path / "table1.json").read_text())["settings"]
+    assert settings["threads"] == 1 and settings["draws"] == 3
+
+
+def _reproduce_in_subprocess(folder: Path, omp_threads: int) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": str(omp_threads), "MKL_NUM_THREADS": str(omp_threads),
+           "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "dat.cli", "table", "--reproduce", "digits", "--seeds", "0", "--epochs", "1",
+           "--draws", "4", "--methods", "sgd-bn,dat-fast", "--folder", str(folder), "--quiet"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=str(folder.parent))
+    assert done.returncode == 0, done.stderr
+    assert "wall time" in done.stdout and "1 torch thread" in done.stdout
+
+
+def test_reproduce_gives_identical_numbers_with_1_and_2_threads(tmp_path):
+    from safetensors.torch import load_file
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    _reproduce_in_subprocess(one, 1)
+    _reproduce_in_subprocess(two, 2)
+    names = sorted(p.name for p in one.glob("*.safetensors"))
+    assert names == sorted(p.name for p in two.glob("*.safetensors")) and len(names) == 3
+    for name in names:  # every tensor of every model, bit for bit
+        a, b = load_file(str(one / name)), load_file(str(two / name))
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = [list(csv.DictReader(open(f / "table1.csv"))) for f in (one, two)]
+    timeless = [[{k: v for k, v in r.items() if not k.startswith("train_time")} for r in rs] for rs in rows]
+    assert timeless[0] == timeless[1]
