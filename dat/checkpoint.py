@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dat.errors import UserError
 from dat.models import model_from_spec
 from dat.fileio import atomic_write
 
@@ -162,9 +163,21 @@ def save_resume(path: str | os.PathLike, state: dict) -> None:
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
-def load_resume(path: str | os.PathLike) -> dict:
-    """Load a resume state without unpickling arbitrary objects."""
+# What dat.train reads back from a resume state; anything else is optional.
+RESUME_KEYS = ("trajectory", "model", "optimizer", "scheduler", "data_gen", "noise_gen", "torch_rng", "epoch",
+               "history", "train_time_s")
+
+
+def load_resume(path: str | os.PathLike, required: tuple = RESUME_KEYS) -> dict:
+    """Load a resume state without unpickling arbitrary objects; it must hold the ``required`` keys."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"{path} is not a readable resume state ({type(err).__name__}: {err})") from err
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises its own types for truncated, foreign or pickled files
+        raise UserError(f"{path} is not a readable resume state ({type(err).__name__}: {err}); "
+                        f"delete it or train with --no-resume") from err
+    missing = [k for k in required if not isinstance(state, dict) or k not in state]
+    if missing:
+        found = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise UserError(f"{path} is not a resume state of this version: expected the keys {list(required)}, "
+                        f"missing {missing} (found {found}); delete it or train with --no-resume")
+    return state

@@ -91,6 +91,10 @@ def _cifar_classes(verify: bool):
     return UnverifiedCIFAR10, UnverifiedCIFAR100
 
 
+class DataMissing(UserError, FileNotFoundError):
+    """A dataset's files are not in the data folder the user chose."""
+
+
 def load_cifar_bundle(name: str, root: str | os.PathLike, download: bool = False, verify: bool = True) -> DatasetBundle:
     """CIFAR-10 or CIFAR-100 from ``root`` (the folder that holds ``cifar-10-batches-py`` or
     ``cifar-100-python``), with the standard augmentation for training (random 32x32 crop with
@@ -104,11 +108,11 @@ def load_cifar_bundle(name: str, root: str | os.PathLike, download: bool = False
     needed = [n for n, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
     missing = [n for n in needed if not os.path.isfile(os.path.join(folder, n))]
     if missing and not download:
-        raise FileNotFoundError(
-            f"{name} not found: looked for {', '.join(missing)} in {os.path.abspath(folder)}. "
-            f"Download it with `dat train --dataset {name} --data-root {root} --download` "
-            f"(or load_dataset('{name}', root='{root}', download=True)), or point --data-root at the "
-            f"folder that contains {cls.base_folder}/.")
+        raise DataMissing(
+            f"{name} not found: expected {', '.join(missing)} in {os.path.abspath(folder)}. Put the official "
+            f"CIFAR python-version folder {cls.base_folder}/ inside {os.path.abspath(root)} (unpack the archive "
+            f"from https://www.cs.toronto.edu/~kriz/cifar.html there, or fetch it with the command line's "
+            f"--download), or choose the folder that already contains {cls.base_folder}/.")
     mean, std = CIFAR_STATS[name]
     normalise = [transforms.ToTensor(), transforms.Normalize(mean, std)]
     augment = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), *normalise])

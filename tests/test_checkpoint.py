@@ -93,7 +93,7 @@ def test_missing_file_is_reported(tmp_path):
 def test_resume_state_round_trip_without_unpickling(tmp_path):
     state = {"epoch": 3, "model": _model().state_dict(), "rng": torch.get_rng_state(), "history": [{"a": 1.0}]}
     save_resume(tmp_path / "r.pt", state)
-    back = load_resume(tmp_path / "r.pt")
+    back = load_resume(tmp_path / "r.pt", required=("model", "epoch"))
     assert back["epoch"] == 3 and torch.equal(back["rng"], state["rng"]) and back["history"] == [{"a": 1.0}]
 
     class Evil:
@@ -102,3 +102,20 @@ def test_resume_state_round_trip_without_unpickling(tmp_path):
     torch.save({"x": Evil()}, tmp_path / "evil.pt")
     with pytest.raises(ValueError, match="not a readable resume state"):
         load_resume(tmp_path / "evil.pt")
+
+
+def test_resume_state_without_its_keys_is_a_clear_error(tmp_path):
+    """A resume file from another version (or another program) names the missing keys, no KeyError."""
+    from dat.checkpoint import load_resume
+    from dat.errors import UserError
+
+    path = tmp_path / "run.safetensors.resume.pt"
+    torch.save({"epoch": 3}, path)
+    with pytest.raises(UserError, match=r"missing \['trajectory'"):
+        load_resume(path)
+    torch.save([1, 2, 3], path)
+    with pytest.raises(UserError, match="expected the keys"):
+        load_resume(path)
+    path.write_bytes(b"")
+    with pytest.raises(UserError, match="not a readable resume state"):
+        load_resume(path)

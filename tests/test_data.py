@@ -89,6 +89,9 @@ def test_missing_cifar_says_where_and_how_to_download(tmp_path):
         load_dataset("cifar100", root=tmp_path / "nowhere")
     message = str(err.value)
     assert "--download" in message and "cifar-100-python" in message and "nowhere" in message
+    assert "load_dataset" not in message  # messages name commands and folders, not Python functions
+    from dat.errors import UserError
+    assert isinstance(err.value, UserError)  # caught once by the CLI and by every page
 
 
 def test_unknown_dataset_is_refused():
