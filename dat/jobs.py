@@ -56,6 +56,9 @@ Work = Callable[[Report, Callable[[], bool]], dict | None]
 # Keep at most this many numeric history points per job: enough for a smooth live curve,
 # bounded so a long run cannot grow the server's memory without limit.
 MAX_HISTORY = 5000
+# The jobs file keeps every epoch point and at most this many step points per job, so that saving
+# the list after each epoch stays cheap however many jobs it holds.
+STORED_STEPS = 500
 
 
 @dataclass
@@ -97,7 +100,13 @@ class Job:
     def to_json(self) -> dict:
         """What the jobs file keeps of this job (everything but the store and the cancel flag)."""
         data = {k: getattr(self, k) for k in _STORED_FIELDS}
-        data["history"] = list(self.history)  # a copy: the worker thread appends to it
+        history = list(self.history)  # a copy: the worker thread appends to it
+        steps = [i for i, h in enumerate(history) if h.get("event") == "step"]
+        if len(steps) > STORED_STEPS:  # evenly thinned, the last step kept
+            dropped = set(steps) - {steps[round(j * (len(steps) - 1) / (STORED_STEPS - 1))]
+                                    for j in range(STORED_STEPS)}
+            history = [h for i, h in enumerate(history) if i not in dropped]
+        data["history"] = history
         return data
 
     def cancel(self) -> None:
@@ -219,7 +228,7 @@ class JobRegistry:
             if store in self._adopted:
                 return [j for j in self._jobs.values() if j.store == store]
         path = Path(store)
-        entries = []
+        entries, interrupted = [], False
         if path.exists():
             try:
                 data = json.loads(path.read_bytes().decode("utf-8"))
@@ -232,7 +241,7 @@ class JobRegistry:
                 for i, entry in enumerate(data["jobs"]):
                     job = _job_from_json(entry, store, f"jobs file {store}, job {i}")
                     if job.state in (QUEUED, RUNNING):
-                        job.state, job.finished = INTERRUPTED, stopped_at
+                        job.state, job.finished, interrupted = INTERRUPTED, stopped_at, True
                     entries.append(job)
             except (UnicodeDecodeError, json.JSONDecodeError, TypeError) as exc:
                 error = UserError(f"jobs file {store}: expected the dashboard's JSON job list, found "
@@ -249,7 +258,8 @@ class JobRegistry:
                 self._jobs.setdefault(job.id, job)
             self._adopted.add(store)
             self._unreadable.pop(store, None)
-        self._save(store)  # the interrupted states
+        if interrupted:
+            self._save(store)
         return [j for j in self._jobs.values() if j.store == store]
 
     def _save(self, store: str | None) -> None:

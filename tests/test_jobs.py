@@ -217,3 +217,20 @@ def test_a_damaged_jobs_file_is_reported_and_never_overwritten(reg, tmp_path, co
     with pytest.raises(UserError, match=message):
         reg.submit(lambda r, s: {}, label="x", store=store)
     assert store.read_bytes() == content
+
+
+def test_the_jobs_file_keeps_every_epoch_and_a_bounded_number_of_steps(reg, tmp_path):
+    store = tmp_path / "jobs.json"
+
+    def work(report, should_stop):
+        for step in range(1, 2001):
+            report("step", {"step": step, "total_steps": 2000, "loss": 1.0 / step})
+            if step % 100 == 0:
+                report("epoch", {"epoch": step // 100, "epochs": 20})
+        return {}
+
+    job = reg.wait(reg.submit(work, label="long", store=store).id, timeout=30)
+    kept = _kept(store)[job.id]["history"]
+    steps = [h["step"] for h in kept if h["event"] == "step"]
+    assert len(job.history) == 2020 and [h["epoch"] for h in kept if h["event"] == "epoch"] == list(range(1, 21))
+    assert len(steps) == jobs.STORED_STEPS and steps[0] == 1 and steps[-1] == 2000 and steps == sorted(steps)
