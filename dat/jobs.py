@@ -255,10 +255,12 @@ class JobRegistry:
             if store in self._adopted:  # another thread read it meanwhile
                 return [j for j in self._jobs.values() if j.store == store]
             for job in entries:
-                self._jobs.setdefault(job.id, job)
+                if job.id in self._jobs:  # a copied workspace repeats ids: the copy's job gets its own
+                    job.id, interrupted = f"{job.id}-{secrets.token_hex(3)}", True
+                self._jobs[job.id] = job
             self._adopted.add(store)
             self._unreadable.pop(store, None)
-        if interrupted:
+        if interrupted:  # states (or ids) changed
             self._save(store)
         return [j for j in self._jobs.values() if j.store == store]
 

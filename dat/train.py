@@ -32,8 +32,8 @@ from dat.checkpoint import load_resume, save_checkpoint, save_resume, versions
 from dat.config import TrainConfig
 from dat.data import load_dataset
 from dat.errors import UserError
-from dat.fileio import OutputLocked, exclusive_lock
 from dat.evaluate import evaluate, evaluate_splits, is_head_only
+from dat.fileio import OutputLocked, exclusive_lock
 from dat.models import build_model
 from dat.optim import DAT, SAM, NoiseInjection
 from dat.parallel import GradientSync, any_rank, from_rank0, local_slice, rank_and_world

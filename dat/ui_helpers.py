@@ -130,12 +130,12 @@ def _training_work(ws: Workspace, spec: dict, config=None, resuming: bool = Fals
             return {"checkpoints": [result.checkpoint_path] if result.checkpoint_path else [],
                     "metrics": result.metrics if result.checkpoint_path else {}}
     elif kind == "trio":
+        devices = [spec.get("device_a"), spec.get("device_b")]
         if config is None:
             config = _saved_config(ws, spec.get("config"), [spec.get("folder")])
+            if not set(devices) <= set(device_choices(ws).values()):
+                raise UserError(f"saved job: expected trio devices among the choices, found {devices}")
         config = replace(config, resume=True) if resuming else config
-        devices = [spec.get("device_a"), spec.get("device_b")]
-        if not set(devices) <= set(device_choices(ws).values()):
-            raise UserError(f"saved job: expected trio devices among the choices, found {devices}")
 
         def work(report, should_stop):
             results = train_trio(config, *devices, folder=spec["folder"], callbacks=[_trio_reporter(report)],
@@ -144,6 +144,9 @@ def _training_work(ws: Workspace, spec: dict, config=None, resuming: bool = Fals
                     "checkpoints": [r.checkpoint_path for r in results.values() if r.checkpoint_path]}
     elif kind == "demo":
         overrides = dict(spec.get("overrides") or {})
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                   for v in overrides.values()):  # numbers only: a saved job names no paths
+            raise UserError(f"saved job: expected numeric demo settings, found {overrides}")
 
         def work(report, should_stop):
             results = make_demo(folder=str(ws.checkpoints_dir), profiles_folder=str(ws.profiles_dir),

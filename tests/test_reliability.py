@@ -259,3 +259,28 @@ def test_a_job_of_a_killed_server_is_shown_interrupted_and_resumes_on_the_train_
     assert json.loads((tmp_path / "jobs.json").read_text())["jobs"][0]["state"] == "done"
     from dat.checkpoint import load_checkpoint
     assert load_checkpoint(out).meta["config"]["epochs"] == 3
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"out": "/tmp/elsewhere/evil.safetensors"}, "expected an output inside"),
+    ({"device": "/tmp/elsewhere/profile.npz"}, "expected a device among"),
+    ({"eval_device": "../profile.npz"}, "expected a eval_device among"),
+    ({"no_such_field": 1}, "expected a training config"),
+])
+def test_a_tampered_jobs_file_cannot_choose_where_a_resumed_job_reads_or_writes(tmp_path, change, message):
+    from dat.config import resolve
+    from dat.errors import UserError
+    from dat.ui_helpers import resume_job
+    from dat.workspace import Workspace
+
+    ws = Workspace(tmp_path)
+    config = {**resolve("digits", out=str(ws.checkpoints_dir / "m.safetensors")).to_dict(), **change}
+    entry = {"id": "job0001-abcdef", "label": "train", "state": "running", "progress": 0.5, "submitted": 1.0,
+             "spec": {"kind": "train", "config": config}}
+    ws.jobs_file.write_text(json.dumps({"format": "dat-jobs", "version": 1, "jobs": [entry]}))
+    (job,) = ws.list_jobs()  # the same id in every case: a copied workspace's job is given its own
+    assert job.state == jobs.INTERRUPTED and job.resumable
+    with pytest.raises(UserError, match=message):
+        resume_job(ws, job.id)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["jobs.json"]
+    assert not Path("/tmp/elsewhere").exists() and job.state == jobs.INTERRUPTED
