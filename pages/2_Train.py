@@ -113,7 +113,7 @@ def job_panel():
         st.success("Done. Checkpoints: " + ", ".join(f"`{p}`" for p in written))
     elif job.state == jobs.CANCELLED:
         st.warning("Cancelled; no checkpoint was written for the unfinished model. Resume continues it "
-                   "from its last completed epoch.")
+                   "from its last completed epoch (from the start if none was completed).")
     elif job.state == jobs.INTERRUPTED:
         st.warning("Interrupted: the server stopped while this job was queued or running. Resume continues "
                    "each unfinished model from its last completed epoch; finished models are kept.")
