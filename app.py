@@ -3,7 +3,6 @@ what the tool does, the workflow, and the workspace's state."""
 
 import streamlit as st
 
-from dat import jobs
 from dat.workspace import Workspace
 
 
@@ -74,9 +73,13 @@ def home() -> None:
     for path, (_, _, text) in PAGES.items():
         st.page_link(path, label=text)
 
-    failed = [j for j in jobs.registry().jobs() if j.state == jobs.FAILED]
-    if failed:
-        st.warning(f"{len(failed)} job(s) failed; see the Train page for their messages.")
+    if summary["jobs_error"]:
+        st.error(summary["jobs_error"])
+    if summary["jobs_interrupted"]:
+        st.warning(f"{summary['jobs_interrupted']} job(s) were interrupted when the server stopped; resume "
+                   "them on the Train page.")
+    if summary["jobs_failed"]:
+        st.warning(f"{summary['jobs_failed']} job(s) failed; see the Train page for their messages.")
 
 
 st.navigation([st.Page(home, title="Home", default=True)]

@@ -107,7 +107,7 @@ def _progress_callback(quiet: bool):
             state["bar"].write(f"{label + ' ' if label else ''}epoch {payload['epoch']}/{payload['epochs']}: "
                                f"loss {payload['train_loss']:.4f}, train acc {payload['train_acc']:.3f}, "
                                f"test acc {payload['test_acc']:.3f}, lr {payload['lr']:.4g}")
-        elif event in ("end", "cancelled") and state["bar"] is not None:
+        elif event in ("end", "cancelled", "diverged") and state["bar"] is not None:
             state["bar"].close()
             state["bar"] = None
     return callback

@@ -6,7 +6,10 @@ The resolved config is stored inside every checkpoint, so a result always says h
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
+
+from dat.errors import UserError
 
 METHODS = ("sgd", "sgd-bn", "dat-fast", "dat-full", "sam", "noise-injection")
 TARGET_CHOICES = ("last-linear", "all-analog")
@@ -115,6 +118,12 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
                 raise ValueError(f"Invalid {name}: expected a non-negative number, found {value!r}")
+            if not math.isfinite(value):  # inf passes ">= 0" and trains straight to NaN
+                raise UserError(f"Invalid {name}: expected a finite number, found {value!r}")
+        if self.lr == 0:
+            raise UserError(f"Invalid lr: expected a positive number (0 trains nothing), found {self.lr!r}")
+        if self.momentum >= 1:
+            raise UserError(f"Invalid momentum: expected a number in [0, 1), found {self.momentum!r}")
         if not 0 < self.lr_decay <= 1:
             raise ValueError(f"Invalid lr_decay: expected a factor in (0, 1], found {self.lr_decay!r}")
         if not isinstance(self.device, str) or not self.device:

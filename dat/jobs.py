@@ -13,11 +13,21 @@ marked failed with the error's message, and the dashboard shows it; nothing else
 Every job that writes files gets its own output paths from :func:`reserve_path`, which never hands
 out the same path twice in this process and never a path that already exists on disk, so two jobs
 never write the same file.
+
+A job submitted with a ``store`` (the workspace's ``jobs.json``) is kept on disk, rewritten
+atomically at each change of state and after each epoch, so the list outlives the server. When a
+restarted server reads the list (:meth:`JobRegistry.adopt`), jobs that were queued or running there
+are "interrupted": no process runs them any more. A job submitted with a ``spec`` (a JSON
+description of its work, e.g. the training config and output path) can be started again from that
+description (:meth:`JobRegistry.resume`); training continues from its resume state. The list is one
+server's: two dashboard servers on one workspace would overwrite each other's list (the outputs
+stay safe: each training run holds the lock on its files).
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import secrets
 import threading
@@ -28,9 +38,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from dat.errors import UserError
+from dat.fileio import atomic_write_bytes
+
 # Job states, in the order a job moves through them.
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
-FINISHED_STATES = (DONE, FAILED, CANCELLED)
+# A job that was queued or running when its server stopped (read back from the workspace's list).
+INTERRUPTED = "interrupted"
+FINISHED_STATES = (DONE, FAILED, CANCELLED, INTERRUPTED)
+# States from which a job with a spec can be started again (training continues from its resume state).
+RESUMABLE_STATES = (INTERRUPTED, CANCELLED)
+STORE_FORMAT, STORE_VERSION = "dat-jobs", 1
 
 Report = Callable[[str, dict], None]
 Work = Callable[[Report, Callable[[], bool]], dict | None]
@@ -38,6 +56,9 @@ Work = Callable[[Report, Callable[[], bool]], dict | None]
 # Keep at most this many numeric history points per job: enough for a smooth live curve,
 # bounded so a long run cannot grow the server's memory without limit.
 MAX_HISTORY = 5000
+# The jobs file keeps every epoch point and at most this many step points per job, so that saving
+# the list after each epoch stays cheap however many jobs it holds.
+STORED_STEPS = 500
 
 
 @dataclass
@@ -58,11 +79,35 @@ class Job:
     submitted: float = field(default_factory=time.time)
     started: float | None = None
     finished: float | None = None
+    spec: dict | None = None  # JSON description of the work, from which it can be started again
+    store: str | None = None  # the jobs file that keeps this job on disk (None: memory only)
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    # Clear while a worker owns the job: set once its final state is also on disk.
+    _settled: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def __post_init__(self):
+        self._settled.set()
 
     @property
     def active(self) -> bool:
         return self.state in (QUEUED, RUNNING)
+
+    @property
+    def resumable(self) -> bool:
+        """Interrupted (or cancelled) with a spec to start it again from."""
+        return self.spec is not None and self.state in RESUMABLE_STATES
+
+    def to_json(self) -> dict:
+        """What the jobs file keeps of this job (everything but the store and the cancel flag)."""
+        data = {k: getattr(self, k) for k in _STORED_FIELDS}
+        history = list(self.history)  # a copy: the worker thread appends to it
+        steps = [i for i, h in enumerate(history) if h.get("event") == "step"]
+        if len(steps) > STORED_STEPS:  # evenly thinned, the last step kept
+            dropped = set(steps) - {steps[round(j * (len(steps) - 1) / (STORED_STEPS - 1))]
+                                    for j in range(STORED_STEPS)}
+            history = [h for i, h in enumerate(history) if i not in dropped]
+        data["history"] = history
+        return data
 
     def cancel(self) -> None:
         """Ask the job to stop at its next ``should_stop`` check (a queued job never starts)."""
@@ -77,6 +122,29 @@ class Job:
         if self.started is None:
             return 0.0
         return (self.finished or time.time()) - self.started
+
+
+_STORED_FIELDS = ("id", "label", "state", "progress", "stage", "history", "events", "result", "error", "traceback",
+                  "outputs", "submitted", "started", "finished", "spec")
+_STATES = (QUEUED, RUNNING, DONE, FAILED, CANCELLED, INTERRUPTED)
+
+
+def _job_from_json(entry, store: str, where: str) -> Job:
+    """A job read back from a jobs file, its fields checked (the file is data, not trusted code)."""
+    if not isinstance(entry, dict):
+        raise UserError(f"{where}: expected a job object, found {type(entry).__name__}")
+    for key, kinds in (("id", str), ("label", str), ("state", str), ("progress", (int, float)),
+                       ("submitted", (int, float))):
+        if not isinstance(entry.get(key), kinds) or isinstance(entry.get(key), bool):
+            raise UserError(f"{where}: expected field {key!r} of type {kinds}, found {entry.get(key)!r}")
+    if entry["state"] not in _STATES:
+        raise UserError(f"{where}: expected a state in {_STATES}, found {entry['state']!r}")
+    for key, kinds in (("history", list), ("outputs", list), ("result", (dict, type(None))),
+                       ("spec", (dict, type(None)))):
+        if key in entry and not isinstance(entry[key], kinds):
+            raise UserError(f"{where}: expected field {key!r} of type {kinds}, found {type(entry[key]).__name__}")
+    known = {k: entry[k] for k in _STORED_FIELDS if k in entry}
+    return Job(**known, store=store)
 
 
 def _progress_from(payload: dict) -> float | None:
@@ -105,21 +173,107 @@ class JobRegistry:
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="dat-job")
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
+        self._save_lock = threading.Lock()  # one writer per jobs file at a time
+        self._adopted: set[str] = set()  # jobs files read into this registry
+        self._unreadable: dict[str, str] = {}  # jobs files that could not be read: never overwritten
         self._counter = itertools.count(1)
 
     # -- submitting and looking up -------------------------------------------------------------
-    def submit(self, work: Work, *, label: str, outputs: list[str] | tuple = ()) -> Job:
-        """Queue ``work`` and return its :class:`Job` at once."""
+    def submit(self, work: Work, *, label: str, outputs: list[str] | tuple = (), spec: dict | None = None,
+               store: str | os.PathLike | None = None) -> Job:
+        """Queue ``work`` and return its :class:`Job` at once. ``store``: keep the job in this jobs
+        file (read in first, see :meth:`adopt`); ``spec``: a JSON-able description of ``work`` that
+        :meth:`resume` can start again after an interruption."""
         if not callable(work):
             raise TypeError(f"work must be callable, found {type(work).__name__}")
         if not isinstance(label, str) or not label.strip():
             raise ValueError(f"label must be a non-empty string, found {label!r}")
+        if spec is not None:
+            json.dumps(spec, allow_nan=False)  # refuse at once what the jobs file could not keep
+        if store is not None:
+            store = str(store)
+            self.adopt(store)
         with self._lock:
             job_id = f"job{next(self._counter):04d}-{secrets.token_hex(3)}"
-            job = Job(id=job_id, label=label, outputs=[str(p) for p in outputs])
+            job = Job(id=job_id, label=label, outputs=[str(p) for p in outputs], spec=spec, store=store)
+            job._settled.clear()
             self._jobs[job_id] = job
+        self._save(job.store)
         self._pool.submit(self._run, job, work)
         return job
+
+    def resume(self, job_id: str, work: Work) -> Job:
+        """Start an interrupted (or cancelled) job again with ``work``, rebuilt from its spec by the
+        caller; the job keeps its id, label and curves."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or not job.resumable:
+                state = "unknown" if job is None else job.state
+                raise UserError(f"job {job_id}: expected an interrupted or cancelled job with a saved "
+                                f"description, found {state}{'' if job is None or job.spec else ' without one'}")
+            job.state, job.error, job.traceback, job.finished = QUEUED, None, None, None
+            job._stop = threading.Event()
+            job._settled.clear()
+        self._save(job.store)
+        self._pool.submit(self._run, job, work)
+        return job
+
+    # -- the jobs file -------------------------------------------------------------------------
+    def adopt(self, store: str | os.PathLike) -> list[Job]:
+        """Read the jobs kept in ``store`` into this registry (once per file per process) and return
+        them. Jobs the file lists as queued or running belong to a server that is gone: they become
+        "interrupted". An unreadable file raises UserError and is never overwritten."""
+        store = str(store)
+        with self._lock:
+            if store in self._adopted:
+                return [j for j in self._jobs.values() if j.store == store]
+        path = Path(store)
+        entries, interrupted = [], False
+        if path.exists():
+            try:
+                data = json.loads(path.read_bytes().decode("utf-8"))
+                if not isinstance(data, dict) or data.get("format") != STORE_FORMAT or not isinstance(
+                        data.get("jobs"), list):
+                    raise UserError(f"jobs file {store}: expected a JSON object with format {STORE_FORMAT!r} "
+                                    f"and a list of jobs, found {type(data).__name__}"
+                                    f"{' with format ' + repr(data.get('format')) if isinstance(data, dict) else ''}")
+                stopped_at = path.stat().st_mtime
+                for i, entry in enumerate(data["jobs"]):
+                    job = _job_from_json(entry, store, f"jobs file {store}, job {i}")
+                    if job.state in (QUEUED, RUNNING):
+                        job.state, job.finished, interrupted = INTERRUPTED, stopped_at, True
+                    entries.append(job)
+            except (UnicodeDecodeError, json.JSONDecodeError, TypeError) as exc:
+                error = UserError(f"jobs file {store}: expected the dashboard's JSON job list, found "
+                                  f"unreadable content ({type(exc).__name__}: {exc}); move it away to start a new list")
+                self._unreadable[store] = str(error)
+                raise error from exc
+            except UserError as exc:
+                self._unreadable[store] = str(exc)
+                raise
+        with self._lock:
+            if store in self._adopted:  # another thread read it meanwhile
+                return [j for j in self._jobs.values() if j.store == store]
+            for job in entries:
+                if job.id in self._jobs:  # a copied workspace repeats ids: the copy's job gets its own
+                    job.id, interrupted = f"{job.id}-{secrets.token_hex(3)}", True
+                self._jobs[job.id] = job
+            self._adopted.add(store)
+            self._unreadable.pop(store, None)
+        if interrupted:  # states (or ids) changed
+            self._save(store)
+        return [j for j in self._jobs.values() if j.store == store]
+
+    def _save(self, store: str | None) -> None:
+        """Write every job of ``store`` to it, atomically (never over a file that could not be read)."""
+        if store is None or store in self._unreadable:
+            return
+        with self._save_lock:
+            with self._lock:
+                snapshot = [j.to_json() for j in sorted(self._jobs.values(), key=lambda j: j.submitted)
+                            if j.store == store]
+                data = json.dumps({"format": STORE_FORMAT, "version": STORE_VERSION, "jobs": snapshot})
+            atomic_write_bytes(store, data.encode("utf-8"))
 
     def get(self, job_id: str) -> Job:
         with self._lock:
@@ -127,27 +281,34 @@ class JobRegistry:
                 raise KeyError(f"no job with id {job_id!r}; known: {sorted(self._jobs)}")
             return self._jobs[job_id]
 
-    def jobs(self) -> list[Job]:
-        """All jobs, newest first."""
+    def jobs(self, store: str | os.PathLike | None = None) -> list[Job]:
+        """All jobs (or those kept in ``store``), newest first."""
         with self._lock:
-            return sorted(self._jobs.values(), key=lambda j: j.submitted, reverse=True)
+            chosen = [j for j in self._jobs.values() if store is None or j.store == str(store)]
+        return sorted(chosen, key=lambda j: j.submitted, reverse=True)
 
-    def active(self) -> list[Job]:
-        return [j for j in self.jobs() if j.active]
+    def active(self, store: str | os.PathLike | None = None) -> list[Job]:
+        return [j for j in self.jobs(store) if j.active]
 
-    def forget_finished(self) -> int:
-        """Drop finished jobs from the list (their files stay); returns how many were dropped."""
+    def forget_finished(self, store: str | os.PathLike | None = None) -> int:
+        """Drop finished (and interrupted) jobs from the list, or from ``store``'s part of it (their
+        files stay); returns how many were dropped."""
         with self._lock:
-            done = [k for k, j in self._jobs.items() if j.state in FINISHED_STATES]
+            done = [k for k, j in self._jobs.items()
+                    if j.state in FINISHED_STATES and (store is None or j.store == str(store))]
+            stores = {self._jobs[k].store for k in done}
             for k in done:
                 del self._jobs[k]
+        for changed in stores:
+            self._save(changed)
         return len(done)
 
     def wait(self, job_id: str, timeout: float = 60.0, poll: float = 0.02) -> Job:
-        """Block until the job finishes (for the CLI and tests); raises TimeoutError otherwise."""
+        """Block until the job finishes and its final state is saved (for the CLI and tests); raises
+        TimeoutError otherwise."""
         job = self.get(job_id)
         deadline = time.monotonic() + timeout
-        while job.active:
+        while job.active or not job._settled.is_set():
             if time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} still {job.state} after {timeout} s")
             time.sleep(poll)
@@ -157,8 +318,13 @@ class JobRegistry:
     def _run(self, job: Job, work: Work) -> None:
         if job.cancel_requested:  # cancelled while still in the queue
             job.state, job.finished = CANCELLED, time.time()
+            try:
+                self._save(job.store)
+            finally:
+                job._settled.set()
             return
         job.state, job.started = RUNNING, time.time()
+        self._save(job.store)
 
         def report(event: str, payload: dict | None = None) -> None:
             payload = dict(payload or {})
@@ -178,6 +344,8 @@ class JobRegistry:
                     # Thin the older half rather than drop the start of the curve.
                     job.history[:] = job.history[: MAX_HISTORY // 2 : 2] + job.history[MAX_HISTORY // 2 :]
                 job.history.append(numeric)
+            if event in ("start", "epoch", "end"):  # the file follows the run epoch by epoch
+                self._save(job.store)
 
         try:
             result = work(report, job._stop.is_set)
@@ -192,6 +360,10 @@ class JobRegistry:
                 job.progress = 1.0
         finally:
             job.finished = time.time()
+            try:
+                self._save(job.store)
+            finally:
+                job._settled.set()
 
 
 # Reserved output paths of this process: two jobs submitted in the same instant still differ.
@@ -248,9 +420,10 @@ def registry() -> JobRegistry:
         return _registry
 
 
-def submit(work: Work, *, label: str, outputs: list[str] | tuple = ()) -> Job:
+def submit(work: Work, *, label: str, outputs: list[str] | tuple = (), spec: dict | None = None,
+           store: str | os.PathLike | None = None) -> Job:
     """Submit to the process-wide registry."""
-    return registry().submit(work, label=label, outputs=outputs)
+    return registry().submit(work, label=label, outputs=outputs, spec=spec, store=store)
 
 
 def describe_jobs(jobs: list[Job]) -> list[dict]:

@@ -73,6 +73,37 @@ class GradientSync:
             dist.broadcast(b, src=0)
 
 
+def any_rank(flag: bool, device: torch.device | str = "cpu") -> bool:
+    """True on every rank when ``flag`` is True on any rank (one small all-reduce), so that a
+    decision like "stop: training diverged" is taken by all ranks at the same step."""
+    if rank_and_world()[1] == 1:
+        return bool(flag)
+    if dist.get_backend() == "nccl":
+        device = torch.device("cuda", torch.cuda.current_device())
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def from_rank0(text: str | None) -> str | None:
+    """Rank 0's ``text`` (or None) on every rank: a decision only rank 0 can take (it writes the
+    files, so it holds their lock) reaches the other ranks, which then act alike. UTF-8 bytes in a
+    tensor, no pickling."""
+    if rank_and_world()[1] == 1:
+        return text
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    data = (text or "").encode("utf-8")
+    head = torch.tensor([0 if text is None else 1, len(data)], dtype=torch.int64, device=device)
+    dist.broadcast(head, src=0)
+    if int(head[0]) == 0:
+        return None
+    body = torch.zeros(int(head[1]), dtype=torch.uint8, device=device)
+    if dist.get_rank() == 0 and data:
+        body.copy_(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+    dist.broadcast(body, src=0)
+    return bytes(body.cpu().tolist()).decode("utf-8")
+
+
 def shutdown() -> None:
     """Leave the process group (if any) before the process exits, so the ranks tear down together
     instead of racing the collective library's background threads."""

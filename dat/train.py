@@ -6,12 +6,19 @@ Events sent to each callback ``cb(event, payload)``:
   "epoch"     {epoch, epochs, step, total_steps, train_loss, train_acc, test_acc, lr, elapsed_s}
   "end"       {checkpoint, metrics, train_time_s}
   "cancelled" {epoch, step, total_steps, resume}  (the resume state of the last completed epoch stays)
+  "diverged"  {epoch, step, total_steps, message}  (then TrainingDiverged is raised; nothing is written)
+
+A run holds an exclusive lock on its checkpoint path (``<out>.lock``, see dat.fileio) from before
+it reads its resume state until it returns, so a second run into the same path refuses at once.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable
@@ -24,10 +31,12 @@ from torch.utils.data import DataLoader
 from dat.checkpoint import load_resume, save_checkpoint, save_resume, versions
 from dat.config import TrainConfig
 from dat.data import load_dataset
+from dat.errors import UserError
 from dat.evaluate import evaluate, evaluate_with_recipe, is_head_only, recipe_for
+from dat.fileio import OutputLocked, exclusive_lock
 from dat.models import build_model
 from dat.optim import DAT, SAM, NoiseInjection
-from dat.parallel import GradientSync, local_slice, rank_and_world
+from dat.parallel import GradientSync, any_rank, from_rank0, local_slice, rank_and_world
 from dat.profile_io import make_profile, resolve_device
 
 Callback = Callable[[str, dict], None]
@@ -35,6 +44,10 @@ Callback = Callable[[str, dict], None]
 # Fields that do not change the training trajectory: a resume may differ in these.
 _RESUME_FREE = {"out", "resume", "eval_draws", "eval_device", "eval_batch_size", "eval_seed", "download", "num_workers",
                 "data_root", "verify", "extra", "epochs"}
+
+
+class TrainingDiverged(UserError):
+    """The loss or the weights became non-finite (inf or NaN): the run stopped and wrote nothing."""
 
 
 @dataclass
@@ -186,6 +199,62 @@ def _trajectory_fields(config: TrainConfig) -> dict:
     return {k: v for k, v in config.to_dict().items() if k not in _RESUME_FREE}
 
 
+def _non_finite(loss_value: float, model: nn.Module) -> str | None:
+    """What is not finite after a step: the loss, or the first parameter or buffer holding inf or
+    NaN (one host sync for all tensors); None when everything is finite."""
+    if not math.isfinite(loss_value):
+        return f"the loss is {loss_value}"
+    named = [(n, t) for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_floating_point()]
+    finite = torch.stack([torch.isfinite(t).all() for _, t in named])
+    if bool(finite.all()):
+        return None
+    return f"{named[int((~finite).nonzero()[0])][0]} holds non-finite values"
+
+
+def _divergence_message(config: TrainConfig, what: str, epoch: int, step_in_epoch: int, steps_per_epoch: int,
+                        resume_path: str) -> str:
+    """Where the run diverged, the likely cause, and what was kept."""
+    causes = [f"the learning rate (lr = {config.lr:g})"]
+    if config.method in ("dat-fast", "dat-full"):
+        causes.append(f"the DAT strength (alpha = {config.alpha:g})")
+    elif config.method == "sam":
+        causes.append(f"the SAM radius (rho = {config.rho:g})")
+    ckpt = config.checkpoint_path
+    kept = [f"the previous checkpoint {ckpt} is unchanged" if os.path.exists(ckpt) else f"{ckpt} was not written"]
+    if os.path.exists(resume_path):
+        kept.append(f"the resume state {resume_path} still holds the last completed epoch")
+    return (f"training diverged at epoch {epoch}/{config.epochs}, step {step_in_epoch}/{steps_per_epoch}: {what}. "
+            f"Likely cause: {' or '.join(causes)} is too large for this model; try a smaller value. "
+            + "; ".join(kept) + ".")
+
+
+def _holding_output_lock(run):
+    """Run ``train`` while holding the exclusive lock on its checkpoint path, which covers the
+    resume state next to it: a second run into the same path refuses at once (naming the holder's
+    process id) instead of overwriting the first run's files. The lock is taken before the resume
+    state is read, so the advice given for a resume state from other settings can never concern a
+    live run. Under torchrun rank 0, the one that writes, holds it; every rank learns the outcome."""
+
+    @functools.wraps(run)
+    def locked(config: TrainConfig, *args, **kwargs):
+        config = config.validate()
+        with ExitStack() as held:
+            refused = None
+            if rank_and_world()[0] == 0:
+                try:
+                    held.enter_context(exclusive_lock(config.checkpoint_path, advice=(
+                        "wait for it to finish, or train into another output path (--out)")))
+                except OutputLocked as exc:
+                    refused = str(exc)
+            refused = from_rank0(refused)
+            if refused is not None:
+                raise OutputLocked(refused)
+            return run(config, *args, **kwargs)
+
+    return locked
+
+
+@_holding_output_lock
 def train(config: TrainConfig, callbacks: Iterable[Callback] = (), should_stop: Callable[[], bool] | None = None) -> TrainResult:
     """Train ``config`` to the end (or until ``should_stop()`` says so), evaluate clean and noisy,
     and write the checkpoint. A resume state is written after every epoch, so an interrupted run
@@ -218,9 +287,13 @@ def train(config: TrainConfig, callbacks: Iterable[Callback] = (), should_stop: 
     if config.resume and os.path.exists(resume_path):
         state = load_resume(resume_path)
         if state["trajectory"] != _trajectory_fields(config):
-            diff = sorted(k for k in state["trajectory"] if state["trajectory"][k] != _trajectory_fields(config).get(k))
-            raise ValueError(f"{resume_path} belongs to a run with different settings ({diff}); delete it or "
-                             f"train with resume=False (--no-resume) to start over")
+            # This run holds the output lock, so the resume state is no live run's: replacing it is safe.
+            ours = _trajectory_fields(config)
+            diff = "; ".join(f"{k}: expected {state['trajectory'].get(k)!r}, found {ours.get(k)!r}"
+                             for k in sorted(set(state["trajectory"]) | set(ours))
+                             if state["trajectory"].get(k) != ours.get(k))
+            raise UserError(f"{resume_path} holds a run with other settings ({diff}); train with its settings "
+                            f"to continue it, or with resume=False (--no-resume) to start over and replace it")
         model.load_state_dict(state["model"])
         base_optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -244,6 +317,13 @@ def train(config: TrainConfig, callbacks: Iterable[Callback] = (), should_stop: 
             if sync is not None:
                 sync.broadcast_buffers()
             loss_value = float(loss)  # one host sync per step
+            problem = _non_finite(loss_value, model)
+            if any_rank(problem is not None, device):  # every rank stops at the same step
+                message = _divergence_message(config, problem or "non-finite values on another rank", epoch + 1,
+                                              step + 1 - epoch * steps_per_epoch, steps_per_epoch, resume_path)
+                emit("diverged", {"epoch": epoch + 1, "step": step + 1, "total_steps": total_steps,
+                                  "message": message})
+                raise TrainingDiverged(message)
             loss_sum += loss_value * len(y)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
@@ -299,11 +379,24 @@ def train(config: TrainConfig, callbacks: Iterable[Callback] = (), should_stop: 
     return TrainResult(ckpt, meta, metrics)
 
 
+def completed(checkpoint_path: str) -> TrainResult | None:
+    """The result of a run into ``checkpoint_path`` that already finished (its checkpoint exists and
+    no resume state is left), read from the checkpoint's header; None otherwise."""
+    from dat.checkpoint import read_meta
+
+    if not os.path.exists(checkpoint_path) or os.path.exists(_resume_path(checkpoint_path)):
+        return None
+    meta = read_meta(checkpoint_path)
+    return TrainResult(checkpoint_path, meta, meta.get("metrics", {}))
+
+
 def train_trio(config: TrainConfig, device_a="device-A", device_b="device-B", folder: str = "checkpoints",
-               callbacks: Iterable[Callback] = (), should_stop: Callable[[], bool] | None = None) -> dict:
+               callbacks: Iterable[Callback] = (), should_stop: Callable[[], bool] | None = None,
+               keep_finished: bool = False) -> dict:
     """Three models on one architecture (so they span the landscape plane): SGD (with BatchNorm when
     the DAT models have it, i.e. the sgd-bn row), DAT on device A and DAT on device B. Returns
-    {"sgd": TrainResult, "dat-a": ..., "dat-b": ...}."""
+    {"sgd": TrainResult, "dat-a": ..., "dat-b": ...}. ``keep_finished``: continuing an interrupted
+    trio, keep the models it already finished (see :func:`completed`) instead of training them again."""
     dat_method = config.method if config.method in ("dat-fast", "dat-full") else "dat-fast"
     sgd_method = "sgd-bn" if config.uses_batchnorm else "sgd"
     plan = {"sgd": (sgd_method, device_a), "dat-a": (dat_method, device_a), "dat-b": (dat_method, device_b)}
@@ -313,7 +406,9 @@ def train_trio(config: TrainConfig, device_a="device-A", device_b="device-B", fo
     results = {}
     for label, run in runs.items():
         tagged = [lambda event, payload, label=label, cb=cb: cb(event, {**payload, "run": label}) for cb in callbacks]
-        result = train(run, callbacks=tagged, should_stop=should_stop)
+        result = completed(run.checkpoint_path) if keep_finished else None
+        if result is None:
+            result = train(run, callbacks=tagged, should_stop=should_stop)
         results[label] = result
         if result.checkpoint_path is None:
             break  # cancelled
@@ -321,7 +416,7 @@ def train_trio(config: TrainConfig, device_a="device-A", device_b="device-B", fo
 
 
 def make_demo(folder: str = "checkpoints", profiles_folder: str = "profiles", callbacks: Iterable[Callback] = (),
-              should_stop: Callable[[], bool] | None = None, **overrides) -> dict:
+              should_stop: Callable[[], bool] | None = None, keep_finished: bool = False, **overrides) -> dict:
     """The demo set: profiles/device-A.npz and profiles/device-B.npz (the presets, saved), and three
     small digits models in ``folder``: sgd (SGD-BN architecture), dat-a, dat-b. ``overrides`` go to
     the "digits" preset (e.g. epochs=1 for a quick run)."""
@@ -335,4 +430,5 @@ def make_demo(folder: str = "checkpoints", profiles_folder: str = "profiles", ca
         paths[name] = os.path.join(profiles_folder, f"{name}.npz")
         save_device(paths[name], PRESETS[name])
     config = resolve("digits", **{"method": "dat-fast", "batchnorm": True, **overrides})
-    return train_trio(config, "device-A", "device-B", folder=folder, callbacks=callbacks, should_stop=should_stop)
+    return train_trio(config, "device-A", "device-B", folder=folder, callbacks=callbacks, should_stop=should_stop,
+                      keep_finished=keep_finished)

@@ -76,37 +76,97 @@ def _trio_reporter(report):
     return cb
 
 
+def _saved_config(ws: Workspace, data: dict, paths: list[str]):
+    """The TrainConfig of a job read back from the workspace's jobs file. The file is data: its
+    output paths must lie in ``checkpoints/``, its devices must be choices the form offers, and the
+    data settings are this server's own, never the file's."""
+    import dataclasses
+    from dat.config import TrainConfig
+    from dat.errors import UserError
+
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    if not isinstance(data, dict) or set(data) - names:
+        raise UserError(f"saved job: expected a training config, found "
+                        f"{sorted(set(data) - names) if isinstance(data, dict) else type(data).__name__}")
+    home = ws.checkpoints_dir.resolve()
+    for path in paths:
+        if not isinstance(path, str) or not Path(path).resolve().is_relative_to(home):
+            raise UserError(f"saved job: expected an output inside {home}, found {path!r}")
+    allowed = set(device_choices(ws).values())
+    for key in ("device", "eval_device"):
+        if data.get(key) is not None and data[key] not in allowed:
+            raise UserError(f"saved job: expected a {key} among {sorted(allowed)}, found {data[key]!r}")
+    defaults = TrainConfig()
+    own = {k: getattr(defaults, k) for k in ("data_root", "download", "verify")}
+    return TrainConfig(**{**data, **own}).validate()
+
+
+def _training_work(ws: Workspace, spec: dict, config=None, resuming: bool = False):
+    """The work of a training job from its spec ({"kind": "train" | "trio" | "demo", ...}).
+    ``config``: the validated config of a new job (None: a saved job's, read from ``spec``).
+    ``resuming``: continue each model from its resume state and keep the models already finished."""
+    from dat.errors import UserError
+    from dat.train import completed, make_demo, train, train_trio
+
+    kind = spec.get("kind") if isinstance(spec, dict) else None
+    if kind == "train":
+        if config is None:
+            config = _saved_config(ws, spec.get("config"), [(spec.get("config") or {}).get("out")])
+        config = replace(config, resume=True) if resuming else config
+
+        def work(report, should_stop):
+            result = (completed(config.checkpoint_path) if resuming else None) or train(
+                config, callbacks=[report], should_stop=should_stop)
+            return {"checkpoints": [result.checkpoint_path] if result.checkpoint_path else [],
+                    "metrics": result.metrics if result.checkpoint_path else {}}
+    elif kind == "trio":
+        devices = [spec.get("device_a"), spec.get("device_b")]
+        if config is None:
+            config = _saved_config(ws, spec.get("config"), [spec.get("folder")])
+            if not set(devices) <= set(device_choices(ws).values()):
+                raise UserError(f"saved job: expected trio devices among the choices, found {devices}")
+        config = replace(config, resume=True) if resuming else config
+
+        def work(report, should_stop):
+            results = train_trio(config, *devices, folder=spec["folder"], callbacks=[_trio_reporter(report)],
+                                 should_stop=should_stop, keep_finished=resuming)
+            return {"folder": spec["folder"],
+                    "checkpoints": [r.checkpoint_path for r in results.values() if r.checkpoint_path]}
+    elif kind == "demo":
+        overrides = dict(spec.get("overrides") or {})
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                   for v in overrides.values()):  # numbers only: a saved job names no paths
+            raise UserError(f"saved job: expected numeric demo settings, found {overrides}")
+
+        def work(report, should_stop):
+            results = make_demo(folder=str(ws.checkpoints_dir), profiles_folder=str(ws.profiles_dir),
+                                callbacks=[_trio_reporter(report)], should_stop=should_stop,
+                                keep_finished=resuming, **overrides)
+            return {"checkpoints": [r.checkpoint_path for r in results.values() if r.checkpoint_path]}
+    else:
+        raise UserError(f"saved job: expected a kind among ('train', 'trio', 'demo'), found {kind!r}")
+    return work
+
+
 def submit_training(ws: Workspace, config) -> jobs.Job:
     """Train one model in the background into a fresh ``checkpoints/`` file of its own."""
-    from dat.train import train
-
     config = config.validate()
     stem = f"{config.dataset}-{config.arch}-{config.method}"
     out = jobs.reserve_path(ws.checkpoints_dir, stem, ".safetensors")
     config = replace(config, out=str(out), resume=False)
-
-    def work(report, should_stop):
-        result = train(config, callbacks=[report], should_stop=should_stop)
-        return {"checkpoints": [result.checkpoint_path] if result.checkpoint_path else [],
-                "metrics": result.metrics if result.checkpoint_path else {}}
-
-    return jobs.submit(work, label=f"train {config.method} on {config.dataset}", outputs=[str(out)])
+    spec = {"kind": "train", "config": config.to_dict()}
+    return jobs.submit(_training_work(ws, spec, config), label=f"train {config.method} on {config.dataset}",
+                       outputs=[str(out)], spec=spec, store=ws.jobs_file)
 
 
 def submit_trio(ws: Workspace, config, device_a: str = "device-A", device_b: str = "device-B") -> jobs.Job:
     """Train SGD, DAT on device A and DAT on device B (one architecture) into a new folder."""
-    from dat.train import train_trio
-
     config = config.validate()
     folder = jobs.reserve_dir(ws.checkpoints_dir, f"trio-{config.dataset}-{config.arch}")
-
-    def work(report, should_stop):
-        results = train_trio(config, device_a, device_b, folder=str(folder),
-                             callbacks=[_trio_reporter(report)], should_stop=should_stop)
-        return {"folder": str(folder),
-                "checkpoints": [r.checkpoint_path for r in results.values() if r.checkpoint_path]}
-
-    return jobs.submit(work, label=f"trio on {config.dataset} ({config.arch})", outputs=[str(folder)])
+    spec = {"kind": "trio", "config": config.to_dict(), "device_a": device_a, "device_b": device_b,
+            "folder": str(folder)}
+    return jobs.submit(_training_work(ws, spec, config), label=f"trio on {config.dataset} ({config.arch})",
+                       outputs=[str(folder)], spec=spec, store=ws.jobs_file)
 
 
 DEMO_LABEL = "demo checkpoints"
@@ -114,18 +174,23 @@ DEMO_LABEL = "demo checkpoints"
 
 def submit_demo(ws: Workspace, **overrides) -> jobs.Job:
     """``dat demo`` in the background: saved device-A / device-B profiles and the demo trio."""
-    from dat.train import make_demo
-
     if any(j.label == DEMO_LABEL for j in jobs.registry().active()):
         raise ValueError("the demo checkpoints are already being made; wait for that job to finish")
-
-    def work(report, should_stop):
-        results = make_demo(folder=str(ws.checkpoints_dir), profiles_folder=str(ws.profiles_dir),
-                            callbacks=[_trio_reporter(report)], should_stop=should_stop, **overrides)
-        return {"checkpoints": [r.checkpoint_path for r in results.values() if r.checkpoint_path]}
-
+    spec = {"kind": "demo", "overrides": overrides}
     outputs = [str(ws.checkpoints_dir / f"{role}.safetensors") for role in TRIO_ROLES]
-    return jobs.submit(work, label=DEMO_LABEL, outputs=outputs)
+    return jobs.submit(_training_work(ws, spec), label=DEMO_LABEL, outputs=outputs, spec=spec, store=ws.jobs_file)
+
+
+def resume_job(ws: Workspace, job_id: str) -> jobs.Job:
+    """Start an interrupted (or cancelled) training job of this workspace again: each model continues
+    from its resume state (``<checkpoint>.resume.pt``), models already finished are kept."""
+    from dat.errors import UserError
+
+    job = next((j for j in ws.list_jobs() if j.id == job_id), None)
+    if job is None or job.spec is None:
+        raise UserError(f"job {job_id}: expected a job of this workspace with a saved description, found "
+                        f"{'none' if job is None else 'a job without one'}")
+    return jobs.registry().resume(job_id, _training_work(ws, job.spec, resuming=True))
 
 
 def job_curves(job: jobs.Job) -> dict[str, list[dict]]:

@@ -1,8 +1,8 @@
 """The dashboard's workspace: where profiles, checkpoints and caches live, and what is in them.
 
 One folder (the project root by default, or ``$DAT_WORKSPACE``) holds ``profiles/`` (saved device
-profiles), ``checkpoints/`` (trained models, the demo trio among them) and ``cache/`` (landscape
-results). Pages ask this module what is there instead of globbing folders themselves, so the
+profiles), ``checkpoints/`` (trained models, the demo trio among them), ``cache/`` (landscape
+results) and ``jobs.json`` (the dashboard's background jobs, kept across server restarts). Pages ask this module what is there instead of globbing folders themselves, so the
 rules (which names are allowed, how uploads are stored) live in one tested place.
 """
 
@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from dat import jobs
+from dat.errors import UserError
+from dat.fileio import clean_stale_temps, temp_file
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Uploaded checkpoints larger than this are refused before anything is written: the digits and
@@ -60,6 +61,27 @@ class Workspace:
     def cache_dir(self) -> Path:
         return self.root / "cache"
 
+    @property
+    def jobs_file(self) -> Path:
+        return self.root / "jobs.json"
+
+    def clean_stale_temps(self) -> list[Path]:
+        """Remove the temporary files that writers killed mid-write left in the workspace's folders
+        (``dat.fileio.clean_stale_temps``); returns what was removed."""
+        folders = [self.root, self.profiles_dir]
+        for top in (self.checkpoints_dir, self.cache_dir):
+            folders.append(top)
+            if top.is_dir():
+                folders += sorted(p for p in top.iterdir() if p.is_dir() and not p.name.startswith("."))
+        return [path for folder in folders for path in clean_stale_temps(folder)]
+
+    # -- jobs ----------------------------------------------------------------------------------
+    def list_jobs(self) -> list[jobs.Job]:
+        """The dashboard's jobs in this workspace, newest first: those of this server and those kept
+        in ``jobs.json`` by an earlier one (queued or running then: "interrupted" now)."""
+        jobs.registry().adopt(self.jobs_file)
+        return jobs.registry().jobs(self.jobs_file)
+
     # -- profiles ------------------------------------------------------------------------------
     def profile_path(self, name: str) -> Path:
         return self.profiles_dir / f"{check_name(name, 'profile name')}.npz"
@@ -94,6 +116,7 @@ class Workspace:
 
         if not self.checkpoints_dir.is_dir():
             return []
+        self.clean_stale_temps()
         folders = [self.checkpoints_dir] + sorted(p for p in self.checkpoints_dir.iterdir()
                                                   if p.is_dir() and not p.name.startswith("."))
         rows = []
@@ -154,9 +177,9 @@ class Workspace:
             raise ValueError(f"expected a {CHECKPOINT_SUFFIX} checkpoint, found {filename!r}")
         stem = re.sub(r"[^A-Za-z0-9_.-]", "_", stem).lstrip("._-")[:40] or "upload"
         self.checkpoints_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.checkpoints_dir, prefix=".upload-", suffix=".part")
+        tmp = temp_file(self.checkpoints_dir, "upload")  # named after this process: see clean_stale_temps
         try:
-            with os.fdopen(fd, "wb") as fh:
+            with open(tmp, "wb") as fh:
                 fh.write(bytes(data))
             try:
                 load_checkpoint(tmp)
@@ -172,9 +195,17 @@ class Workspace:
 
     # -- the whole picture ---------------------------------------------------------------------
     def summary(self) -> dict:
-        """Counts for the home page: profiles, checkpoints, and running or queued jobs."""
+        """Counts for the home page: profiles, checkpoints, this workspace's running or queued jobs,
+        its interrupted and failed ones (``jobs_error``: why its jobs file could not be read)."""
+        self.clean_stale_temps()
         checkpoints = self.list_checkpoints()  # unreadable files are skipped by dat.checkpoint
-        active = jobs.registry().active()
+        try:
+            listed, jobs_error = self.list_jobs(), None
+        except UserError as exc:  # a damaged jobs.json: say so, count this server's jobs only
+            listed, jobs_error = jobs.registry().jobs(self.jobs_file), str(exc)
+        active = [j for j in listed if j.active]
         return {"root": str(self.root), "profiles": len(self.list_profiles()),
                 "checkpoints": len(checkpoints), "jobs_running": len(active),
-                "job_labels": [j.label for j in active]}
+                "job_labels": [j.label for j in active],
+                "jobs_interrupted": sum(j.state == jobs.INTERRUPTED for j in listed),
+                "jobs_failed": sum(j.state == jobs.FAILED for j in listed), "jobs_error": jobs_error}

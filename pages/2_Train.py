@@ -4,7 +4,8 @@ import streamlit as st
 
 from dat import jobs
 from dat.config import METHODS, PRESETS, TARGET_CHOICES, resolve
-from dat.ui_helpers import device_choices, submit_training, submit_trio, training_figure
+from dat.errors import UserError
+from dat.ui_helpers import device_choices, resume_job, submit_training, submit_trio, training_figure
 from dat.workspace import Workspace
 
 st.set_page_config(page_title="Train", layout="wide")
@@ -13,7 +14,8 @@ st.markdown(
     "Choose a preset (it fills the form), adjust, then train one model or **the trio**: SGD, DAT on "
     "device A and DAT on device B on one architecture, so that the three span the landscape plane. "
     "Training runs in the background: leave the page, close the tab, the checkpoints are still "
-    "written to `checkpoints/`.")
+    "written to `checkpoints/`. The job list is kept in the workspace: a job that the server's "
+    "restart interrupted can be resumed from its last completed epoch.")
 
 ws = Workspace.default()
 choices = device_choices(ws)
@@ -83,10 +85,14 @@ if one or trio:
 
 @st.fragment(run_every=2)
 def job_panel():
-    """The jobs of this server, refreshed every 2 s without rerunning the form above."""
+    """The jobs of this workspace, refreshed every 2 s without rerunning the form above."""
     registry = jobs.registry()
-    all_jobs = registry.jobs()
     st.header("Jobs")
+    try:
+        all_jobs = ws.list_jobs()
+    except UserError as exc:  # a damaged jobs.json: say so, show this server's jobs
+        st.error(str(exc))
+        all_jobs = registry.jobs(ws.jobs_file)
     if not all_jobs:
         st.info("No jobs yet: start one with the form above.")
         return
@@ -106,12 +112,23 @@ def job_panel():
         written = (job.result or {}).get("checkpoints", [])
         st.success("Done. Checkpoints: " + ", ".join(f"`{p}`" for p in written))
     elif job.state == jobs.CANCELLED:
-        st.warning("Cancelled; no checkpoint was written for the unfinished model.")
+        st.warning("Cancelled; no checkpoint was written for the unfinished model. Resume continues it "
+                   "from its last completed epoch (from the start if none was completed).")
+    elif job.state == jobs.INTERRUPTED:
+        st.warning("Interrupted: the server stopped while this job was queued or running. Resume continues "
+                   "each unfinished model from its last completed epoch; finished models are kept.")
+    if job.resumable and st.button("Resume", key=f"resume_{job.id}"):
+        try:
+            resume_job(ws, job.id)
+        except (UserError, TypeError) as exc:
+            st.error(f"Not resumed: {exc}")
+        else:
+            st.success(f"Resumed {job.label} ({job.id}).")
     if job.history:
         st.plotly_chart(training_figure(job), key=f"curves_{job.id}")
     st.dataframe(jobs.describe_jobs(all_jobs), hide_index=True)
     if any(not j.active for j in all_jobs) and st.button("Clear finished jobs from this list", key="forget"):
-        registry.forget_finished()
+        registry.forget_finished(ws.jobs_file)
         st.rerun()
 
 

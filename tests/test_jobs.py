@@ -136,3 +136,101 @@ def test_submit_validates_its_arguments(reg):
 
 def test_the_process_wide_registry_is_one_object():
     assert jobs.registry() is jobs.registry()
+
+
+# -- the job list on disk ----------------------------------------------------------------------
+def _kept(store):
+    import json
+
+    return {j["id"]: j for j in json.loads(store.read_text())["jobs"]}
+
+
+def test_jobs_with_a_store_are_kept_on_disk_at_every_change_of_state(reg, tmp_path):
+    store = tmp_path / "jobs.json"
+    gate, started = threading.Event(), threading.Event()
+
+    def work(report, should_stop):
+        report("epoch", {"epoch": 1, "epochs": 2, "train_loss": 0.5})
+        started.set()
+        gate.wait(10)
+        return {"checkpoints": ["a.safetensors"]}
+
+    job = reg.submit(work, label="train", spec={"kind": "train"}, store=store)
+    assert started.wait(10)
+    kept = _kept(store)[job.id]
+    assert kept["state"] == jobs.RUNNING and kept["history"] == [{"epoch": 1, "epochs": 2, "train_loss": 0.5,
+                                                                  "event": "epoch"}]
+    gate.set()
+    reg.wait(job.id, timeout=10)
+    kept = _kept(store)[job.id]
+    assert kept["state"] == jobs.DONE and kept["result"] == {"checkpoints": ["a.safetensors"]}
+    assert kept["spec"] == {"kind": "train"} and kept["label"] == "train"
+    plain = reg.wait(reg.submit(lambda r, s: {}, label="memory only").id, timeout=10)
+    assert plain.id not in _kept(store)                       # no store: not written anywhere
+
+
+def test_a_restarted_registry_shows_queued_and_running_jobs_as_interrupted_and_resumes_them(tmp_path):
+    store = tmp_path / "jobs.json"
+    old = jobs.JobRegistry(max_workers=1)
+    gate = threading.Event()
+    running = old.submit(lambda r, s: gate.wait(10) and {}, label="running", spec={"kind": "train", "n": 1},
+                         store=store)
+    queued = old.submit(lambda r, s: {}, label="queued", spec={"kind": "train", "n": 2}, store=store)
+    bare = old.submit(lambda r, s: {}, label="no spec", store=store)
+    _wait = time.monotonic() + 10
+    while _kept(store)[running.id]["state"] != jobs.RUNNING and time.monotonic() < _wait:
+        time.sleep(0.01)
+    # The server dies here (the old registry's work never reports again); a new one reads the file.
+    new = jobs.JobRegistry(max_workers=1)
+    adopted = {j.id: j for j in new.adopt(store)}
+    assert adopted[running.id].state == jobs.INTERRUPTED and adopted[queued.id].state == jobs.INTERRUPTED
+    assert adopted[running.id].resumable and adopted[running.id].spec == {"kind": "train", "n": 1}
+    assert adopted[bare.id].state == jobs.INTERRUPTED and not adopted[bare.id].resumable  # no spec
+    assert new.active(store) == [] and _kept(store)[running.id]["state"] == jobs.INTERRUPTED
+    assert new.adopt(store) and len(new.jobs(store)) == 3     # reading again adds nothing
+
+    resumed = new.resume(running.id, lambda r, s: {"resumed": True})
+    new.wait(resumed.id, timeout=10)
+    assert resumed.state == jobs.DONE and resumed.result == {"resumed": True}
+    assert _kept(store)[running.id]["state"] == jobs.DONE
+    with pytest.raises(ValueError, match="expected an interrupted or cancelled job"):
+        new.resume(running.id, lambda r, s: {})
+    assert new.forget_finished(store) == 3 and _kept(store) == {}
+    gate.set()
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"{not json", "unreadable content"),
+    (b'{"format": "something else", "jobs": []}', "expected a JSON object with format 'dat-jobs'"),
+    (b'{"format": "dat-jobs", "jobs": [{"id": 3}]}', "expected field 'id'"),
+    (b'{"format": "dat-jobs", "jobs": [{"id": "a", "label": "x", "state": "exploded", "progress": 0, '
+     b'"submitted": 0}]}', "expected a state"),
+    (b"\xff\xfe binary", "unreadable content"),
+])
+def test_a_damaged_jobs_file_is_reported_and_never_overwritten(reg, tmp_path, content, message):
+    from dat.errors import UserError
+
+    store = tmp_path / "jobs.json"
+    store.write_bytes(content)
+    with pytest.raises(UserError, match=message):
+        reg.adopt(store)
+    with pytest.raises(UserError, match=message):
+        reg.submit(lambda r, s: {}, label="x", store=store)
+    assert store.read_bytes() == content
+
+
+def test_the_jobs_file_keeps_every_epoch_and_a_bounded_number_of_steps(reg, tmp_path):
+    store = tmp_path / "jobs.json"
+
+    def work(report, should_stop):
+        for step in range(1, 2001):
+            report("step", {"step": step, "total_steps": 2000, "loss": 1.0 / step})
+            if step % 100 == 0:
+                report("epoch", {"epoch": step // 100, "epochs": 20})
+        return {}
+
+    job = reg.wait(reg.submit(work, label="long", store=store).id, timeout=30)
+    kept = _kept(store)[job.id]["history"]
+    steps = [h["step"] for h in kept if h["event"] == "step"]
+    assert len(job.history) == 2020 and [h["epoch"] for h in kept if h["event"] == "epoch"] == list(range(1, 21))
+    assert len(steps) == jobs.STORED_STEPS and steps[0] == 1 and steps[-1] == 2000 and steps == sorted(steps)

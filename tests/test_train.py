@@ -167,3 +167,36 @@ def test_train_on_a_evaluate_on_b(tmp_path):
                            eval_draws=2, width=4, hidden=16, out=str(tmp_path / "ab.safetensors")))
     assert result.metrics["eval_device"] == "device-B" and result.meta["device"]["name"] == "device-A"
     assert result.metrics["eval_profile_hash"] != result.meta["device"]["hash"]
+
+
+@pytest.mark.parametrize("field, value", [("lr", float("inf")), ("lr", float("nan")), ("lr", 0.0), ("lr", -1.0),
+                                          ("alpha", float("inf")), ("rho", float("inf")),
+                                          ("weight_decay", float("inf")), ("momentum", 1.0), ("epochs", 0)])
+def test_invalid_hyperparameters_are_refused_where_the_config_enters(field, value):
+    with pytest.raises(ValueError, match=f"Invalid {field}: expected"):
+        resolve("digits", **{field: value})
+
+
+def test_a_non_finite_weight_is_found_even_when_the_loss_is_finite():
+    from dat.train import _non_finite
+
+    model = _model(torch.float32)
+    assert _non_finite(2.3, model) is None
+    assert _non_finite(float("inf"), model) == "the loss is inf"
+    name, param = list(model.named_parameters())[3]
+    with torch.no_grad():
+        param.view(-1)[0] = float("nan")
+    assert _non_finite(2.3, model) == f"{name} holds non-finite values"
+
+
+def test_a_resumed_trio_keeps_its_finished_models_and_trains_only_the_rest(tmp_path):
+    from dat.train import train_trio
+
+    config = resolve("digits", method="dat-fast", batchnorm=True, epochs=1, width=4, hidden=8, eval_draws=1)
+    first = train_trio(config, folder=str(tmp_path))
+    os.unlink(first["dat-b"].checkpoint_path)                 # as if the server died during dat-b
+    runs = []
+    again = train_trio(config, folder=str(tmp_path), keep_finished=True,
+                       callbacks=[lambda e, p: runs.append(p["run"]) if e == "start" else None])
+    assert runs == ["dat-b"]
+    assert again["sgd"].metrics == first["sgd"].metrics and os.path.exists(again["dat-b"].checkpoint_path)

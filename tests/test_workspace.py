@@ -130,3 +130,39 @@ def test_trio_progress_runs_from_zero_to_one_over_the_three_models():
         for step in (1, 2):
             cb("step", {"run": run, "step": step, "total_steps": 2})
     assert seen == pytest.approx([1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6, 1.0])
+
+
+def test_listing_the_workspace_removes_temporary_files_of_dead_writers_only(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    ws = Workspace(tmp_path)
+    trio = ws.checkpoints_dir / "trio-x"
+    trio.mkdir(parents=True)
+    stale = [trio / f".sgd.safetensors.{dead.pid}.abcd_123.tmp", ws.checkpoints_dir / f".upload.{dead.pid}.zz99yy88.tmp"]
+    live = ws.checkpoints_dir / f".dat-a.safetensors.{os.getpid()}.abcdefgh.tmp"  # a write in progress here
+    old_legacy, new_legacy = ws.checkpoints_dir / ".m.safetensors.k2j4h6g8.tmp", ws.checkpoints_dir / ".upload-q1w2e3r4.part"
+    other = ws.checkpoints_dir / ".keep-me"
+    for p in [*stale, live, old_legacy, new_legacy, other]:
+        p.write_bytes(b"x")
+    os.utime(old_legacy, (0, 0))                              # a temporary file of an older version, long dead
+    assert ws.summary()["checkpoints"] == 0
+    assert not any(p.exists() for p in [*stale, old_legacy])
+    assert live.exists() and new_legacy.exists() and other.exists()
+
+
+def test_an_upload_in_progress_is_named_after_its_process(tmp_path, monkeypatch):
+    from dat import checkpoint
+
+    seen, original = [], checkpoint.load_checkpoint
+
+    def spy(path):
+        seen.append(os.path.basename(path))
+        return original(path)
+
+    monkeypatch.setattr(checkpoint, "load_checkpoint", spy)
+    ws = Workspace(tmp_path)
+    ws.store_checkpoint_upload("model.safetensors", tiny_checkpoint(tmp_path / "s.safetensors").read_bytes())
+    assert seen and seen[0].startswith(f".upload.{os.getpid()}.") and seen[0].endswith(".tmp")
