@@ -221,3 +221,77 @@ def test_predicted_increase_includes_the_mean_shift_exactly_to_second_order():
     measured = losses.mean() - s["clean_loss"]
     assert abs(measured - s["predicted_increase"]) < 0.1 * abs(measured) + 3 * losses.std() / math.sqrt(R)
     assert abs(s["first_order"]) > 0 and s["mean_curvature"] > 0  # device B has a mean shift
+
+
+# -- transfer matrix (a tiny run shared by the tests below) ------------------------------------------
+@pytest.fixture(scope="module")
+def transfer_run(tmp_path_factory):
+    from dat.config import resolve
+    from dat.transfer import run_transfer
+
+    folder = tmp_path_factory.mktemp("transfer")
+    config = resolve("digits", method="dat-full", epochs=1, width=4, hidden=8)
+    result = run_transfer(config, ["device-A", "device-A:diagonal"], test_devices=["device-A", "device-A:diagonal",
+                          "iid-wan2022"], seeds=(0, 1), baselines=("sgd-bn",), draws=3, folder=str(folder))
+    return result, folder
+
+
+def test_transfer_diagonal_is_the_ordinary_noisy_evaluation_dat_eval_prints(transfer_run, capsys):
+    from dat.cli import main
+
+    result, folder = transfer_run
+    for row, device in (("DAT-Full on device-A", "device-A"), ("DAT-Full on device-A:diagonal", "device-A:diagonal")):
+        i, j = result.rows.index(row), result.columns.index(device)
+        for k, seed in enumerate(result.seeds):
+            path = result.checkpoints[i][k]
+            profile_path = str(folder / "profiles" / f"{device.replace(':', '-')}.npz")
+            capsys.readouterr()
+            assert main(["eval", path, "--device", profile_path, "--draws", "3", "--seed", "0", "--split", "test",
+                         "--json"]) == 0
+            noisy = json.loads(capsys.readouterr().out)["metrics"]["test"]["noisy"]
+            assert np.mean(result.acc[i, j, k]) == pytest.approx(noisy["acc_mean"], abs=1e-12)
+            assert result.loss[i, j, k] == pytest.approx(noisy["loss_mean"], abs=1e-12)
+
+
+def test_transfer_result_shapes_statistics_and_ablation(transfer_run):
+    from dat.transfer import correlation_ablation, seed_statistics
+
+    result, _ = transfer_run
+    assert result.rows == ("SGD-BN", "DAT-Full on device-A", "DAT-Full on device-A:diagonal")
+    assert result.acc.shape == (3, 3, 2, 3)
+    cell = result.cell("SGD-BN", "iid-wan2022")
+    per_seed = result.acc[0, 2].mean(1)
+    half = 12.706204736174707 * per_seed.std(ddof=1) / math.sqrt(2)  # t(0.975, 1 dof)
+    assert cell["ci95_low"] == pytest.approx(per_seed.mean() - half) and cell["ci95_high"] == pytest.approx(per_seed.mean() + half)
+    assert cell["p1"] == pytest.approx(np.percentile(result.acc[0, 2].ravel(), 1))
+    rows = correlation_ablation(result)
+    assert [r["variant"] for r in rows] == ["device-A", "device-A:diagonal"]
+    for r in rows:
+        j = result.columns.index(r["variant"])
+        i = result.rows.index(f"DAT-Full on {r['variant']}")
+        assert r["gain"] == pytest.approx(result.acc[i, j].mean() - result.acc[0, j].mean())
+    assert seed_statistics(np.ones((1, 4)))["se_draws"] == 0.0
+
+
+def test_transfer_bundle_has_numbers_and_a_reproduction_record(transfer_run):
+    from landscape.instruments import bundle_files
+    from landscape.export import zip_bytes
+
+    result, _ = transfer_run
+    files = bundle_files(result, command="dat transfer --epochs 1", figures={}, formats=("csv", "npz"))
+    assert {"numbers.csv", "numbers.npz", "reproduce.json"} <= set(files)
+    record = json.loads(files["reproduce.json"])
+    assert record["kind"] == "transfer" and record["spec"]["command"] == "dat transfer --epochs 1"
+    assert record["labels"]["rows"] == list(result.rows)  # order kept
+    lines = files["numbers.csv"].decode().splitlines()
+    assert lines[0].startswith("train,test,mean,ci95_low,ci95_high,se_draws,p1,p5")
+    assert len(lines) == 1 + 3 * 3
+    assert zip_bytes(files)[:2] == b"PK"
+
+
+def test_transfer_rejects_unknown_devices_with_a_user_error(tmp_path):
+    from dat.config import resolve
+    from dat.transfer import run_transfer
+
+    with pytest.raises(UserError, match="expected a preset"):
+        run_transfer(resolve("digits", epochs=1), ["device-Z"], seeds=(0,), folder=str(tmp_path))
