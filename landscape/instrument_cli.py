@@ -77,6 +77,11 @@ def _command(name: str, args, options: dict, positional=()) -> str:
     return shlex.join(parts)
 
 
+def _device_labels(specs) -> dict[str, str]:
+    """{label: spec}: a saved profile is labelled by its file name, a preset by its name."""
+    return {Path(s).stem if s.endswith(".npz") else s: s for s in specs}
+
+
 def _write_bundle(args, result, command: str, figures: dict, extra=None) -> None:
     from landscape.instruments import export_bundle
 
@@ -138,7 +143,7 @@ def cmd_aging(args) -> int:
 
     models = _models(args.model, args.checkpoints)
     times = TIME_POINTS if not args.times else tuple((f"{t:g} s", t) for t in args.times)
-    result = accuracy_vs_time(models, {d: d for d in args.devices}, times=times, draws=args.draws, seed=args.seed,
+    result = accuracy_vs_time(models, _device_labels(args.devices), times=times, draws=args.draws, seed=args.seed,
                               progress=_progress(args.quiet, "checkpoint"))
     rows = _pct(result.summary(), ("mean", "ci95_low", "ci95_high", "p1", "p5"))
     print(markdown_table(rows, ["model", "device", "time", "mean", "ci95_low", "ci95_high", "p1", "p5", "loss_mean",
@@ -172,7 +177,7 @@ def cmd_sharpness(args) -> int:
         dataset = name
     bundle = load_dataset(dataset)
     X, Y = as_tensors(bundle.train_eval, args.samples or None)
-    result = sharpness_study(models, {d: d for d in args.devices}, X, Y, probes=args.probes, draws=args.draws,
+    result = sharpness_study(models, _device_labels(args.devices), X, Y, probes=args.probes, draws=args.draws,
                              seed=args.seed, eigenvalues=args.eigenvalues, progress=_progress(args.quiet, "pair"))
     print(markdown_table(list(result.rows), ["model", "device", "sharpness", "se", "predicted_increase",
                                              "measured_increase", "measured_se", "typical_norm"]))

@@ -94,8 +94,8 @@ def aging_figure(result, metric: str = "acc", *, title: str | None = None) -> go
             else:
                 vals = result.loss[i, j]
                 mean, lo, hi = vals.mean(1), vals.min(1), vals.max(1)
-            fig.add_scatter(x=np.concatenate([t, t[::-1]]), y=np.concatenate([hi, lo[::-1]]), fill="toself",
-                            fillcolor=_rgba(colour, 0.15), line=dict(width=0), hoverinfo="skip", showlegend=False,
+            fig.add_scatter(x=np.concatenate([t, t[::-1]]), y=np.concatenate([hi, lo[::-1]]), fill="toself", mode="lines",
+                            fillcolor=_rgba(colour, 0.12), line=dict(width=0), hoverinfo="skip", showlegend=False,
                             legendgroup=name)
             fig.add_scatter(x=t, y=mean, mode="lines+markers", name=name, legendgroup=name,
                             line=dict(color=colour, dash=DASHES[j % len(DASHES)]))
