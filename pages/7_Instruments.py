@@ -83,7 +83,7 @@ with twins_tab:
                  "min cell variance": float(p.variance().min()), "max cell variance": float(p.variance().max()),
                  f"captured variance (k = {k})": p.captured_variance(k)} for label, p in ((source, full), (t.name, t))]
             if name:
-                path = ws.save_profile(name, t.device, name=name, targets=targets)
+                path = ws.save_profile(name, t.device, targets=targets)
                 st.success(f"Saved {name} to {path}")
         except (UserError, ValueError, FileExistsError, FileNotFoundError) as exc:
             st.error(f"Could not make the twin: {exc}")
