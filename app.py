@@ -16,6 +16,7 @@ PAGES = {  # file -> (menu title, URL path, link text on the home page)
                                  "Loss surfaces: 2D plane through SGD, DAT-A, DAT-B"),
     "pages/6_Compare_devices.py": ("Compare devices", "Compare_devices",
                                    "Compare devices: A vs B and their difference"),
+    "pages/7_Instruments.py": ("Instruments", "Instruments", "Instruments: twins, transfer, aging, sharpness"),
 }
 
 

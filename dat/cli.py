@@ -278,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_profile_parser(sub)
     from landscape.cli import add_landscape_parser
     add_landscape_parser(sub)
+    from landscape.instrument_cli import add_instrument_parsers
+    add_instrument_parsers(sub)  # dat transfer | aging | sharpness
     return parser
 
 

@@ -113,6 +113,8 @@ def add_profile_parser(subparsers) -> argparse.ArgumentParser:
     i.add_argument("-k", type=_positive_int, default=10, help="rank for the captured variance (default: 10)")
     i.add_argument("--top", type=_positive_int, default=10, help="how many top eigenvalues to print (default: 10)")
     i.add_argument("--repair", action="store_true", help="for a dense profile, clip negative eigenvalues")
+    from dat.twin_cli import add_twin_parser
+    add_twin_parser(sub)  # dat profile twin
     p.set_defaults(func=run_profile_command)
     return p
 
@@ -187,6 +189,9 @@ def run_profile_command(args) -> int:
         print(f"mean variance {prof.trace() / prof.n:.4g}, captured variance (k = {k}) {prof.captured_variance(k):.4f}")
         vals = prof.spectrum(args.top)["eigenvalues"]
         print("top eigenvalues: " + ", ".join(f"{v:.4g}" for v in vals))
+    elif cmd == "twin":
+        from dat.twin_cli import run_twin_command
+        return run_twin_command(args)
     else:  # argparse enforces the choice; reaching here is a programming error
         raise ValueError(f"unknown profile command {cmd!r}")
     return 0

@@ -81,8 +81,15 @@ def sized(fig: go.Figure, width: str) -> tuple[go.Figure, int, int]:
     return out, w, h + bottom - 40
 
 
+def _is_instrument(result) -> bool:
+    """A research-instrument result (landscape.instruments): it writes its own numbers."""
+    return all(hasattr(result, a) for a in ("kind", "meta", "labels", "to_arrays", "numbers_csv"))
+
+
 def numbers_csv(result) -> str:
     """The figure's numbers in long form, one row per point."""
+    if _is_instrument(result):
+        return result.numbers_csv()
     buf = io.StringIO()
     wr = csv.writer(buf)
     if isinstance(result, Curves):
@@ -123,7 +130,7 @@ def bundle_files(result, *, figures: dict | None = None, formats=IMAGE_FORMATS +
     """The bundle as {file name: bytes} in memory (arguments as ``export_bundle``); the numbers
     (numbers.csv, numbers.npz, summary.csv with a comparison) and reproduce.json are always there,
     images only for the figures given (``figures={}``: numbers alone, no browser needed)."""
-    if not isinstance(result, (Curves, Surface)):
+    if not isinstance(result, (Curves, Surface)) and not _is_instrument(result):
         raise TypeError(f"result must be Curves or Surface, found {type(result).__name__}")
     bad = [f for f in formats if f not in IMAGE_FORMATS + ("csv", "npz", "html")]
     if bad:

@@ -51,7 +51,7 @@ def test_home_shows_the_workspace_and_links_every_page(workspace):
     at = page("app.py")
     metrics = {m.label: m.value for m in at.metric}
     assert metrics == {"Saved profiles": "2", "Checkpoints": "3", "Jobs running or queued": "0"}
-    assert len(at.get("page_link")) == 6
+    assert len(at.get("page_link")) == 7
     assert not at.info  # checkpoints exist: no hint to make the demo
 
 

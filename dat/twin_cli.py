@@ -1,0 +1,49 @@
+"""`dat profile twin`: save the diagonal or isotropic twin of a device, bound to a training run's targets.
+
+  dat profile twin device-A --kind diagonal -o profiles/device-A-diag.npz
+  dat train --preset digits --method dat-fast --device profiles/device-A-diag.npz
+
+A twin depends on the targets (n and layout), so it is bound to the model that
+`dat train --preset P --targets T --tile N` builds (the same options here).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dat.targets import CHOICES
+from dat.twins import KINDS
+
+
+def add_twin_parser(sub) -> None:
+    """Register `twin` on the `dat profile` subparsers."""
+    from dat.config import PRESETS
+
+    t = sub.add_parser("twin", help="save the diagonal or isotropic twin of a device (correlation ablation)",
+                       description=__doc__)
+    t.add_argument("source", help="a preset (device-A, device-B), iid-wan2022, or a saved profile .npz")
+    t.add_argument("--kind", choices=KINDS, default="diagonal",
+                   help="diagonal: same per-cell variances, no correlation; isotropic: same total variance, even")
+    t.add_argument("--preset", choices=sorted(PRESETS), default="digits", help="training preset whose model it binds to")
+    t.add_argument("--targets", choices=CHOICES, default="last-linear", help="noise targets of that model")
+    t.add_argument("--tile", type=int, default=64, help="crossbar tile size T of that run")
+    t.add_argument("--name", help="profile name (default: <source>:<kind>)")
+    t.add_argument("-o", "--out", help="output .npz (default: profiles/<source>-<kind>.npz)")
+
+
+def run_twin_command(args) -> int:
+    from dat.config import resolve
+    from dat.data import load_dataset
+    from dat.profiles import bind
+    from dat.transfer import base_device, config_targets
+    from dat.twins import save_twin
+
+    config = resolve(args.preset, targets=args.targets, tile=args.tile)
+    targets = config_targets(config, load_dataset(config.dataset, config.data_root, verify=config.verify))
+    profile = bind(base_device(args.source), targets, name=Path(args.source).stem)
+    name = args.name or f"{Path(args.source).stem}:{args.kind}"
+    out = Path(args.out) if args.out else Path("profiles") / f"{Path(args.source).stem}-{args.kind}.npz"
+    meta = save_twin(out, profile, args.kind, name=name)
+    print(f"saved {name} (n = {profile.n}, {args.kind} twin of {args.source} on {config.arch} "
+          f"{', '.join(l.name for l in targets.layers)}) to {out}; hash {meta['content_hash'][:12]}")
+    return 0

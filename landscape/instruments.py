@@ -1,0 +1,177 @@
+"""Figures and paper bundles of the research instruments: transfer matrix, correlation ablation,
+accuracy against time since programming, device sharpness.
+
+Figures take a result object (``dat.transfer.TransferResult``, ``dat.aging.AgingResult``,
+``landscape.sharpness.SharpnessResult``) and compute nothing beyond what they plot. Colours are the
+Okabe-Ito palette (colour-blind safe); every uncertainty drawn says in its legend what it is over.
+Bundles are built by ``landscape.export.bundle_files`` (figure images, numbers.csv, numbers.npz,
+reproduce.json); the reproduction record here names the command that regenerates the numbers.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import plotly.graph_objects as go
+
+from dat.errors import expected
+
+from . import export
+
+OKABE_ITO = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
+DASHES = ["solid", "dash", "dot", "dashdot", "longdash"]
+SYMBOLS = ["circle", "square", "diamond", "triangle-up", "x", "star"]
+
+
+def _style(fig: go.Figure, title: str | None = None) -> go.Figure:
+    fig.update_layout(template="plotly_white", font=dict(family="Arial, Helvetica, sans-serif", size=12),
+                      title=dict(text=title) if title else None, margin=dict(l=60, r=20, t=50 if title else 30, b=50))
+    return fig
+
+
+def _rgba(hex_colour: str, alpha: float) -> str:
+    h = hex_colour.lstrip("#")
+    return f"rgba({int(h[0:2], 16)},{int(h[2:4], 16)},{int(h[4:6], 16)},{alpha})"
+
+
+# -- transfer matrix -------------------------------------------------------------------------------
+def transfer_figure(result, *, title: str | None = None) -> go.Figure:
+    """Heat map of test accuracy (%), rows = training, columns = test device; each cell says the
+    mean over seeds, its 95 % interval over seeds and the 1st-percentile chip."""
+    z = np.zeros((len(result.rows), len(result.columns)))
+    text = [[""] * len(result.columns) for _ in result.rows]
+    for i, r in enumerate(result.rows):
+        for j, c in enumerate(result.columns):
+            s = result.cell(r, c)
+            z[i, j] = 100 * s["mean"]
+            ci = "" if np.isnan(s["ci95_low"]) else f"<br>[{100 * s['ci95_low']:.1f}, {100 * s['ci95_high']:.1f}]"
+            text[i][j] = f"{z[i, j]:.1f}{ci}<br>p1 {100 * s['p1']:.1f}"
+    fig = go.Figure(go.Heatmap(z=z, x=list(result.columns), y=list(result.rows), text=text, texttemplate="%{text}",
+                               colorscale="Cividis", colorbar=dict(title="test acc. (%)"),
+                               hovertemplate="train %{y}<br>test %{x}<br>%{text}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed", title="trained on")
+    fig.update_xaxes(title="tested on", side="bottom")
+    n_seeds = len(result.seeds)
+    sub = f"mean over {n_seeds} seed(s) [95 % CI over seeds]; p1: 1st-percentile chip over draws"
+    return _style(fig, title or f"Transfer matrix<br><sup>{sub}</sup>")
+
+
+def ablation_figure(rows: list[dict], *, title: str | None = None) -> go.Figure:
+    """Correlation ablation (``dat.transfer.correlation_ablation``): DAT and the baseline, each
+    trained and tested on the full device and on its twins, with 95 % intervals over seeds."""
+    if not rows:
+        raise expected("ablation rows", "at least one device with its twin in the transfer run", "none")
+    fig = go.Figure()
+    x = [r["variant"] for r in rows]
+    for key, name, colour in (("baseline", "SGD-BN", OKABE_ITO[1]), ("dat", "DAT (trained on it)", OKABE_ITO[0])):
+        y = np.array([100 * r[f"{key}_acc"] for r in rows])
+        lo = np.array([100 * r[f"{key}_ci95_low"] for r in rows])
+        hi = np.array([100 * r[f"{key}_ci95_high"] for r in rows])
+        err = dict(type="data", array=np.nan_to_num(hi - y), arrayminus=np.nan_to_num(y - lo), visible=True)
+        fig.add_bar(x=x, y=y, name=name, marker_color=colour, error_y=err)
+    fig.update_layout(barmode="group", legend=dict(orientation="h", y=-0.25))
+    fig.update_yaxes(title="test accuracy under that device (%)")
+    return _style(fig, title or "Does correlation matter?<br><sup>full device vs its twins; bars: 95 % CI over seeds</sup>")
+
+
+# -- accuracy against time ---------------------------------------------------------------------------
+def aging_figure(result, metric: str = "acc", *, title: str | None = None) -> go.Figure:
+    """Accuracy (or loss) against time since programming on a log axis: one line per model (colour)
+    and device (dash), the mean over seeds and draws; the band spans the 5th to 95th percentile of
+    all draws of all seeds (accuracy) or the range over seeds (loss)."""
+    if metric not in ("acc", "loss"):
+        raise expected("metric", "acc or loss", repr(metric))
+    fig = go.Figure()
+    t = result.times
+    for i, m in enumerate(result.models):
+        colour = OKABE_ITO[i % len(OKABE_ITO)]
+        for j, d in enumerate(result.devices):
+            name = f"{m} · {d}"
+            if metric == "acc":
+                vals = 100 * result.acc[i, j].reshape(len(t), -1)
+                mean, lo, hi = vals.mean(1), np.percentile(vals, 5, axis=1), np.percentile(vals, 95, axis=1)
+            else:
+                vals = result.loss[i, j]
+                mean, lo, hi = vals.mean(1), vals.min(1), vals.max(1)
+            fig.add_scatter(x=np.concatenate([t, t[::-1]]), y=np.concatenate([hi, lo[::-1]]), fill="toself", mode="lines",
+                            fillcolor=_rgba(colour, 0.12), line=dict(width=0), hoverinfo="skip", showlegend=False,
+                            legendgroup=name)
+            fig.add_scatter(x=t, y=mean, mode="lines+markers", name=name, legendgroup=name,
+                            line=dict(color=colour, dash=DASHES[j % len(DASHES)]))
+    fig.update_xaxes(type="log", title="time since programming", tickvals=list(t), ticktext=list(result.time_labels))
+    band = "band: 5th-95th percentile over draws and seeds" if metric == "acc" else "band: range over seeds"
+    fig.update_yaxes(title="test accuracy (%)" if metric == "acc" else "test loss (cross-entropy, nats)")
+    fig.update_layout(legend=dict(orientation="h", y=-0.3))
+    what = "Accuracy" if metric == "acc" else "Loss"
+    return _style(fig, title or f"{what} against time since programming<br><sup>{band}</sup>")
+
+
+# -- device sharpness --------------------------------------------------------------------------------
+def sharpness_figure(result, *, title: str | None = None) -> go.Figure:
+    """Measured loss increase at the typical noise norm against the device sharpness
+    (1/2) tr(H Sigma_w): one marker per model (colour) and device (symbol), error bars one standard
+    error (probes; draws); Spearman's rank correlation in the title."""
+    fig = go.Figure()
+    models = list(dict.fromkeys(r["model"] for r in result.rows))
+    devices = list(dict.fromkeys(r["device"] for r in result.rows))
+    for r in result.rows:
+        i, j = models.index(r["model"]), devices.index(r["device"])
+        fig.add_scatter(x=[r["sharpness"]], y=[r["measured_increase"]], mode="markers", name=f"{r['model']} · {r['device']}",
+                        marker=dict(color=OKABE_ITO[i % len(OKABE_ITO)], symbol=SYMBOLS[j % len(SYMBOLS)], size=10),
+                        error_x=dict(type="data", array=[r["se"]], visible=True),
+                        error_y=dict(type="data", array=[r["measured_se"]], visible=True))
+    xs = [r["sharpness"] for r in result.rows] + [r["measured_increase"] for r in result.rows]
+    lo, hi = min(xs + [0.0]), max(xs + [1e-12])
+    fig.add_scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(color="#999999", dash="dot"), name="y = x")
+    fig.update_xaxes(title="device sharpness ½ tr(H Σ<sub>w</sub>) (nats)")
+    fig.update_yaxes(title="measured loss increase (nats)")
+    rho = result.correlation["sharpness"]
+    rho_text = "n/a (< 3 pairs)" if np.isnan(rho["spearman"]) else f"{rho['spearman']:.2f} (p = {rho['p_value']:.2g}, {rho['pairs']} pairs)"
+    fig.update_layout(legend=dict(orientation="h", y=-0.3))
+    return _style(fig, title or f"Device sharpness predicts the loss increase<br><sup>Spearman ρ = {rho_text}; "
+                                f"error bars: 1 SE</sup>")
+
+
+def default_figures(result, ablation_rows=None) -> dict[str, go.Figure]:
+    kind = getattr(result, "kind", None)
+    if kind == "transfer":
+        figs = {"transfer_matrix": transfer_figure(result)}
+        if ablation_rows:
+            figs["correlation_ablation"] = ablation_figure(ablation_rows)
+        return figs
+    if kind == "aging":
+        return {"accuracy_vs_time": aging_figure(result, "acc"), "loss_vs_time": aging_figure(result, "loss")}
+    if kind == "sharpness":
+        return {"device_sharpness": sharpness_figure(result)}
+    raise expected("instrument result", "a transfer, aging or sharpness result", type(result).__name__)
+
+
+def bundle_files(result, *, command: str, figures: dict | None = None, formats=export.IMAGE_FORMATS + ("csv", "npz"),
+                 widths=("single", "double"), dpi: int = 300, extra: dict[str, str] | None = None) -> dict[str, bytes]:
+    """The paper bundle of an instrument result, built by ``landscape.export.bundle_files``; its
+    reproduce.json names ``command``, the CLI line that regenerates the numbers, and the inputs.
+    ``extra``: further CSV tables {file name: text} (e.g. the correlation ablation)."""
+    files = export.bundle_files(result, figures=default_figures(result) if figures is None else figures,
+                                formats=formats, widths=widths, dpi=dpi)
+    for name, text in (extra or {}).items():
+        files[name] = text.encode()
+    record = json.loads(files["reproduce.json"])
+    record["files"] = sorted(files)
+    record["spec"] = {"instrument": result.kind, "command": command}
+    record["how_to_reproduce"] = f"run `{command}` (its inputs and hashes are under 'inputs')"
+    files["reproduce.json"] = json.dumps(record, indent=1).encode()
+    return files
+
+
+def export_bundle(result, folder, *, command: str, **kwargs) -> list:
+    """Write ``bundle_files`` into ``folder`` (each file atomically); returns the paths."""
+    from pathlib import Path
+
+    from dat.fileio import atomic_write_bytes
+
+    folder = Path(folder)
+    out = []
+    for name, data in bundle_files(result, command=command, **kwargs).items():
+        out.append(atomic_write_bytes(folder / name, data))
+    return out
