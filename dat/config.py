@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 METHODS = ("sgd", "sgd-bn", "dat-fast", "dat-full", "sam", "noise-injection")
 TARGET_CHOICES = ("last-linear", "all-analog")
 UNITS = ("relative", "absolute")
+LOWRANK_MODES = ("plain", "relevant")  # dat.profiles.LOWRANK_MODES
 
 # Default DAT strength on digits: chosen by the sweep in bench/alpha_sweep.py, see docs/training.md.
 DEFAULT_ALPHA = 30.0
@@ -38,6 +39,14 @@ class TrainConfig:
     k: int = 10                        # rank of A_k for dat-fast (eigenpairs kept)
     p: int = 1                         # perturbations averaged per step (Algorithm 1's p)
     rho: float = 0.05                  # SAM radius (weight units, on the noise targets)
+    # DAT strength s: alpha is calibrated at the start of training so that the mean ||alpha eps|| is
+    # s times the device's typical noise norm r = sqrt(E||delta||^2) (dat.strength); the same s is
+    # the same strength for every sampler and device. None: alpha is used as given.
+    strength: float | None = None      # dimensionless fraction of r (None: raw alpha)
+    lowrank: str = "plain"             # dat-fast factor: "plain" (top-k of Sigma, the paper) or
+                                       # "relevant" (top-k of the loss-relevant Sigma', this project's)
+    stress: float = 1.0                # multiplier on every device std (1 = the device as it is);
+                                       # an experiment knob, recorded with every result that used it
     # --- optimisation ---
     epochs: int = 10                   # passes over the training set
     batch_size: int = 64               # images per step
@@ -99,6 +108,12 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
                 raise ValueError(f"Invalid {name}: expected a non-negative number, found {value!r}")
+        if self.strength is not None and (isinstance(self.strength, bool) or not isinstance(self.strength, (int, float))
+                                          or not self.strength > 0):
+            raise ValueError(f"Invalid strength: expected a positive number or None, found {self.strength!r}")
+        _choice("lowrank", self.lowrank, LOWRANK_MODES)
+        if isinstance(self.stress, bool) or not isinstance(self.stress, (int, float)) or not self.stress > 0:
+            raise ValueError(f"Invalid stress: expected a positive number, found {self.stress!r}")
         if not 0 < self.lr_decay <= 1:
             raise ValueError(f"Invalid lr_decay: expected a factor in (0, 1], found {self.lr_decay!r}")
         if not isinstance(self.device, str) or not self.device:
