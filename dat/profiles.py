@@ -473,6 +473,10 @@ class NoiseProfile:
     def lowrank(self, k: int, mode: str = "plain") -> LowRank:
         """The rank-k factor ("plain": top-k of Sigma, the paper's DAT-Fast; "relevant": top-k of
         the loss-relevant Sigma' = P Sigma P, this project's extension), ties kept whole."""
+        if mode == "relevant" and self.targets.layers[-1].cols < 2:
+            raise UserError(f"loss-relevant low rank: expected a classifier layer with >= 2 outputs as the "
+                            f"last target, found {self.targets.layers[-1].name!r} with "
+                            f"{self.targets.layers[-1].cols} output")
         vals, vecs = self._top(k, mode)
         tr, tr_rel = self.trace(), self.relevant_trace()
         tol = TIE_RTOL * float(vals[0]) if vals.numel() else 0.0
