@@ -153,7 +153,10 @@ def cmd_eval(args) -> int:
     config = ckpt.meta.get("config", {})
     targets = ckpt.noise_targets(args.targets)
     device = args.device or config.get("device", "device-A")
-    profile = make_profile(device, targets)
+    stress = config.get("stress", 1.0)  # the stress the model was trained and evaluated with
+    profile = make_profile(device, targets, stress=stress)
+    if stress != 1.0:
+        print(f"device stress {stress:g} (from the checkpoint's config)")
     bundle = load_dataset(config.get("dataset", "digits"), args.data_root or config.get("data_root"),
                           verify=config.get("verify", True))
     splits = {"train": bundle.train_eval, "test": bundle.test}

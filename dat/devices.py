@@ -156,9 +156,10 @@ CROSSBAR_UNITS = {
 # Two physically different devices, at literature magnitudes (scale 1: these ARE the devices) one
 # day after programming. Per-cell std (all components): device-A 0.095, device-B 0.099 of g_max,
 # matching "about 10 % of g_max after a day" (Wan et al. 2022 ReRAM fits as used by IBM aihwkit:
-# 1.8-10 % of g_max after a day; Joshi et al. 2020, Nat. Commun. 11, 2473: PCM about 4 %;
-# HfOx ReRAM about 2.6 %, Wan et al. 2022). On the small digits CNN these magnitudes cost the
-# last layer only a few points, so the digits experiment adds a separate, named `stress` factor
+# 1.8-10 % of g_max after a day; for comparison PCM programming noise is about 4 %, Joshi et al.
+# 2020, Nat. Commun. 11, 2473, the basis of aihwkit's PCMLikeNoiseModel). On the small digits CNN
+# these magnitudes cost the last layer only a few points, so the digits experiment adds a separate,
+# named `stress` factor
 # (dat.config.TrainConfig.stress, default 1 = off), never folded into the presets; see
 # bench/calibrate_presets.py and docs/device_model.md for what each preset costs which model.
 PRESETS: dict[str, CrossbarParams] = {

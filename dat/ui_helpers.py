@@ -219,7 +219,7 @@ def evaluate_checkpoint(path: str, device_spec: str | None = None, *, draws: int
         raise ValueError(f"{path}: its metadata does not name a dataset; found keys {sorted(ckpt.meta)}")
     targets = ckpt.noise_targets()
     bundle = load_dataset(name, config.get("data_root") or "data")
-    profile = make_profile(device_spec, targets) if device_spec else None
+    profile = make_profile(device_spec, targets, stress=config.get("stress", 1.0)) if device_spec else None
     return evaluate_splits(ckpt.model, bundle, profile=profile, targets=targets, draws=draws, seed=seed)
 
 
