@@ -86,8 +86,21 @@ def _canonical(vals: np.ndarray, vecs: np.ndarray, tol: float) -> np.ndarray:
 def _top_eig_operator(matvec, m: int, k: int, dense=None, store: dict | None = None):
     """Top eigenpairs of a symmetric PSD operator of size m, descending: at least k of them, more
     when the k-th is tied with the next (the list ends at a tie-group boundary, see TIE_RTOL), with
-    canonical vectors (`_canonical_basis`), so the result does not depend on the eigensolver."""
-    if m <= SMALL_TILE or k >= m // 2:
+    canonical vectors (`_canonical_basis`), so the result does not depend on the eigensolver.
+    Lanczos (eigsh) asks for more pairs until the group closes; past m / 2 a dense eigh is used."""
+    want, vals = k, None
+    while m > SMALL_TILE and want < m // 2:
+        op = spla.LinearOperator((m, m), matvec=matvec, matmat=matvec, dtype=np.float64)
+        v0 = np.random.default_rng(0).standard_normal(m)  # fixed start: eigsh is otherwise seeded globally
+        vals, vecs = spla.eigsh(op, k=want + 1, which="LA", v0=v0, tol=1e-10)
+        order = np.argsort(vals)[::-1]
+        vals, vecs = np.clip(vals[order], 0.0, None), vecs[:, order]
+        end = next(b for a, b in _tie_groups(vals, TIE_RTOL * max(vals[0], 0.0)) if b >= k)
+        if end <= want:  # the group holding the k-th value closed inside the list
+            vals, vecs = vals[:end], vecs[:, :end]
+            break
+        want, vals = 2 * want, None
+    if vals is None:
         if store is not None and "eigh" in store:  # a later, larger k reuses the decomposition
             vals, vecs = store["eigh"]
         else:
@@ -96,26 +109,8 @@ def _top_eig_operator(matvec, m: int, k: int, dense=None, store: dict | None = N
             vals, vecs = np.clip(vals[::-1], 0.0, None), vecs[:, ::-1]
             if store is not None:
                 store["eigh"] = (vals, vecs)
-        tol = TIE_RTOL * max(vals[0], 0.0)
-        end = next(b for a, b in _tie_groups(vals, tol) if b >= k)
+        end = next(b for a, b in _tie_groups(vals, TIE_RTOL * max(vals[0], 0.0)) if b >= k)
         vals, vecs = vals[:end], vecs[:, :end]
-    else:
-        op = spla.LinearOperator((m, m), matvec=matvec, matmat=matvec, dtype=np.float64)
-        want = k
-        while True:
-            # Fixed start vector: eigsh is otherwise seeded from a global RNG.
-            v0 = np.random.default_rng(0).standard_normal(m)
-            kk = min(want + 1, m - 1)
-            vals, vecs = spla.eigsh(op, k=kk, which="LA", v0=v0, tol=1e-10)
-            order = np.argsort(vals)[::-1]
-            vals, vecs = np.clip(vals[order], 0.0, None), vecs[:, order]
-            tol = TIE_RTOL * max(vals[0], 0.0)
-            groups = _tie_groups(vals, tol)
-            end = next(b for a, b in groups if b >= k)
-            if end < kk or kk == m - 1:  # the group holding the k-th value closed inside the list
-                vals, vecs = vals[:end], vecs[:, :end]
-                break
-            want = 2 * want
     vals = np.ascontiguousarray(vals)
     return vals, _canonical(vals, np.ascontiguousarray(vecs), TIE_RTOL * max(float(vals[0]), 0.0))
 
