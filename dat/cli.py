@@ -155,8 +155,6 @@ def cmd_eval(args) -> int:
     device = args.device or config.get("device", "device-A")
     stress = config.get("stress", 1.0)  # the stress the model was trained and evaluated with
     profile = make_profile(device, targets, stress=stress)
-    if stress != 1.0:
-        print(f"device stress {stress:g} (from the checkpoint's config)")
     bundle = load_dataset(config.get("dataset", "digits"), args.data_root or config.get("data_root"),
                           verify=config.get("verify", True))
     splits = {"train": bundle.train_eval, "test": bundle.test}
@@ -166,11 +164,13 @@ def cmd_eval(args) -> int:
     for m in metrics.values():
         m["noisy"].pop("acc_per_draw", None)
     if args.json:
-        print(json.dumps({"checkpoint": args.checkpoint, "device": device, "metrics": metrics}, indent=1))
+        print(json.dumps({"checkpoint": args.checkpoint, "device": device, "stress": stress, "metrics": metrics},
+                         indent=1))
     else:
         for s, m in metrics.items():
             n = m["noisy"]
-            print(f"{s}: clean acc {100 * m['clean']['acc']:.2f}% loss {m['clean']['loss']:.4f}; under {device}: "
+            under = device if stress == 1.0 else f"{device} at stress {stress:g}"
+            print(f"{s}: clean acc {100 * m['clean']['acc']:.2f}% loss {m['clean']['loss']:.4f}; under {under}: "
                   f"acc {100 * n['acc_mean']:.2f} ± {100 * n['acc_std']:.2f}% loss {n['loss_mean']:.4f} ± "
                   f"{n['loss_std']:.4f} ({n['draws']} draws)")
     return 0

@@ -13,7 +13,8 @@ TARGET_CHOICES = ("last-linear", "all-analog")
 UNITS = ("relative", "absolute")
 LOWRANK_MODES = ("plain", "relevant")  # dat.profiles.LOWRANK_MODES
 
-# Default DAT strength on digits: chosen by the sweep in bench/alpha_sweep.py, see docs/training.md.
+# DAT's raw alpha when no strength is given (chosen by an earlier raw-alpha sweep on digits, under
+# the former, stronger device presets); the digits preset sets a strength instead (docs/training.md).
 DEFAULT_ALPHA = 30.0
 
 
@@ -42,7 +43,8 @@ class TrainConfig:
     # DAT strength s: alpha is calibrated at the start of training so that the mean ||alpha eps|| is
     # s times the device's typical noise norm r = sqrt(E||delta||^2) (dat.strength); the same s is
     # the same strength for every sampler and device. None: alpha is used as given.
-    strength: float | None = None      # dimensionless fraction of r (None: raw alpha)
+    strength: float | None = None      # dimensionless fraction of r (None: raw alpha; an explicit
+                                       # alpha given to resolve() turns a preset's strength off)
     lowrank: str = "plain"             # dat-fast factor: "plain" (top-k of Sigma, the paper) or
                                        # "relevant" (top-k of the loss-relevant Sigma', this project's)
     stress: float = 1.0                # multiplier on every device std (1 = the device as it is);
@@ -143,6 +145,9 @@ _DIGITS = dict(dataset="digits", arch="cnn6", width=16, hidden=64, epochs=20, ba
 # lose about 15 (device A) and 24 (device B) points and SGD-BN 1.6 and 6.2, the paper's CIFAR-10
 # pattern (bench/calibrate_presets.py, docs/device_model.md).
 _DIGITS["stress"] = 2.0
+# DAT at strength 1 (mean ||alpha eps|| = the device's noise norm r at the start of training), so
+# DAT-Fast and DAT-Full are compared at equal strength (bench/alpha_sweep.py, docs/training.md).
+_DIGITS["strength"] = 1.0
 # The paper's CIFAR settings: 200 epochs, batch 128, lr 0.015 (CNN) / 0.075 (ResNet18),
 # weight decay 2e-4, lr x0.8 every 10 epochs.
 _PAPER = dict(epochs=200, batch_size=128, weight_decay=2e-4, lr_decay=0.8, lr_decay_every=10, momentum=0.9)
@@ -166,6 +171,8 @@ def resolve(preset: str = "digits", **overrides) -> TrainConfig:
     if unknown:
         raise ValueError(f"Unknown config field(s) {unknown}; valid fields are {sorted(names)}")
     values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
+    if overrides.get("alpha") is not None and overrides.get("strength") is None:
+        values["strength"] = None  # an explicit alpha is used as given, over a preset's strength
     values.setdefault("extra", {})
     values["extra"] = {**values["extra"], "preset": preset}
     return TrainConfig(**values).validate()

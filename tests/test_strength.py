@@ -72,14 +72,14 @@ def test_training_with_a_strength_records_it_and_the_alpha_it_resolved_to(tmp_pa
     result = train(cfg)
     s = result.meta["strength"]
     assert s["strength"] == 0.5 and result.meta["alpha"] == s["alpha"] > 0
-    assert result.meta["config"]["strength"] == 0.5 and result.meta["stress"] == 1.0
+    assert result.meta["config"]["strength"] == 0.5 and result.meta["stress"] == result.meta["config"]["stress"] == 2.0
     assert result.meta["lowrank"]["mode"] == "plain" and result.meta["lowrank"]["k_used"] >= 10
     # the alpha is the one the calibration gives at the seed's initial weights (seeded batches and draws)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = build_model("cnn6", True, 1, 8, 10, width=4, hidden=16)
     targets = find_targets(model, "last-linear")
-    profile = make_profile("device-A", targets)
+    profile = make_profile("device-A", targets, stress=cfg.stress)
     cal = calibrate_alpha(model, targets, profile.sampler("low-rank", k=10), profile, load_dataset("digits").train_eval,
                           0.5, seed=cfg.seed + 2, batch_size=64)
     assert cal.alpha == pytest.approx(result.meta["alpha"], rel=1e-6)
