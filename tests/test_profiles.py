@@ -272,3 +272,18 @@ def test_low_rank_sampler_keeps_a_tied_group_whole():
     prof = bind(PRESETS["device-B"], Targets([("classifier.weight", (10, 64))]))
     s = prof.sampler("low-rank", k=10)
     assert s.k == s.A.shape[1] == s.lowrank.k_used == 12 and s.lowrank.tie["size"] == 6
+
+
+def test_stress_scales_the_covariance_by_its_square_and_keeps_the_mean():
+    from dat.devices import apply_stress
+
+    t = Targets(SHAPES, tile=TILE)
+    base = bind(PARAMS["exponential"], t)
+    for device in (PARAMS["exponential"], DenseDevice(base.mean().numpy(), base.dense().numpy(), name="d")):
+        stressed = bind(apply_stress(device, 2.5), t)
+        assert torch.allclose(stressed.dense(), 6.25 * base.dense(), rtol=1e-12)
+        assert torch.allclose(stressed.mean(), base.mean(), atol=1e-15)
+        assert stressed.name.endswith("-stress2.5")
+        assert apply_stress(device, 1.0) is device
+    with pytest.raises(ValueError, match="stress"):
+        apply_stress(PARAMS["exponential"], 0.0)
