@@ -1,115 +1,119 @@
-"""Calibrate the `scale` of the device presets on the embedded digits model.
+"""Every number the docs quote about the device presets, from one command.
 
-Trains the digits CNN (CNN6 without BatchNorm when `dat.models` is available, else a small CNN
-with a linear head) with plain SGD (lr 0.05, momentum 0.9, batch 64, 15 epochs, seed 0, stratified
-75/25 split of load_digits), then measures test accuracy without noise and under 20 draws of each
-preset's noise on the last linear layer (relative units, exact sampler), for a grid of `scale`
-values. A preset's scale should cost plain SGD at least 5 points of accuracy.
+For each preset (at scale 1: the physical device) it prints
+  1. the per-cell std of each component and in total (fraction of g_max) at the preset's
+     t_seconds, and the Wan et al. 2022 programming-noise std at 1 s, 1 h, 1 day;
+  2. on the head of the digits model (the `digits` training preset's CNN6: its last linear layer),
+     the top-k captured variance and captured loss-relevant variance of the plain and the
+     loss-relevant low-rank factors (k_used and ties included);
+  3. the accuracy cost of the device on that model: plain SGD and SGD-BN are trained with the
+     `digits` preset (every setting printed), then evaluated on the test split clean and under
+     `--draws` exact draws of each preset at each stress in `--stresses` on the preset's noise
+     targets. Drops are in points (clean - noisy), mean ± std over the training seeds.
 
-Usage: python bench/calibrate_presets.py [--epochs 15] [--scales 0.5,1,1.5,2,3]
+    PYTHONPATH=. python bench/calibrate_presets.py [--seeds 0,1,2] [--stresses 1,2,2.5,3] [--draws 20]
+
+One thread is used (set inside), so the numbers do not depend on the machine's core count.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
+import tempfile
 import time
 
-import numpy as np
 import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
-from torch import nn
 
-from dat.devices import PRESETS
+from dat.checkpoint import load_checkpoint
+from dat.config import resolve
+from dat.data import load_dataset
+from dat.devices import PRESETS, apply_stress, per_cell_std, wan2022_prog_std
+from dat.evaluate import evaluate
 from dat.profiles import bind
 from dat.targets import find_targets
+from dat.train import train
 
 
-def build_digits_model() -> nn.Module:
-    try:
-        from dat.models import build_model
-    except ImportError:
-        build_model = None
-    if build_model is not None:
-        return build_model("cnn6", batchnorm=False, in_channels=1, image_size=8, num_classes=10)
-
-    class SmallCNN(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.body = nn.Sequential(
-                nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                nn.Flatten(), nn.Linear(256, 128), nn.ReLU(),
-            )
-            self.classifier = nn.Linear(128, 10)
-
-        def features(self, x):
-            return self.body(x)
-
-        def forward(self, x):
-            return self.classifier(self.features(x))
-
-    return SmallCNN()
+def _fmt(values) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
 
 
-def digits_split(seed: int = 0):
-    d = load_digits()
-    x = (d.images / 16.0).astype(np.float32)[:, None]
-    xtr, xte, ytr, yte = train_test_split(x, d.target, test_size=0.25, stratify=d.target, random_state=seed)
-    return (torch.from_numpy(xtr), torch.from_numpy(ytr).long(), torch.from_numpy(xte), torch.from_numpy(yte).long())
-
-
-def train_sgd(model, xtr, ytr, epochs: int, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    loss_fn = nn.CrossEntropyLoss()
-    for _ in range(epochs):
-        perm = torch.randperm(len(xtr), generator=g)
-        for i in range(0, len(xtr), 64):
-            idx = perm[i : i + 64]
-            opt.zero_grad()
-            loss_fn(model(xtr[idx]), ytr[idx]).backward()
-            opt.step()
-    return model
-
-
-@torch.no_grad()
-def noisy_accuracy(model, targets, profile, xte, yte, draws: int = 20, seed: int = 0):
-    """Accuracy under `draws` noise draws on the last linear layer, sharing the body's forward."""
-    feats = model.features(xte)
-    weights = {"classifier.weight": model.classifier.weight}
-    eta = profile.sampler("full").sample(draws, torch.Generator().manual_seed(seed))
-    dW = targets.eta_to_deltas(eta, weights)["classifier.weight"]  # [draws, out, in]
-    logits = torch.einsum("nf,rof->rno", feats, model.classifier.weight + dW) + model.classifier.bias
-    acc = (logits.argmax(-1) == yte).float().mean(1)
-    return float(acc.mean()), float(acc.std())
-
-
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--epochs", type=int, default=15, help="SGD epochs on digits")
-    ap.add_argument("--scales", default="0.5,1,1.5,2,3", help="comma-separated scale values to try")
-    ap.add_argument("--draws", type=int, default=20, help="noise draws per evaluation")
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="digits", help="training preset the drops are measured on")
+    ap.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
+    ap.add_argument("--stresses", default="1,2,2.5,3", help="comma-separated stress factors to evaluate")
+    ap.add_argument("--draws", type=int, default=20, help="exact noise draws per evaluation")
+    ap.add_argument("-k", type=int, default=10, help="rank of the low-rank factors")
     args = ap.parse_args(argv)
-    torch.manual_seed(0)
-    xtr, ytr, xte, yte = digits_split(0)
-    model = build_digits_model()
-    t0 = time.perf_counter()
-    train_sgd(model, xtr, ytr, args.epochs).eval()
-    train_s = time.perf_counter() - t0
-    with torch.no_grad():
-        clean = float((model(xte).argmax(1) == yte).float().mean())
-    targets = find_targets(model, "last-linear")
-    rows = []
-    for name, base in PRESETS.items():
-        for s in [float(v) for v in args.scales.split(",")]:
-            prof = bind(base.replace(scale=s), targets)
-            m, sd = noisy_accuracy(model, targets, prof, xte, yte, args.draws)
-            rows.append({"device": name, "scale": s, "noisy_acc": m, "noisy_std": sd, "drop_points": 100 * (clean - m)})
-            print(f"{name:9s} scale={s:<5g} noisy acc {100 * m:6.2f} +- {100 * sd:5.2f}  drop {100 * (clean - m):6.2f} pts")
-    print(json.dumps({"model": type(model).__name__, "n": targets.n, "clean_acc": clean,
-                      "train_seconds": train_s, "epochs": args.epochs, "rows": rows}, indent=1))
+    torch.set_num_threads(1)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    stresses = [float(s) for s in args.stresses.split(",")]
+    t_start = time.perf_counter()
+
+    print("## Per-cell std of the presets (fraction of g_max, scale 1)")
+    print("Wan et al. 2022 programming-noise std: " + ", ".join(
+        f"{label} {wan2022_prog_std(t):.4f}" for label, t in (("1 s", 1.0), ("1 h", 3600.0), ("1 day", 86400.0))))
+    for name, dev in PRESETS.items():
+        parts = ", ".join(f"{k} {v:.4f}" for k, v in dev.stds().items())
+        print(f"{name}: t = {dev.t_seconds:g} s, scale {dev.scale:g}: {parts}; total {per_cell_std(dev):.4f}; "
+              f"mean shift {dev.relaxation():+.4f}")
+
+    base = resolve(args.preset)
+    print(f"\n## Model: preset {args.preset!r}: arch {base.arch}, width {base.width}, hidden {base.hidden}, "
+          f"targets {base.targets}, epochs {base.epochs}, lr {base.lr}, momentum {base.momentum}, "
+          f"batch {base.batch_size}, stress in the preset {base.stress:g}")
+    bundle = load_dataset(base.dataset)
+    with tempfile.TemporaryDirectory() as tmp:
+        models = {}
+        for method in ("sgd", "sgd-bn"):
+            for seed in seeds:
+                out = f"{tmp}/{method}-{seed}.safetensors"
+                train(resolve(args.preset, method=method, seed=seed, out=out, resume=False, eval_draws=1))
+                models[(method, seed)] = load_checkpoint(out).model
+
+        model = models[("sgd-bn", seeds[0])]
+        targets = find_targets(model, base.targets, tile=(base.tile, base.tile), units=base.units)
+        print(f"\n## Low-rank factors on the noise targets ({', '.join(l.name for l in targets.layers)}, "
+              f"n = {targets.n}, k = {args.k})")
+        print("| device | factor | k_used | tie at k | captured variance | captured loss-relevant variance |")
+        print("|---|---|---:|---|---:|---:|")
+        captured = {}
+        for name, dev in PRESETS.items():
+            prof = bind(dev, targets)
+            c = prof.captured(args.k)
+            captured[name] = c
+            for mode in ("plain", "relevant"):
+                r = c[mode]
+                tie = f"{r['tie']['size']} tied ({r['tie']['first']}-{r['tie']['last']})" if r["tie"] else "-"
+                print(f"| {name} | {mode} | {r['k_used']} | {tie} | {r['captured_variance']:.4f} | "
+                      f"{r['captured_relevant_variance']:.4f} |")
+
+        print(f"\n## Accuracy cost on the test split (points, clean - noisy, mean ± std over seeds {seeds}; "
+              f"{args.draws} exact draws per model)")
+        print("| method | clean (%) | " + " | ".join(f"{d} x{s:g}" for s in stresses for d in PRESETS) + " |")
+        print("|---|---:|" + "---:|" * (len(stresses) * len(PRESETS)))
+        rows = {}
+        for method in ("sgd", "sgd-bn"):
+            clean, drops = [], {(d, s): [] for s in stresses for d in PRESETS}
+            for seed in seeds:
+                m = models[(method, seed)]
+                tg = find_targets(m, base.targets, tile=(base.tile, base.tile), units=base.units)
+                for s in stresses:
+                    for d, dev in PRESETS.items():
+                        e = evaluate(m, bundle.test, profile=bind(apply_stress(dev, s), tg), targets=tg,
+                                     draws=args.draws, seed=seed)
+                        drops[(d, s)].append(100 * (e["clean"]["acc"] - e["noisy"]["acc_mean"]))
+                clean.append(100 * e["clean"]["acc"])
+            rows[method] = {"clean": clean, "drops": {f"{d} x{s:g}": v for (d, s), v in drops.items()}}
+            print(f"| {method} | {_fmt(clean)} | " + " | ".join(_fmt(drops[(d, s)]) for s in stresses for d in PRESETS) + " |")
+    print(f"\nwall time {time.perf_counter() - t_start:.0f} s, torch {torch.__version__}, 1 thread")
+    print(json.dumps({"preset": args.preset, "seeds": seeds, "draws": args.draws, "captured": captured,
+                      "rows": rows}, default=float))
 
 
 if __name__ == "__main__":

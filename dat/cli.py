@@ -36,6 +36,11 @@ FIELD_HELP = {
     "k": "rank of the low-rank factor A_k used by dat-fast [eigenpairs]",
     "p": "perturbations averaged per step (Algorithm 1's p)",
     "rho": "SAM radius on the noise targets [weight units]",
+    "strength": "DAT strength: mean ||alpha eps|| as a fraction of the device's noise norm r; alpha is "
+                "calibrated from it at the start of training (default: use --alpha as given)",
+    "lowrank": "dat-fast factor: plain (top-k of Sigma, the paper) or relevant (top-k of the "
+               "loss-relevant Sigma', this project's extension)",
+    "stress": "multiplier on every device std (1 = the device as it is) [dimensionless]",
     "epochs": "passes over the training set",
     "batch_size": "images per step",
     "lr": "base SGD learning rate",

@@ -14,6 +14,7 @@ from dat.errors import UserError
 METHODS = ("sgd", "sgd-bn", "dat-fast", "dat-full", "sam", "noise-injection")
 TARGET_CHOICES = ("last-linear", "all-analog")
 UNITS = ("relative", "absolute")
+LOWRANK_MODES = ("plain", "relevant")  # dat.profiles.LOWRANK_MODES
 
 # Base optimizer. "paper": exactly Algorithm 1's update (line 14: w <- w - beta * g_avg), plain SGD
 # with momentum 0 (weight decay stays as configured: the paper's experiments state 2e-4). "project":
@@ -23,7 +24,8 @@ UNITS = ("relative", "absolute")
 # with 0.9; see docs/training.md).
 OPTIMIZERS = ("project", "paper")
 
-# Default DAT strength on digits: chosen by the sweep in bench/alpha_sweep.py, see docs/training.md.
+# DAT's raw alpha when no strength is given (chosen by an earlier raw-alpha sweep on digits, under
+# the former, stronger device presets); the digits preset sets a strength instead (docs/training.md).
 DEFAULT_ALPHA = 30.0
 
 
@@ -49,6 +51,15 @@ class TrainConfig:
     k: int = 10                        # rank of A_k for dat-fast (eigenpairs kept)
     p: int = 1                         # perturbations averaged per step (Algorithm 1's p)
     rho: float = 0.05                  # SAM radius (weight units, on the noise targets)
+    # DAT strength s: alpha is calibrated at the start of training so that the mean ||alpha eps|| is
+    # s times the device's typical noise norm r = sqrt(E||delta||^2) (dat.strength); the same s is
+    # the same strength for every sampler and device. None: alpha is used as given.
+    strength: float | None = None      # dimensionless fraction of r (None: raw alpha; an explicit
+                                       # alpha given to resolve() turns a preset's strength off)
+    lowrank: str = "plain"             # dat-fast factor: "plain" (top-k of Sigma, the paper) or
+                                       # "relevant" (top-k of the loss-relevant Sigma', this project's)
+    stress: float = 1.0                # multiplier on every device std (1 = the device as it is);
+                                       # an experiment knob, recorded with every result that used it
     # --- optimisation ---
     epochs: int = 10                   # passes over the training set
     batch_size: int = 64               # images per step
@@ -124,6 +135,12 @@ class TrainConfig:
             raise UserError(f"Invalid lr: expected a positive number (0 trains nothing), found {self.lr!r}")
         if self.momentum >= 1:
             raise UserError(f"Invalid momentum: expected a number in [0, 1), found {self.momentum!r}")
+        if self.strength is not None and (isinstance(self.strength, bool) or not isinstance(self.strength, (int, float))
+                                          or not self.strength > 0):
+            raise ValueError(f"Invalid strength: expected a positive number or None, found {self.strength!r}")
+        _choice("lowrank", self.lowrank, LOWRANK_MODES)
+        if isinstance(self.stress, bool) or not isinstance(self.stress, (int, float)) or not self.stress > 0:
+            raise ValueError(f"Invalid stress: expected a positive number, found {self.stress!r}")
         if not 0 < self.lr_decay <= 1:
             raise ValueError(f"Invalid lr_decay: expected a factor in (0, 1], found {self.lr_decay!r}")
         if not isinstance(self.device, str) or not self.device:
@@ -150,6 +167,15 @@ def _slug(text: str) -> str:
 # because DAT's effect needs the later, converged epochs (docs/training.md, "Choosing alpha").
 _DIGITS = dict(dataset="digits", arch="cnn6", width=16, hidden=64, epochs=20, batch_size=64, lr=0.05,
                lr_decay_every=4, eval_draws=20)
+# The digits experiment's device noise: the presets are the physical devices one day after
+# programming (about 10 % of g_max per cell), which cost this small model's last layer little (plain
+# SGD about 3 points on device A, 7 on device B; SGD-BN under 1). The `stress` knob (every std
+# multiplied; recorded in every checkpoint and printed with every result) stays off (1) by default:
+# with --stress 2 plain SGD loses about 15 and 24 points and SGD-BN 1.6 and 6.2, the paper's CIFAR-10
+# pattern (bench/calibrate_presets.py, docs/device_model.md).
+# DAT at strength 1 (mean ||alpha eps|| = the device's noise norm r at the start of training), so
+# DAT-Fast and DAT-Full are compared at equal strength (bench/alpha_sweep.py, docs/training.md).
+_DIGITS["strength"] = 1.0
 # The paper's CIFAR settings: 200 epochs, batch 128, lr 0.015 (CNN) / 0.075 (ResNet18),
 # weight decay 2e-4, lr x0.8 every 10 epochs. momentum 0.9 is this project's (see OPTIMIZERS);
 # pass optimizer="paper" (--optimizer paper) for Algorithm 1's plain SGD.
@@ -176,6 +202,8 @@ def resolve(preset: str = "digits", **overrides) -> TrainConfig:
     values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
     if values.get("optimizer") == "paper" and overrides.get("momentum") is None:
         values["momentum"] = 0.0  # Algorithm 1: plain SGD, whatever momentum the preset uses
+    if overrides.get("alpha") is not None and overrides.get("strength") is None:
+        values["strength"] = None  # an explicit alpha is used as given, over a preset's strength
     values.setdefault("extra", {})
     values["extra"] = {**values["extra"], "preset": preset}
     return TrainConfig(**values).validate()

@@ -207,7 +207,9 @@ def evaluate_checkpoint(path, device_spec: str | None = None, *, data_root=None,
     targets = ckpt.noise_targets(targets_choice)
     bundle = load_dataset_named_by(dataset_named_by(ckpt.meta, str(path)), data_root, source=f"checkpoint {path}",
                                    verify=verify, claimed_root=config.get("data_root"))
-    return evaluate_with_recipe(ckpt.model, bundle, make_profile(spec, targets), targets, recipe, spec)
+    # The stress the model was trained with is part of its experiment (a number, validated by make_profile).
+    profile = make_profile(spec, targets, stress=config.get("stress", 1.0))
+    return evaluate_with_recipe(ckpt.model, bundle, profile, targets, recipe, spec)
 
 
 def recorded_device(meta: dict, source: str, key: str = "eval") -> str:

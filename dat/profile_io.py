@@ -255,9 +255,11 @@ def resolve_device(spec):
                      f"profile (.npz), found {spec!r} (no such file)")
 
 
-def make_profile(spec, targets, name: str | None = None):
-    """Bind a device (preset, path or object) to a model's targets."""
+def make_profile(spec, targets, name: str | None = None, stress: float = 1.0):
+    """Bind a device (preset, path or object) to a model's targets; `stress` multiplies its stds
+    (dat.devices.apply_stress; 1 = the device as it is)."""
+    from dat.devices import apply_stress
     from dat.profiles import bind
 
     device, _ = resolve_device(spec)
-    return bind(device, targets, name=name)
+    return bind(apply_stress(device, stress), targets, name=name)

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse.linalg as spla
 import torch
 
 from dat.devices import CROSSBAR_UNITS, CrossbarParams, DenseDevice
+from dat.errors import UserError
 from dat.measure import FittedTile
 from dat.targets import Targets
 
@@ -39,28 +42,77 @@ def _check_k(k, n) -> int:
     return int(k)
 
 
-def _sign_fix(vecs: np.ndarray) -> np.ndarray:
-    """Make each eigenvector's largest-magnitude entry positive, so results are reproducible."""
-    idx = np.argmax(np.abs(vecs), axis=0)
-    signs = np.sign(vecs[idx, np.arange(vecs.shape[1])])
-    signs[signs == 0] = 1.0
-    return vecs * signs
+# Eigenvalues closer than TIE_RTOL * (largest eigenvalue) to one another are one tied group.
+TIE_RTOL = 1e-6
 
 
-def _top_eig_operator(matvec, m: int, k: int, dense=None):
-    """Top-k eigenpairs of a symmetric PSD operator of size m, descending."""
-    if m <= SMALL_TILE or k >= m // 2:
-        mat = dense() if dense is not None else matvec(np.eye(m))
-        vals, vecs = (x.numpy() for x in torch.linalg.eigh(torch.as_tensor(mat, dtype=torch.float64)))
-        vals, vecs = vals[::-1][:k], vecs[:, ::-1][:, :k]
-    else:
+def _canonical_basis(vecs: np.ndarray) -> np.ndarray:
+    """A basis of span(vecs) that does not depend on which basis the eigensolver returned.
+
+    Pivoted Cholesky of the projector P = V V^T: pivot j is the cell with the largest remaining
+    diagonal of P (the lowest index among those within 1e-6 of it, so exact symmetric ties do not
+    depend on rounding), and column j is P's residual column there, scaled so that its pivot entry
+    is positive. For one vector this is the sign rule "largest |component| positive, first such
+    cell on ties"; for a tied group it fixes the rotation inside the eigenspace. P = W W^T with W
+    orthonormal (P is a projector), so W spans the same space."""
+    m, g = vecs.shape
+    W = np.zeros((m, g))
+    d = (vecs**2).sum(1)  # diag(P)
+    for j in range(g):
+        piv = int(np.flatnonzero(d >= d.max() * (1 - 1e-6))[0])
+        col = vecs @ vecs[piv] - W[:, :j] @ W[piv, :j]  # P e_piv minus what W already spans
+        W[:, j] = col / np.sqrt(max(col[piv], 1e-300))
+        d = d - W[:, j] ** 2
+    return W
+
+
+def _tie_groups(vals: np.ndarray, tol: float) -> list[tuple[int, int]]:
+    """[start, end) of runs of a descending array whose values lie within tol of the run's first."""
+    groups, start = [], 0
+    for i in range(1, len(vals) + 1):
+        if i == len(vals) or vals[start] - vals[i] > tol:
+            groups.append((start, i))
+            start = i
+    return groups
+
+
+def _canonical(vals: np.ndarray, vecs: np.ndarray, tol: float) -> np.ndarray:
+    out = np.empty_like(vecs)
+    for a, b in _tie_groups(vals, tol):
+        out[:, a:b] = _canonical_basis(vecs[:, a:b])
+    return out
+
+
+def _top_eig_operator(matvec, m: int, k: int, dense=None, store: dict | None = None):
+    """Top eigenpairs of a symmetric PSD operator of size m, descending: at least k of them, more
+    when the k-th is tied with the next (the list ends at a tie-group boundary, see TIE_RTOL), with
+    canonical vectors (`_canonical_basis`), so the result does not depend on the eigensolver.
+    Lanczos (eigsh) asks for more pairs until the group closes; past m / 2 a dense eigh is used."""
+    want, vals = k, None
+    while m > SMALL_TILE and want < m // 2:
         op = spla.LinearOperator((m, m), matvec=matvec, matmat=matvec, dtype=np.float64)
-        # Fixed start vector: eigsh is otherwise seeded from a global RNG.
-        v0 = np.random.default_rng(0).standard_normal(m)
-        vals, vecs = spla.eigsh(op, k=k, which="LA", v0=v0, tol=1e-10)
+        v0 = np.random.default_rng(0).standard_normal(m)  # fixed start: eigsh is otherwise seeded globally
+        vals, vecs = spla.eigsh(op, k=want + 1, which="LA", v0=v0, tol=1e-10)
         order = np.argsort(vals)[::-1]
-        vals, vecs = vals[order], vecs[:, order]
-    return np.clip(vals, 0.0, None), _sign_fix(np.ascontiguousarray(vecs))
+        vals, vecs = np.clip(vals[order], 0.0, None), vecs[:, order]
+        end = next(b for a, b in _tie_groups(vals, TIE_RTOL * max(vals[0], 0.0)) if b >= k)
+        if end <= want:  # the group holding the k-th value closed inside the list
+            vals, vecs = vals[:end], vecs[:, :end]
+            break
+        want, vals = 2 * want, None
+    if vals is None:
+        if store is not None and "eigh" in store:  # a later, larger k reuses the decomposition
+            vals, vecs = store["eigh"]
+        else:
+            mat = dense() if dense is not None else matvec(np.eye(m))
+            vals, vecs = (x.numpy() for x in torch.linalg.eigh(torch.as_tensor(mat, dtype=torch.float64)))
+            vals, vecs = np.clip(vals[::-1], 0.0, None), vecs[:, ::-1]
+            if store is not None:
+                store["eigh"] = (vals, vecs)
+        end = next(b for a, b in _tie_groups(vals, TIE_RTOL * max(vals[0], 0.0)) if b >= k)
+        vals, vecs = vals[:end], vecs[:, :end]
+    vals = np.ascontiguousarray(vals)
+    return vals, _canonical(vals, np.ascontiguousarray(vecs), TIE_RTOL * max(float(vals[0]), 0.0))
 
 
 def _cholesky(sigma: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -157,7 +209,8 @@ class _CrossbarBlock:
             x2 = torch.from_numpy(np.asarray(x, dtype=np.float64).reshape(self.m, -1))
             return self.matvec(x2[None])[0].numpy().reshape(np.shape(x))
 
-        return _top_eig_operator(mv, self.m, k, dense=lambda: self.dense().numpy())
+        return _top_eig_operator(mv, self.m, k, dense=lambda: self.dense().numpy(),
+                                 store=self.__dict__.setdefault("_eig_store", {}))
 
 
 class _DenseBlock:
@@ -192,7 +245,96 @@ class _DenseBlock:
 
     def top_eig(self, k):
         s = self.sigma.numpy()
-        return _top_eig_operator(lambda x: s @ x, self.m, k, dense=lambda: s)
+        return _top_eig_operator(lambda x: s @ x, self.m, k, dense=lambda: s,
+                                 store=self.__dict__.setdefault("_eig_store", {}))
+
+
+class _ProjectedBlock:
+    """A tile of the classifier layer seen by the loss: Sigma' = P Sigma P with P = I_rows (x)
+    (I_cols - 11^T / cols) on row-major cells, i.e. each input's (word line's) perturbation minus
+    its mean over the outputs (bit lines), which shifts all logits of an input equally and leaves
+    cross-entropy unchanged. Valid when the tile holds every output of the layer."""
+
+    def __init__(self, base, rows: int, cols: int):
+        self.base, self.rows, self.cols, self.m = base, rows, cols, rows * cols
+        self.mu = self.project(base.mu[None, :, None])[0, :, 0]
+
+    def project(self, X: torch.Tensor) -> torch.Tensor:
+        """P X for X [B, m, k]."""
+        X4 = X.reshape(X.shape[0], self.rows, self.cols, X.shape[-1])
+        return (X4 - X4.mean(2, keepdim=True)).reshape(X.shape)
+
+    def matvec(self, X):
+        return self.project(self.base.matvec(self.project(X)))
+
+    def dense(self):
+        D = self.base.dense()
+        D = self.project(D[None])[0]                 # P Sigma
+        return self.project(D.T.contiguous()[None])[0].T  # (P (P Sigma)^T)^T = P Sigma P
+
+    def trace(self) -> float:
+        # tr(P Sigma P) = tr(Sigma) - (1/cols) sum_r 1_r^T Sigma 1_r, 1_r the cells of word line r
+        X = torch.zeros(1, self.m, self.rows, dtype=torch.float64)
+        X[0, torch.arange(self.m), torch.arange(self.m) // self.cols] = 1.0
+        SX = self.base.matvec(X)
+        return float(self.base.variance().sum()) - float((X * SX).sum()) / self.cols
+
+    def top_eig(self, k):
+        def mv(x):
+            x2 = torch.from_numpy(np.asarray(x, dtype=np.float64).reshape(self.m, -1))
+            return self.matvec(x2[None])[0].numpy().reshape(np.shape(x))
+
+        return _top_eig_operator(mv, self.m, k, dense=lambda: self.dense().numpy(),
+                                 store=self.__dict__.setdefault("_eig_store", {}))
+
+
+def _block_trace(block) -> float:
+    return block.trace() if isinstance(block, _ProjectedBlock) else float(block.variance().sum())
+
+
+LOWRANK_MODES = ("plain", "relevant")
+
+
+@dataclass
+class LowRank:
+    """The low-rank factor of a profile: the top eigenpairs of Sigma ("plain", the paper's A_k) or
+    of the loss-relevant Sigma' = P Sigma P ("relevant", this project's extension; P removes, on the
+    classifier layer, perturbations equal on every output for a given input).
+
+    Ties: every eigenvalue within TIE_RTOL x (largest) of the k-th is kept, so k_used >= k and the
+    factor does not depend on how a solver orders a tied group (for identical tiles: every tile's
+    copy is kept, none preferred by position). Vectors are canonical (`_canonical_basis`).
+    `mean` is mu ("plain") or P mu ("relevant"). Captured fractions are over the kept k_used pairs:
+    captured_variance = (variance the factor carries) / trace(Sigma); captured_relevant_variance =
+    ||P A||_F^2 / trace(Sigma'), the part of the loss-relevant variance the factor carries."""
+
+    mode: str
+    k: int
+    k_used: int
+    values: torch.Tensor
+    vectors: torch.Tensor
+    mean: torch.Tensor
+    tie: dict | None
+    captured_variance: float
+    captured_relevant_variance: float
+
+    def factor(self) -> torch.Tensor:
+        """A = V D^(1/2) [n, k_used] (float64): eta = mean + A z has covariance V D V^T."""
+        return self.vectors * self.values.sqrt()
+
+    def report(self) -> dict:
+        return {"mode": self.mode, "k": self.k, "k_used": self.k_used, "tie": self.tie,
+                "captured_variance": self.captured_variance,
+                "captured_relevant_variance": self.captured_relevant_variance}
+
+
+def _tie_report(vals: torch.Tensor, k: int, k_used: int, tol: float) -> dict | None:
+    """The tied group holding the k-th eigenvalue (1-based first/last), or None when it is alone."""
+    vk = float(vals[k - 1])
+    first = int((vals > vk + tol).sum()) + 1
+    if first == k_used:
+        return None
+    return {"value": vk, "first": first, "last": k_used, "size": k_used - first + 1, "rtol": TIE_RTOL}
 
 
 SAMPLING_METHODS = ("low-rank", "full", "cholesky")
@@ -207,14 +349,19 @@ class Sampler:
       the paper's DAT-Full (O(n^3) set-up, O(n^2) per draw, n x n memory); refused above max_n.
     """
 
-    def __init__(self, profile: "NoiseProfile", method: str, k: int, max_n: int = DENSE_LIMIT):
+    def __init__(self, profile: "NoiseProfile", method: str, k: int, max_n: int = DENSE_LIMIT,
+                 lowrank: str = "plain"):
         self.profile, self.method, self.k = profile, method, k
         self.mu = profile.mean().float()
         self._on_device = {}
+        self.lowrank = None  # the LowRank report (k_used, ties, captured fractions) for "low-rank"
         if method == "low-rank":
-            vals, vecs = profile.eig(k)
-            # A_k = V_k D_k^(1/2): eta = mu + A_k z has covariance V_k D_k V_k^T.
-            self.A = (vecs * vals.sqrt()).float()
+            # A_k = V_k D_k^(1/2): eta = mu + A_k z has covariance V_k D_k V_k^T. A tied group at
+            # the k-th eigenvalue is kept whole (k_used >= k); "relevant" uses Sigma' and P mu.
+            self.lowrank = profile.lowrank(k, mode=lowrank)
+            self.mu = self.lowrank.mean.float()
+            self.A = self.lowrank.factor().float()
+            self.k = self.lowrank.k_used
         elif method == "cholesky":
             # L L^T = Sigma; eta = mu + L z with z ~ N(0, I_n). The same code path as A_k, with k = n.
             self.A = profile._cholesky_factor(max_n)
@@ -238,7 +385,8 @@ class Sampler:
         return mu + self.profile._sample_centered(num, generator)
 
     def __repr__(self) -> str:
-        return f"Sampler(method={self.method!r}, k={self.k}, n={self.profile.n})"
+        mode = f", lowrank={self.lowrank.mode!r}" if self.lowrank is not None else ""
+        return f"Sampler(method={self.method!r}, k={self.k}{mode}, n={self.profile.n})"
 
 
 class NoiseProfile:
@@ -248,7 +396,7 @@ class NoiseProfile:
 
     def __init__(self, device, targets: Targets, name: str):
         self.device, self.targets, self.name = device, targets, name
-        self._eig_cache = None
+        self._eig_cache = {}  # mode -> (values, vectors) of the top list, ending at a tie boundary
         self._hash = None
 
     # -- subclass interface ----------------------------------------------------------------
@@ -256,7 +404,9 @@ class NoiseProfile:
     def variance(self) -> torch.Tensor: ...
     def matvec(self, x: torch.Tensor) -> torch.Tensor: ...
     def _dense(self) -> torch.Tensor: ...
-    def _eig(self, k: int): ...
+    def _eig(self, k: int, mode: str = "plain"): ...
+    def relevant_trace(self) -> float: ...
+    def _relevant_mean(self) -> torch.Tensor: ...
     def _prepare_full(self): ...
     def _sample_centered(self, num, generator) -> torch.Tensor: ...
     def _hash_arrays(self) -> list[np.ndarray]: ...
@@ -289,18 +439,58 @@ class NoiseProfile:
         """L (float32) with L L^T = Sigma, from the dense Sigma (refused above max_n)."""
         return _cholesky(self.dense(max_n=max_n))[0].float()
 
-    def eig(self, k: int):
-        """Top-k eigenpairs of Sigma: values [k] descending, vectors [n, k] (float64)."""
+    def _top(self, k: int, mode: str = "plain"):
+        """Top eigenpairs of Sigma (or Sigma'), at least k, ending at a tie-group boundary."""
+        if mode not in LOWRANK_MODES:
+            raise UserError(f"low-rank mode: expected one of {LOWRANK_MODES}, found {mode!r}")
         k = _check_k(k, self.n)
-        if self._eig_cache is None or self._eig_cache[0].shape[0] < k:
-            self._eig_cache = self._eig(k)
-        vals, vecs = self._eig_cache
+        cached = self._eig_cache.get(mode)
+        if cached is None or cached[0].shape[0] < k:
+            cached = self._eig_cache[mode] = self._eig(k, mode)
+        return cached
+
+    def eig(self, k: int):
+        """Top-k eigenpairs of Sigma: values [k] descending, vectors [n, k] (float64), canonical
+        (see `LowRank`); inside a tied group cut at k, the order is (tile shape, tile, index)."""
+        vals, vecs = self._top(k)
         return vals[:k].clone(), vecs[:, :k].clone()
 
     def captured_variance(self, k: int) -> float:
         """sum of the top-k eigenvalues / trace(Sigma)."""
         tr = self.trace()
         return float(self.eig(k)[0].sum() / tr) if tr > 0 else 1.0
+
+    def project_relevant(self, x: torch.Tensor) -> torch.Tensor:
+        """P x (x [n] or [n, m]): on the classifier layer (the last target layer, whose outputs
+        are the logits) each input's values minus their mean over the outputs."""
+        return self.targets.remove_output_means(x)
+
+    def lowrank(self, k: int, mode: str = "plain") -> LowRank:
+        """The rank-k factor ("plain": top-k of Sigma, the paper's DAT-Fast; "relevant": top-k of
+        the loss-relevant Sigma' = P Sigma P, this project's extension), ties kept whole."""
+        if mode == "relevant" and self.targets.layers[-1].cols < 2:
+            raise UserError(f"loss-relevant low rank: expected a classifier layer with >= 2 outputs as the "
+                            f"last target, found {self.targets.layers[-1].name!r} with "
+                            f"{self.targets.layers[-1].cols} output")
+        vals, vecs = self._top(k, mode)
+        tr, tr_rel = self.trace(), self.relevant_trace()
+        tol = TIE_RTOL * float(vals[0]) if vals.numel() else 0.0
+        vk = float(vals[k - 1])
+        k_used = int((vals >= vk - tol).sum())
+        vals, vecs = vals[:k_used].clone(), vecs[:, :k_used].clone()
+        carried = float(vals.sum())  # variance of the factor's draws: trace(V D V^T)
+        if mode == "plain":
+            rel = float((self.project_relevant(vecs) ** 2 * vals).sum())  # ||P A||_F^2
+            mean = self.mean()
+        else:
+            rel, mean = carried, self._relevant_mean()
+        return LowRank(mode, k, k_used, vals, vecs, mean, _tie_report(vals, k, k_used, tol),
+                       carried / tr if tr > 0 else 1.0, rel / tr_rel if tr_rel > 0 else 1.0)
+
+    def captured(self, k: int) -> dict:
+        """Both factors' captured variance and captured loss-relevant variance at rank k."""
+        return {"k": k, "trace": self.trace(), "relevant_trace": self.relevant_trace(),
+                "plain": self.lowrank(k, "plain").report(), "relevant": self.lowrank(k, "relevant").report()}
 
     def spectrum(self, k_max: int = 50) -> dict:
         """Top eigenvalues and the cumulative captured variance (k_max capped at n), JSON-able."""
@@ -311,11 +501,16 @@ class NoiseProfile:
         return {"k": list(range(1, k + 1)), "eigenvalues": vals.tolist(),
                 "captured_variance": cum.tolist(), "trace": tr}
 
-    def sampler(self, method: str = "low-rank", k: int = 10, max_n: int = DENSE_LIMIT) -> Sampler:
-        """A sampler of eta; see `Sampler` for the methods. max_n caps the dense "cholesky" path."""
+    def sampler(self, method: str = "low-rank", k: int = 10, max_n: int = DENSE_LIMIT,
+                lowrank: str = "plain") -> Sampler:
+        """A sampler of eta; see `Sampler` for the methods. max_n caps the dense "cholesky" path;
+        `lowrank` ("plain" or "relevant") chooses the low-rank factor (see `LowRank`)."""
         if method not in SAMPLING_METHODS:
             raise ValueError(f"method must be one of {SAMPLING_METHODS}, found {method!r}")
-        return Sampler(self, method, _check_k(k, self.n) if method == "low-rank" else 0, max_n=max_n)
+        if lowrank not in LOWRANK_MODES:
+            raise UserError(f"low-rank mode: expected one of {LOWRANK_MODES}, found {lowrank!r}")
+        return Sampler(self, method, _check_k(k, self.n) if method == "low-rank" else 0, max_n=max_n,
+                       lowrank=lowrank)
 
     def content_hash(self) -> str:
         """sha256 of the device description, the arrays that define it and the targets."""
@@ -342,10 +537,12 @@ class BlockProfile(NoiseProfile):
         for t in targets.tiles():
             groups.setdefault((t.rows, t.cols), []).append(t.offset)
         self.groups = []
+        self._blocks = {}  # (rows, cols) -> block
         for (rows, cols), offsets in groups.items():
-            block = make_block(rows, cols)
+            block = self._blocks[(rows, cols)] = make_block(rows, cols)
             idx = torch.tensor(offsets)[:, None] + torch.arange(rows * cols)[None, :]
             self.groups.append((block, idx))
+        self._relevant_groups = None
 
     def mean(self):
         out = torch.empty(self.n, dtype=torch.float64)
@@ -375,19 +572,64 @@ class BlockProfile(NoiseProfile):
                 out[row[:, None], row[None, :]] = d
         return out
 
-    def _eig(self, k):
-        cands, per_group = [], []
-        for g, (block, idx) in enumerate(self.groups):
-            vals, vecs = block.top_eig(min(k, block.m))
-            per_group.append(vecs)
+    def _groups(self, mode: str):
+        if mode == "plain":
+            return self.groups
+        if self._relevant_groups is None:
+            # Tiles of the classifier layer become P Sigma_tile P; P acts inside a tile only when
+            # the tile holds all of the layer's outputs (one tile column).
+            logit = self.targets.layers[-1]
+            C = self.targets.tile_shape[1]
+            if logit.cols > C:
+                raise UserError(
+                    f"loss-relevant low rank: expected the classifier's {logit.cols} outputs on one "
+                    f"tile column (tile width >= {logit.cols}), found tile width {C}; use a wider tile")
+            groups: dict[tuple[int, int, bool], list[int]] = {}
+            for t in self.targets.tiles():
+                groups.setdefault((t.rows, t.cols, t.layer == logit.name), []).append(t.offset)
+            self._relevant_groups = []
+            for (rows, cols, proj), offsets in groups.items():
+                base = self._blocks[(rows, cols)]
+                block = _ProjectedBlock(base, rows, cols) if proj else base
+                idx = torch.tensor(offsets)[:, None] + torch.arange(rows * cols)[None, :]
+                self._relevant_groups.append((block, idx))
+        return self._relevant_groups
+
+    def relevant_trace(self):
+        return sum(idx.shape[0] * _block_trace(block) for block, idx in self._groups("relevant"))
+
+    def _relevant_mean(self):
+        out = torch.empty(self.n, dtype=torch.float64)
+        for block, idx in self._groups("relevant"):
+            out[idx] = block.mu.expand(idx.shape[0], -1)
+        return out
+
+    def _eig(self, k, mode="plain"):
+        groups = self._groups(mode)
+        want = [min(k, block.m) for block, _ in groups]
+        found: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        while True:
+            for g, (block, _) in enumerate(groups):
+                if g not in found or found[g][0].shape[0] < want[g]:
+                    found[g] = block.top_eig(want[g])
             # identical tiles repeat each eigenvalue once per tile, eigenvector on that tile
-            cands += [(-v, g, t, j) for j, v in enumerate(vals) for t in range(idx.shape[0])]
-        cands.sort()  # by value descending, ties in (group, tile, index) order: deterministic
-        top = cands[:k]
+            cands = sorted((-float(v), g, t, j) for g, (block, idx) in enumerate(groups)
+                           for j, v in enumerate(found[g][0]) for t in range(idx.shape[0]))
+            tol = TIE_RTOL * max(-cands[0][0], 0.0)
+            vk = -cands[k - 1][0]
+            # A block whose last computed value is still inside the k-th value's tied group may
+            # hold more of that group: ask it for more, so the group is complete.
+            short = [g for g, (block, _) in enumerate(groups)
+                     if found[g][0].shape[0] < block.m and found[g][0][-1] >= vk - tol]
+            if not short:
+                break
+            for g in short:
+                want[g] = min(groups[g][0].m, 2 * found[g][0].shape[0])
+        top = [c for c in cands if -c[0] >= vk - tol]  # (value desc, group, tile, index): deterministic
         values = torch.tensor([-c[0] for c in top], dtype=torch.float64)
-        vectors = torch.zeros(self.n, k, dtype=torch.float64)
+        vectors = torch.zeros(self.n, len(top), dtype=torch.float64)
         for col, (_, g, t, j) in enumerate(top):
-            vectors[self.groups[g][1][t], col] = torch.from_numpy(per_group[g][:, j].copy())
+            vectors[groups[g][1][t], col] = torch.from_numpy(found[g][1][:, j].copy())
         return values, vectors
 
     def _prepare_full(self):
@@ -442,9 +684,23 @@ class DenseProfile(NoiseProfile):
         self._check_dense_size(max_n)
         return self.block.cholesky()  # the factor the "full" sampler uses: computed once
 
-    def _eig(self, k):
-        vals, vecs = self.block.top_eig(k)
+    def _eig(self, k, mode="plain"):
+        block = self.block if mode == "plain" else self._relevant_block()
+        vals, vecs = block.top_eig(k)
         return torch.from_numpy(vals.copy()), torch.from_numpy(vecs)
+
+    def _relevant_block(self) -> "_DenseBlock":
+        if getattr(self, "_rel", None) is None:
+            P = self.project_relevant
+            s = P(P(self.block.sigma).T.contiguous())  # P Sigma P (Sigma symmetric)
+            self._rel = _DenseBlock(P(self.block.mu), 0.5 * (s + s.T))
+        return self._rel
+
+    def relevant_trace(self):
+        return float(self._relevant_block().sigma.diagonal().sum())
+
+    def _relevant_mean(self):
+        return self._relevant_block().mu.clone()
 
     def _prepare_full(self):
         self.block.cholesky()

@@ -112,7 +112,7 @@ def metrics_under(meta: dict, device: str | None = None, *, draws: int | None = 
     else:
         spec = str(device)
         ckpt = load_checkpoint(path)
-        if recipe_matches(stored, recipe, spec, make_profile(spec, ckpt.noise_targets()).content_hash()):
+        if recipe_matches(stored, recipe, spec, make_profile(spec, ckpt.noise_targets(), stress=(meta.get("config") or {}).get("stress", 1.0)).content_hash()):
             return stored
     return evaluate_checkpoint(path, spec, data_root=data_root, verify=verify, draws=recipe["draws"],
                                eval_seed=recipe["eval_seed"], batch_size=recipe["batch_size"], checkpoint=ckpt)

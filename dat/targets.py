@@ -181,6 +181,23 @@ class Targets:
         names = ", ".join(l.name for l in self.layers)
         return f"Targets(n={self.n}, layers=[{names}], tile={self.tile_shape}, units={self.units!r})"
 
+    def remove_output_means(self, x: torch.Tensor) -> torch.Tensor:
+        """P x for x [n] or [n, m] in eta order: on the classifier layer (the last target layer,
+        whose outputs are the logits), each input's values minus their mean over the layer's
+        outputs, P = (I - 11^T / C) on the output side; other layers unchanged. A perturbation
+        equal on every output for a given input shifts all logits of that input equally, which
+        softmax cross-entropy (and the argmax) cannot see: P removes exactly those directions."""
+        if not isinstance(x, torch.Tensor) or x.ndim not in (1, 2) or x.shape[0] != self.n:
+            raise ValueError(f"x must be a tensor of shape [{self.n}] or [{self.n}, m], "
+                             f"found {tuple(getattr(x, 'shape', ())) or type(x).__name__}")
+        layer, inv = self.layers[-1], self._eta_of_weight[-1]
+        cols = x.reshape(self.n, -1)
+        pos = self._on(inv, x.device) + layer.offset  # eta index of each flat weight W[c, i]
+        w = cols[pos].reshape(layer.cols, layer.rows, -1)  # [out, in, m]
+        out = cols.clone()
+        out[pos] = (w - w.mean(0, keepdim=True)).reshape(layer.size, -1)
+        return out.reshape(x.shape)
+
     # -- units -------------------------------------------------------------------------------
     def _w_scale(self, layer: TargetLayer, weights: Mapping[str, torch.Tensor]) -> torch.Tensor:
         if layer.name not in weights:

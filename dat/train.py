@@ -38,6 +38,7 @@ from dat.models import build_model
 from dat.optim import DAT, SAM, NoiseInjection
 from dat.parallel import GradientSync, any_rank, from_rank0, local_slice, rank_and_world
 from dat.profile_io import make_profile, resolve_device
+from dat.strength import calibrate_alpha
 
 Callback = Callable[[str, dict], None]
 
@@ -172,7 +173,7 @@ def build_run(config: TrainConfig, bundle, device: torch.device):
         if config.method == "sam":
             optimizer = SAM(model.parameters(), torch.optim.SGD, target_params=target_params, rho=config.rho, **base)
         else:
-            profile = make_profile(config.device, targets)
+            profile = make_profile(config.device, targets, stress=config.stress)
             if config.method == "noise-injection":
                 optimizer = NoiseInjection(model.parameters(), torch.optim.SGD, targets=targets,
                                            sampler=profile.sampler("full"), target_params=target_params,
@@ -180,15 +181,33 @@ def build_run(config: TrainConfig, bundle, device: torch.device):
             else:
                 # DAT-Fast: eta = mu + A_k z. DAT-Full: eta = mu + L z with the Cholesky factor of the
                 # dense Sigma, as in the paper (O(n^3) set-up, n x n memory; n up to DAT_FULL_MAX_N).
-                sampler = (profile.sampler("low-rank", k=config.k) if config.method == "dat-fast"
-                           else profile.sampler("cholesky", max_n=DAT_FULL_MAX_N))
+                sampler = (profile.sampler("low-rank", k=config.k, lowrank=config.lowrank)
+                           if config.method == "dat-fast" else profile.sampler("cholesky", max_n=DAT_FULL_MAX_N))
+                calibration = None
+                if config.strength is not None:  # alpha from the strength, at the initial weights
+                    calibration = calibrate_alpha(model, targets, sampler, profile, bundle.train_eval,
+                                                  config.strength, seed=config.seed + 2,
+                                                  batch_size=min(config.batch_size, 64))
                 optimizer = DAT(model.parameters(), torch.optim.SGD, targets=targets, sampler=sampler,
-                                target_params=target_params, alpha=config.alpha, p=config.p,
-                                generator=noise_gen, **base)
+                                target_params=target_params, p=config.p, generator=noise_gen, **base,
+                                alpha=calibration.alpha if calibration else config.alpha)
+                optimizer.strength_calibration = calibration
         step_fn = head_step if is_head_only(model, targets) else two_pass_step
         base_optimizer = optimizer.base_optimizer
     scheduler = torch.optim.lr_scheduler.StepLR(base_optimizer, step_size=config.lr_decay_every, gamma=config.lr_decay)
     return model, targets, profile, optimizer, base_optimizer, scheduler, noise_gen, step_fn
+
+
+def _strength_report(optimizer) -> dict | None:
+    """The strength calibration of a DAT run (strength, resolved alpha, r, ...), or None."""
+    cal = getattr(optimizer, "strength_calibration", None)
+    return cal.to_dict() if cal is not None else None
+
+
+def _lowrank_report(optimizer) -> dict | None:
+    """DAT-Fast's low-rank factor: mode, k, k_used (ties kept whole), captured fractions."""
+    lr = getattr(getattr(optimizer, "sampler", None), "lowrank", None)
+    return lr.report() if lr is not None else None
 
 
 def _resume_path(checkpoint_path: str) -> str:
@@ -355,7 +374,7 @@ def train(config: TrainConfig, callbacks: Iterable[Callback] = (), should_stop: 
     # Table I numbers, under the evaluation profile (the training device unless told otherwise).
     eval_spec = config.eval_device or config.device
     same = profile is not None and str(eval_spec) == str(config.device)
-    eval_profile = profile if same else make_profile(eval_spec, targets)
+    eval_profile = profile if same else make_profile(eval_spec, targets, stress=config.stress)
     # One evaluation rule everywhere (dat.evaluate.recipe_for): draws seeded by eval_seed, not the training seed.
     recipe = recipe_for(config.to_dict(), eval_seed=config.eval_seed)
     metrics = evaluate_with_recipe(model, bundle, eval_profile, targets, recipe, str(eval_spec))
@@ -366,7 +385,9 @@ def train(config: TrainConfig, callbacks: Iterable[Callback] = (), should_stop: 
         "device": {"name": resolve_device(config.device)[1], "spec": str(config.device),
                    "hash": profile.content_hash() if profile is not None else eval_profile.content_hash()},
         "trained_with_noise": profile is not None,
-        "targets": targets.describe(), "alpha": config.alpha, "k": config.k, "p": config.p, "rho": config.rho,
+        "targets": targets.describe(), "alpha": getattr(optimizer, "alpha", config.alpha), "k": config.k,
+        "p": config.p, "rho": config.rho, "stress": config.stress, "lowrank": _lowrank_report(optimizer),
+        "strength": _strength_report(optimizer),
         "seed": config.seed, "config": config.to_dict(), "metrics": metrics, "history": history,
         "train_time_s": train_time, "versions": versions(),
     }

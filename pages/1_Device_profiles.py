@@ -155,6 +155,22 @@ for col, (slot, r) in zip(st.columns(2), results.items()):
     col.metric(f"Device {slot}: variance captured by k = {int(k)}", f"{100 * r['captured']:.1f} %",
                help=f"n = {r['n']} cells; profile hash {r['hash'][:12]}")
 
+
+
+@st.cache_data(max_entries=16, show_spinner="Computing the loss-relevant low rank...")
+def captured_both(_device, key: str, tile: int, k: int) -> dict:
+    """Plain and loss-relevant top-k on one tile whose bit lines are a classifier's outputs."""
+    return pf.tile_profile(_device, (tile, tile)).captured(k)
+
+
+for col, (slot, r) in zip(st.columns(2), results.items()):
+    both = captured_both(devices[slot], r["hash"], int(tile), min(int(k), r["n"]))
+    col.caption(f"Device {slot}, the tile as a classifier head (bit lines = outputs): captured variance / "
+                "captured loss-relevant variance: plain top-k " + " / ".join(
+                    f"{100 * both['plain'][x]:.1f} %" for x in ("captured_variance", "captured_relevant_variance"))
+                + ", loss-relevant top-k " + " / ".join(
+                    f"{100 * both['relevant'][x]:.1f} %" for x in ("captured_variance", "captured_relevant_variance")))
+
 # -- saving ---------------------------------------------------------------------------------------
 st.header("Save a device")
 with st.form("save_profile"):

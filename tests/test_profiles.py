@@ -252,3 +252,38 @@ def test_repair_clips_negative_eigenvalues_and_reports():
     assert rep["repaired"] and rep["most_negative_eigenvalue"] == pytest.approx(-1.0)
     assert rep["clipped_eigenvalues"] == 1 and rep["frobenius_change"] == pytest.approx(1.0)
     assert np.linalg.eigvalsh(d.sigma).min() > -1e-12
+
+
+def test_loss_relevant_low_rank_of_a_dense_device_matches_the_structured_one():
+    # the same Sigma given densely (projected with the n x n P) and as a crossbar (per tile)
+    t = Targets([("h", (5, 6)), ("classifier.weight", (4, 9))], tile=(5, 4))
+    structured = bind(PARAMS["gaussian"], t)
+    dense = bind(DenseDevice(structured.mean().numpy(), structured.dense().numpy()), t)
+    a, b = structured.lowrank(6, "relevant"), dense.lowrank(6, "relevant")
+    assert a.k_used == b.k_used
+    assert torch.allclose(a.values, b.values, rtol=1e-9)
+    assert torch.allclose(a.factor() @ a.factor().T, b.factor() @ b.factor().T, atol=1e-10)
+    assert torch.allclose(a.mean, b.mean, atol=1e-14)
+    assert structured.relevant_trace() == pytest.approx(dense.relevant_trace(), rel=1e-12)
+
+
+def test_low_rank_sampler_keeps_a_tied_group_whole():
+    # device-B on a 64 x 10 head: eigenvalues 7-12 are tied, so k = 10 samples with 12 columns
+    prof = bind(PRESETS["device-B"], Targets([("classifier.weight", (10, 64))]))
+    s = prof.sampler("low-rank", k=10)
+    assert s.k == s.A.shape[1] == s.lowrank.k_used == 12 and s.lowrank.tie["size"] == 6
+
+
+def test_stress_scales_the_covariance_by_its_square_and_keeps_the_mean():
+    from dat.devices import apply_stress
+
+    t = Targets(SHAPES, tile=TILE)
+    base = bind(PARAMS["exponential"], t)
+    for device in (PARAMS["exponential"], DenseDevice(base.mean().numpy(), base.dense().numpy(), name="d")):
+        stressed = bind(apply_stress(device, 2.5), t)
+        assert torch.allclose(stressed.dense(), 6.25 * base.dense(), rtol=1e-12)
+        assert torch.allclose(stressed.mean(), base.mean(), atol=1e-15)
+        assert stressed.name.endswith("-stress2.5")
+        assert apply_stress(device, 1.0) is device
+    with pytest.raises(ValueError, match="stress"):
+        apply_stress(PARAMS["exponential"], 0.0)

@@ -85,7 +85,9 @@ def test_a_few_epochs_on_digits_learn(tmp_path):
     metrics = result.metrics
     assert metrics["test"]["clean"]["acc"] > 0.8          # chance is 0.1
     assert metrics["test"]["noisy"]["draws"] == 3
-    assert result.meta["method"] == "dat-fast" and result.meta["config"]["alpha"] == result.meta["alpha"]
+    # the digits preset sets a strength: alpha is the one it resolved to, recorded with it
+    assert result.meta["method"] == "dat-fast" and result.meta["strength"]["alpha"] == result.meta["alpha"]
+    assert result.meta["strength"]["strength"] == result.meta["config"]["strength"] == 1.0
 
 
 def test_resume_continues_the_same_trajectory(tmp_path):
