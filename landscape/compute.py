@@ -39,6 +39,12 @@ def _band(values: np.ndarray, band: str, axis: int):
     return np.percentile(values, 10, axis=axis), np.percentile(values, 90, axis=axis)
 
 
+def _check_axes(array: np.ndarray, lengths: tuple, what: str) -> None:
+    """Labels and arrays read back together must agree on every labelled axis's length."""
+    if tuple(array.shape[: len(lengths)]) != tuple(lengths):
+        raise ValueError(f"{what}: expected leading axes {tuple(lengths)} from its labels, found {array.shape}")
+
+
 @dataclass(frozen=True)
 class Curves:
     """g(alpha) along unit noise directions, per model, device and draw.
@@ -87,10 +93,13 @@ class Curves:
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray], labels: dict, meta: dict) -> "Curves":
-        return cls(tuple(labels["models"]), tuple(labels["devices"]), band=labels["band"], meta=meta,
-                   **{k: np.asarray(arrays[k]) for k in ("alphas", "loss", "accuracy", "typical_norm",
-                                                          "loss_at_typical", "accuracy_at_typical", "clean_loss",
-                                                          "clean_accuracy")})
+        out = cls(tuple(labels["models"]), tuple(labels["devices"]), band=labels["band"], meta=meta,
+                  **{k: np.asarray(arrays[k]) for k in ("alphas", "loss", "accuracy", "typical_norm",
+                                                         "loss_at_typical", "accuracy_at_typical", "clean_loss",
+                                                         "clean_accuracy")})
+        _check_axes(out.loss, (len(out.models), len(out.devices)), "curves loss")
+        _check_axes(out.typical_norm, (len(out.models), len(out.devices)), "curves typical_norm")
+        return out
 
 
 @dataclass(frozen=True)
@@ -121,14 +130,22 @@ class Surface:
                 "marker_accuracy": self.marker_accuracy}
 
     def labels(self) -> dict:
-        return {"panels": list(self.panels), "markers": {k: list(v) for k, v in self.markers.items()}}
+        # Markers as a list of [name, alpha, beta] rows, not a mapping: the row order is the order of
+        # marker_loss's axis, and a list keeps it whatever a JSON writer does with keys.
+        return {"panels": list(self.panels),
+                "markers": [[k, float(v[0]), float(v[1])] for k, v in self.markers.items()]}
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray], labels: dict, meta: dict) -> "Surface":
-        return cls(panels=tuple(labels["panels"]),
-                   markers={k: tuple(v) for k, v in labels["markers"].items()}, meta=meta,
-                   **{k: np.asarray(arrays[k]) for k in ("alphas", "betas", "loss", "accuracy", "loss_std",
-                                                          "marker_loss", "marker_accuracy")})
+        rows = labels["markers"]
+        if not isinstance(rows, list):
+            raise ValueError(f"surface markers must be a list of [name, alpha, beta] rows, found {type(rows).__name__}")
+        out = cls(panels=tuple(labels["panels"]), markers={str(n): (float(a), float(b)) for n, a, b in rows},
+                  meta=meta, **{k: np.asarray(arrays[k]) for k in ("alphas", "betas", "loss", "accuracy", "loss_std",
+                                                                    "marker_loss", "marker_accuracy")})
+        _check_axes(out.loss, (len(out.panels), len(out.alphas), len(out.betas)), "surface loss")
+        _check_axes(out.marker_loss, (len(out.panels), len(out.markers)), "surface marker_loss")
+        return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -382,7 +399,7 @@ def surface_on_plane(plane: Plane, model: nn.Module, dataset, *, profiles: Mappi
         recal_X = as_tensors(recal_dataset)[0] if recal_dataset is not None else X
     inputs = {
         "plane": {"kind": plane.kind, "anchors": _cache.tensor_hash(plane.anchors),
-                  "markers": {m: list(v) for m, v in plane.markers.items()}},
+                  "markers": {m: list(v) for m, v in plane.markers.items()}, "marker_order": list(plane.markers)},
         "profiles": {p: (None if prof is None else {"name": getattr(prof, "name", p), "hash": _profile_hash(prof)})
                      for p, prof in profiles.items()},
         "panel_order": list(profiles),
