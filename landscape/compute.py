@@ -37,7 +37,7 @@ MAX_EVALUATIONS = 200_000
 def check_evaluations(count: int, what: str, limit: int | None) -> None:
     """UserError when ``count`` model evaluations exceed ``limit`` (None: no limit)."""
     if limit is not None and count > limit:
-        raise UserError(f"{what} asks for {count:,} model evaluations, more than the limit of {limit:,}: "
+        raise UserError(f"{what} would take {count:,} model evaluations, more than the limit of {limit:,}: "
                         "choose a coarser grid or fewer draws, or lift the limit (--allow-large on the "
                         "command line, max_evaluations=None in Python) to run it anyway")
 
