@@ -205,12 +205,11 @@ def run_landscape_command(args) -> int:
     if cmd == "2d":
         if args.free:
             if any((args.sgd, args.dat_a, args.dat_b)):
-                raise UserError("2d: expected either --free PATH or --sgd/--dat-a/--dat-b, found both")
+                raise SystemExit("use either --free PATH or --sgd/--dat-a/--dat-b, not both")
             spec = LandscapeSpec(checkpoints={"model": args.free}, **_spec_kwargs(args, "free-plane"))
         else:
             if not all((args.sgd, args.dat_a, args.dat_b)):
-                raise UserError("2d: expected --sgd, --dat-a and --dat-b (or --free PATH for a free plane), "
-                                "found only some of them")
+                raise SystemExit("2d needs --sgd, --dat-a and --dat-b (or --free PATH for a free plane)")
             spec = LandscapeSpec(checkpoints={"SGD": args.sgd, "DAT-A": args.dat_a, "DAT-B": args.dat_b},
                                  **_spec_kwargs(args, "surface"))
         _export(_run(spec, args, "2D surface"), args, out, spec)

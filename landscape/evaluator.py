@@ -21,7 +21,6 @@ import copy
 from collections.abc import Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
@@ -57,14 +56,15 @@ def head_names(model: nn.Module) -> tuple[str | None, str | None]:
 
 
 def _ce_and_correct(logits: torch.Tensor, y: torch.Tensor):
-    """Sum over the last-but-one (sample) axis of cross-entropy and of correct predictions."""
-    lead = logits.shape[:-2]
-    k = logits.shape[-1]
-    flat = logits.reshape(-1, k)
-    yy = y.repeat(flat.shape[0] // y.shape[0])
-    loss = F.cross_entropy(flat, yy, reduction="none").reshape(*lead, -1).sum(-1)
-    correct = (flat.argmax(-1) == yy).reshape(*lead, -1).sum(-1)
-    return loss.double(), correct.double()
+    """Sum over the last-but-one (sample) axis of cross-entropy and of correct predictions.
+
+    logits [..., B, K], y [B]. Cross-entropy as logsumexp minus the target's logit, per sample (the
+    same float32 rounding as F.cross_entropy), summed in float64; no [..., B] copy of y is made."""
+    idx = y.reshape(*([1] * (logits.ndim - 2)), -1, 1).expand(*logits.shape[:-1], 1)
+    per_sample = torch.logsumexp(logits, -1) - logits.gather(-1, idx).squeeze(-1)
+    loss = per_sample.double().sum(-1)
+    correct = (logits.argmax(-1) == y).sum(-1)
+    return loss, correct.double()
 
 
 def check_memory_budget(budget) -> int:
@@ -293,7 +293,7 @@ class Evaluator:
                 proj = torch.einsum("bf,skf->sbk", f, d)                         # [S, B, K]
                 ls, cs = [], []
                 for i in range(0, a.shape[0], step):
-                    logits = base + a[None, i : i + step, None, None] * proj[:, None]  # [S, A', B, K]
+                    logits = torch.addcmul(base, a[None, i : i + step, None, None], proj[:, None])  # [S, A', B, K]
                     l, c = _ce_and_correct(logits, yb)
                     ls.append(l)
                     cs.append(c)
