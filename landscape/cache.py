@@ -4,6 +4,12 @@ A key is the SHA-256 of a canonical JSON of the inputs (weight hashes, profile h
 grid, seeds, draws, BatchNorm mode, ...) plus the code version (the package version and a hash of
 the computing modules' source), so editing the maths invalidates old entries. Each entry is
 ``<key>.npz`` (the arrays) + ``<key>.json`` (labels and metadata), both written atomically.
+
+Labels are written in the order of the arrays' axes and never re-sorted: an entry's JSON is written
+without ``sort_keys``, and labels whose order is an axis are lists (a surface's markers are
+[name, alpha, beta] rows), so a cached result has each value under the same model, device, panel
+and marker as the fresh one. Only the key's hash sorts keys, where order carries no meaning (the
+inputs record every ordered axis as a list as well).
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ from torch import nn
 from dat.fileio import atomic_write_bytes
 
 DEFAULT_FOLDER = Path("cache") / "landscape"
-_CODE_FILES = ("compute.py", "directions.py", "evaluator.py")
+_CODE_FILES = ("compute.py", "directions.py", "evaluator.py", "cache.py")
+FORMAT_VERSION = 2  # 2: labels kept in axis order (format 1 sorted marker names; its entries are never read)
 
 
 def tensor_hash(tensors) -> str:
@@ -57,7 +64,9 @@ def versions() -> dict:
 
 
 def key_of(inputs: dict) -> str:
-    text = json.dumps({"inputs": inputs, "code": code_version()}, sort_keys=True, separators=(",", ":"))
+    # sort_keys here only makes the hash canonical; it never touches what is stored.
+    text = json.dumps({"inputs": inputs, "code": code_version(), "format": FORMAT_VERSION}, sort_keys=True,
+                      separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -85,7 +94,8 @@ class ResultCache:
         if not (npz.exists() and js.exists()):
             return None
         record = json.loads(js.read_text())
-        if record.get("kind") != cls.kind or record.get("key") != npz.stem:
+        if (record.get("kind") != cls.kind or record.get("key") != npz.stem
+                or record.get("format_version") != FORMAT_VERSION):
             return None
         with np.load(npz, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
@@ -96,8 +106,10 @@ class ResultCache:
         npz, js = self.paths(inputs)
         # Arrays first, then the JSON that makes the entry visible to `load`.
         atomic_write_bytes(npz, npz_bytes(result.to_arrays()))
-        record = {"kind": result.kind, "key": npz.stem, "labels": result.labels(), "meta": result.meta}
-        atomic_write_bytes(js, json.dumps(record, indent=1, sort_keys=True).encode())
+        record = {"kind": result.kind, "key": npz.stem, "format_version": FORMAT_VERSION,
+                  "labels": result.labels(), "meta": result.meta}
+        # No sort_keys: the labels' order is the order of the arrays' axes.
+        atomic_write_bytes(js, json.dumps(record, indent=1).encode())
         return npz
 
 

@@ -13,17 +13,20 @@ from pathlib import Path
 
 import numpy as np
 
+from dat.errors import UserError
+
 DEFAULT_DEVICES = ["device-A=device-A", "device-B=device-B"]
+DEFAULT_MEMORY_MB = 1024.0  # landscape.evaluator.DEFAULT_MEMORY_BUDGET in MiB
 
 
 def _pairs(items, what: str) -> dict:
     out = {}
     for item in items or []:
         if "=" not in item:
-            raise SystemExit(f"{what} must be LABEL=VALUE, found {item!r}")
+            raise UserError(f"{what}: expected LABEL=VALUE, found {item!r}")
         label, value = item.split("=", 1)
         if not label or not value:
-            raise SystemExit(f"{what} must be LABEL=VALUE with both parts, found {item!r}")
+            raise UserError(f"{what}: expected LABEL=VALUE with both parts, found {item!r}")
         out[label] = value
     return out
 
@@ -42,7 +45,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the noise draws")
     p.add_argument("--sampler", default="full", choices=["full", "low-rank"])
     p.add_argument("--k", type=int, default=10, help="rank of the low-rank sampler")
-    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="samples per forward pass (default: as many as --memory-mb allows)")
+    p.add_argument("--memory-mb", type=float, default=DEFAULT_MEMORY_MB,
+                   help=f"working memory for one piece of the grid, MiB (default {DEFAULT_MEMORY_MB:g}); "
+                        "chunk and batch sizes are derived from it, so memory does not grow with the grid")
+    p.add_argument("--allow-large", action="store_true",
+                   help="run jobs of more than the limit of model evaluations (see docs/landscape.md)")
     p.add_argument("--out", required=True, help="output folder of the bundle")
     p.add_argument("--formats", default="png,svg,pdf", help="image formats among png,svg,pdf,html (or 'none')")
     p.add_argument("--widths", default="single,double", help="column widths: single (3.5 in), double (7.16 in)")
@@ -58,7 +67,8 @@ def _grid(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resolution", type=int, nargs=2, default=[21, 23], metavar=("N_ALPHA", "N_BETA"))
     p.add_argument("--bn", default="interpolate", choices=["interpolate", "recalibrate"])
     p.add_argument("--recal-batches", type=int, default=None, help="train batches for BatchNorm recalibration")
-    p.add_argument("--chunk-size", type=int, default=16, help="grid points per evaluated chunk")
+    p.add_argument("--chunk-size", type=int, default=None,
+                   help="grid points per evaluated chunk (default: as many as --memory-mb allows)")
 
 
 def _trio(p: argparse.ArgumentParser, required: bool) -> None:
@@ -105,15 +115,24 @@ def add_landscape_parser(subparsers) -> argparse.ArgumentParser:
 
 def _spec_kwargs(args, kind: str) -> dict:
     devices = _pairs(args.device or DEFAULT_DEVICES, "--device")
+    if not (np.isfinite(args.memory_mb) and args.memory_mb >= 1):
+        raise UserError(f"--memory-mb: expected a number of MiB >= 1, found {args.memory_mb:g}")
     kw = dict(kind=kind, devices=devices, dataset=args.dataset, data_root=args.data_root, split=args.split,
               max_samples=args.max_samples, targets=args.targets, tile=args.tile, seed=args.seed,
               sampler=args.sampler, k=args.k, batch_size=args.batch_size)
+    # --draws 0 is refused (by the spec), not taken as "use the default".
     if kind == "curves":
-        kw.update(draws=args.draws or 20, span=args.span, num_alphas=args.num_alphas, band=args.band,
-                  alphas=[float(a) for a in args.alphas.split(",")] if args.alphas else None)
+        alphas = None
+        if args.alphas:
+            try:
+                alphas = [float(a) for a in args.alphas.split(",")]
+            except ValueError:
+                raise UserError(f"--alphas: expected comma-separated numbers, found {args.alphas!r}") from None
+        kw.update(draws=20 if args.draws is None else args.draws, span=args.span, num_alphas=args.num_alphas,
+                  band=args.band, alphas=alphas)
     else:
         free = kind == "free-plane"
-        kw.update(draws=args.draws or 8, resolution=tuple(args.resolution), bn=args.bn,
+        kw.update(draws=8 if args.draws is None else args.draws, resolution=tuple(args.resolution), bn=args.bn,
                   recal_batches=args.recal_batches, chunk_size=args.chunk_size,
                   alpha_range=tuple(args.alpha_range or ((-1.0, 1.0) if free else (-0.5, 1.5))),
                   beta_range=tuple(args.beta_range or ((-1.0, 1.0) if free else (-0.3, 0.8))))
@@ -138,11 +157,14 @@ def _progress(args, what: str):
 
 
 def _run(spec, args, what: str, inputs=None):
-    from .spec import run_spec
+    from . import compute
+    from .spec import check_size, run_spec
 
+    check_size(spec, None if args.allow_large else compute.MAX_EVALUATIONS)  # before a progress bar shows
     cb, close = _progress(args, what)
     try:
-        return run_spec(spec, progress=cb, cache=None if args.no_cache else args.cache_dir, inputs=inputs)
+        return run_spec(spec, progress=cb, cache=None if args.no_cache else args.cache_dir, inputs=inputs,
+                        memory_budget=int(args.memory_mb * (1 << 20)), allow_large=args.allow_large)
     finally:
         close()
 

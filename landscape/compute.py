@@ -7,25 +7,39 @@ definitions are those of DESIGN.md "Landscapes"; docs/landscape.md states every 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
+from dat.errors import UserError, expected
 from dat.parallel import rank_and_world
 
 from . import cache as _cache
 from .directions import (Plane, check_same_architecture, noise_directions, random_plane, target_weights,
                          trio_plane, typical_noise_norm)
-from .evaluator import Evaluator
+from .evaluator import DEFAULT_MEMORY_BUDGET, Evaluator, check_memory_budget
 from .parallel import map_chunks
 
 BANDS = ("std", "p10-p90")
 BN_MODES = ("interpolate", "recalibrate")
 SAMPLERS = ("full", "low-rank")
 Progress = Callable[[int, int], None]
+# Largest job run without being asked twice, in model evaluations (one evaluation = the loss of one
+# weight point, noise draw included, over the data split). The default figures need about 8,000; a
+# 61 x 61 three-panel surface at S = 8 about 63,000. ``max_evaluations=None`` (CLI --allow-large)
+# lifts it.
+MAX_EVALUATIONS = 200_000
+
+
+def check_evaluations(count: int, what: str, limit: int | None) -> None:
+    """UserError when ``count`` model evaluations exceed ``limit`` (None: no limit)."""
+    if limit is not None and count > limit:
+        raise UserError(f"{what} would take {count:,} model evaluations, more than the limit of {limit:,}: "
+                        "choose a coarser grid or fewer draws, or lift the limit (--allow-large on the "
+                        "command line, max_evaluations=None in Python) to run it anyway")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -37,6 +51,12 @@ def _band(values: np.ndarray, band: str, axis: int):
         std = values.std(axis, ddof=1) if values.shape[axis] > 1 else np.zeros_like(mean)
         return mean - std, mean + std
     return np.percentile(values, 10, axis=axis), np.percentile(values, 90, axis=axis)
+
+
+def _check_axes(array: np.ndarray, lengths: tuple, what: str) -> None:
+    """Labels and arrays read back together must agree on every labelled axis's length."""
+    if tuple(array.shape[: len(lengths)]) != tuple(lengths):
+        raise ValueError(f"{what}: expected leading axes {tuple(lengths)} from its labels, found {array.shape}")
 
 
 @dataclass(frozen=True)
@@ -87,10 +107,13 @@ class Curves:
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray], labels: dict, meta: dict) -> "Curves":
-        return cls(tuple(labels["models"]), tuple(labels["devices"]), band=labels["band"], meta=meta,
-                   **{k: np.asarray(arrays[k]) for k in ("alphas", "loss", "accuracy", "typical_norm",
-                                                          "loss_at_typical", "accuracy_at_typical", "clean_loss",
-                                                          "clean_accuracy")})
+        out = cls(tuple(labels["models"]), tuple(labels["devices"]), band=labels["band"], meta=meta,
+                  **{k: np.asarray(arrays[k]) for k in ("alphas", "loss", "accuracy", "typical_norm",
+                                                         "loss_at_typical", "accuracy_at_typical", "clean_loss",
+                                                         "clean_accuracy")})
+        _check_axes(out.loss, (len(out.models), len(out.devices)), "curves loss")
+        _check_axes(out.typical_norm, (len(out.models), len(out.devices)), "curves typical_norm")
+        return out
 
 
 @dataclass(frozen=True)
@@ -121,14 +144,22 @@ class Surface:
                 "marker_accuracy": self.marker_accuracy}
 
     def labels(self) -> dict:
-        return {"panels": list(self.panels), "markers": {k: list(v) for k, v in self.markers.items()}}
+        # Markers as a list of [name, alpha, beta] rows, not a mapping: the row order is the order of
+        # marker_loss's axis, and a list keeps it whatever a JSON writer does with keys.
+        return {"panels": list(self.panels),
+                "markers": [[k, float(v[0]), float(v[1])] for k, v in self.markers.items()]}
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray], labels: dict, meta: dict) -> "Surface":
-        return cls(panels=tuple(labels["panels"]),
-                   markers={k: tuple(v) for k, v in labels["markers"].items()}, meta=meta,
-                   **{k: np.asarray(arrays[k]) for k in ("alphas", "betas", "loss", "accuracy", "loss_std",
-                                                          "marker_loss", "marker_accuracy")})
+        rows = labels["markers"]
+        if not isinstance(rows, list):
+            raise ValueError(f"surface markers must be a list of [name, alpha, beta] rows, found {type(rows).__name__}")
+        out = cls(panels=tuple(labels["panels"]), markers={str(n): (float(a), float(b)) for n, a, b in rows},
+                  meta=meta, **{k: np.asarray(arrays[k]) for k in ("alphas", "betas", "loss", "accuracy", "loss_std",
+                                                                    "marker_loss", "marker_accuracy")})
+        _check_axes(out.loss, (len(out.panels), len(out.alphas), len(out.betas)), "surface loss")
+        _check_axes(out.marker_loss, (len(out.panels), len(out.markers)), "surface marker_loss")
+        return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -210,27 +241,45 @@ def default_alphas(norms, span: float = 3.0, num: int = 61) -> np.ndarray:
     r = float(np.max(norms))
     if not np.isfinite(r) or r <= 0:
         raise ValueError(f"typical noise norm must be positive and finite, found {r}")
+    if not (np.isfinite(span) and span > 0):
+        raise expected("span", "a positive number (the alpha grid is [-span r, span r])", span)
     if num < 3:
-        raise ValueError(f"num_alphas must be >= 3, found {num}")
+        raise expected("num_alphas", "an integer >= 3", num)
     return np.linspace(-span * r, span * r, int(num))
 
 
 def noise_curves(models: Mapping[str, nn.Module], profiles: Mapping[str, object], dataset, *,
                  alphas=None, span: float = 3.0, num_alphas: int = 61, draws: int = 20, seed: int = 0,
                  band: str = "std", split: str = "train", max_samples: int | None = None, targets=None,
-                 sampler: str = "full", k: int = 10, batch_size: int = 512, chunk_size: int | None = None,
-                 progress: Progress | None = None, cache=None) -> Curves:
+                 sampler: str = "full", k: int = 10, batch_size: int | None = None, chunk_size: int | None = None,
+                 strategy: str = "auto", memory_budget: int = DEFAULT_MEMORY_BUDGET,
+                 max_evaluations: int | None = MAX_EVALUATIONS, progress: Progress | None = None,
+                 cache=None) -> Curves:
     """g(alpha) = mean loss of f(w + alpha d), d = delta / ||delta||_F, delta = w_scale * eta.
 
     models: label -> model (one architecture, so one set of targets); profiles: label -> NoiseProfile
     bound to those targets. ``alphas``: a shared grid (array) or None for the default of
     ``default_alphas`` per device. ``draws`` directions per device, seeded by ``seed``.
-    ``cache``: a ResultCache, a folder, or None (no cache).
+    ``cache``: a ResultCache, a folder, or None (no cache). ``batch_size`` (samples per forward pass,
+    None: from the budget), ``chunk_size`` (points per vmap call), ``strategy`` and ``memory_budget``
+    (bytes) change the speed and memory only; ``max_evaluations`` refuses larger jobs (None: no limit).
     """
     if not models or not profiles:
         raise ValueError(f"need at least one model and one profile, found {len(models)} and {len(profiles)}")
     if band not in BANDS:
         raise ValueError(f"band must be one of {BANDS}, found {band!r}")
+    if isinstance(draws, bool) or int(draws) != draws or int(draws) < 1:
+        raise expected("draws", "an integer >= 1 (noise directions per device)", draws)
+    if alphas is None:
+        if not (np.isfinite(span) and span > 0):
+            raise expected("span", "a positive number (the alpha grid is [-span r, span r])", span)
+        if int(num_alphas) < 3:
+            raise expected("num_alphas", "an integer >= 3", num_alphas)
+    num_a = int(num_alphas) if alphas is None else int(np.size(alphas))
+    check_evaluations(len(models) * len(profiles) * int(draws) * (num_a + 2),
+                      f"these curves ({len(models)} models x {len(profiles)} devices x {int(draws)} draws x "
+                      f"({num_a} alphas + 2))", max_evaluations)
+    check_memory_budget(memory_budget)
     started = time.perf_counter()
     check_same_architecture(dict(models))
     first = next(iter(models.values()))
@@ -271,7 +320,8 @@ def noise_curves(models: Mapping[str, nn.Module], profiles: Mapping[str, object]
     acc_t = np.zeros_like(loss_t)
     clean_l, clean_a = np.zeros(M), np.zeros(M)
     for i, m in enumerate(m_labels):
-        ev = Evaluator(models[m], X, Y, batch_size=batch_size, vmap_chunk=chunk_size)
+        ev = Evaluator(models[m], X, Y, batch_size=batch_size, vmap_chunk=chunk_size, strategy=strategy,
+                       memory_budget=memory_budget)
         dirs = {d: noise_directions(etas[d], targets, weights[m]) for d in d_labels}
         # alpha = typical norm and alpha = 0 ride along as two extra alphas: exact, not interpolated.
         grids = {d: torch.tensor(np.append(grid[j], [norms[i, j], 0.0])) for j, d in enumerate(d_labels)}
@@ -296,10 +346,40 @@ def noise_curves(models: Mapping[str, nn.Module], profiles: Mapping[str, object]
 def _axis(rng, num: int, what: str) -> np.ndarray:
     lo, hi = (float(v) for v in rng)
     if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
-        raise ValueError(f"{what} must be (low, high) with low < high, found {rng}")
-    if int(num) < 2:
-        raise ValueError(f"{what} resolution must be >= 2, found {num}")
+        raise expected(what, "(low, high) with low < high", tuple(rng))
     return np.linspace(lo, hi, int(num))
+
+
+def _resolution(resolution) -> tuple[int, int]:
+    res = (resolution, resolution) if np.isscalar(resolution) else tuple(resolution)
+    if (len(res) != 2 or any(isinstance(r, bool) or not float(r).is_integer() or int(r) < 2 for r in res)):
+        raise expected("resolution", "grid points along alpha and beta, two integers >= 2", resolution)
+    return int(res[0]), int(res[1])
+
+
+class GridChunks(Sequence):
+    """The plane's points (the grid in row-major (alpha, beta) order, then the markers) in chunks of
+    ``size``, each made when asked for: memory does not grow with the grid."""
+
+    def __init__(self, alphas: np.ndarray, betas: np.ndarray, marks: np.ndarray, size: int):
+        self.alphas, self.betas, self.marks, self.size = alphas, betas, marks, int(size)
+        self.num_grid = len(alphas) * len(betas)
+        self.total = self.num_grid + len(marks)
+
+    def __len__(self) -> int:
+        return -(-self.total // self.size)
+
+    def __getitem__(self, j: int) -> np.ndarray:
+        if not 0 <= j < len(self):
+            raise IndexError(j)
+        idx = np.arange(j * self.size, min((j + 1) * self.size, self.total))
+        out = np.empty((len(idx), 2))
+        on_grid = idx < self.num_grid
+        g = idx[on_grid]
+        out[on_grid, 0] = self.alphas[g // len(self.betas)]
+        out[on_grid, 1] = self.betas[g % len(self.betas)]
+        out[~on_grid] = self.marks[idx[~on_grid] - self.num_grid]
+        return out
 
 
 @dataclass
@@ -356,22 +436,34 @@ def surface_on_plane(plane: Plane, model: nn.Module, dataset, *, profiles: Mappi
                      alpha_range=(-0.5, 1.5), beta_range=(-0.3, 0.8), resolution=21, draws: int = 8,
                      seed: int = 0, bn: str = "interpolate", recal_dataset=None, recal_batches: int | None = None,
                      split: str = "train", max_samples: int | None = None, targets=None, sampler: str = "full",
-                     k: int = 10, batch_size: int = 512, chunk_size: int = 16, vmap_chunk: int | None = None,
+                     k: int = 10, batch_size: int | None = None, chunk_size: int | None = None,
+                     vmap_chunk: int | None = None, strategy: str = "auto",
+                     memory_budget: int = DEFAULT_MEMORY_BUDGET, max_evaluations: int | None = MAX_EVALUATIONS,
                      progress: Progress | None = None, cache=None, extra_inputs: dict | None = None) -> Surface:
     """g(alpha, beta) on ``plane`` for each panel of ``profiles`` (label -> NoiseProfile, or None for
-    the noise-free panel): the expected loss over ``draws`` draws at each grid point."""
+    the noise-free panel): the expected loss over ``draws`` draws at each grid point.
+
+    Speed and memory only (the numbers do not depend on them beyond float rounding): ``batch_size``
+    samples per forward pass and ``chunk_size`` grid points per chunk (None: from ``memory_budget``
+    bytes), ``strategy`` ("auto", "loop", "vmap"; see landscape.evaluator). ``max_evaluations``
+    refuses larger jobs before any work (None: no limit)."""
     started = time.perf_counter()
     profiles = {"none": None} if profiles is None else dict(profiles)
     if not profiles:
         raise ValueError("profiles must name at least one panel (use {'none': None} for the noise-free one)")
     if bn not in BN_MODES:
         raise ValueError(f"bn must be one of {BN_MODES}, found {bn!r}")
-    res = (resolution, resolution) if np.isscalar(resolution) else tuple(resolution)
-    if len(res) != 2:
-        raise ValueError(f"resolution must be an int or (num_alpha, num_beta), found {resolution!r}")
+    res = _resolution(resolution)
+    if isinstance(draws, bool) or int(draws) != draws or int(draws) < 1:
+        raise expected("draws", "an integer >= 1 (noise draws per grid point)", draws)
+    if chunk_size is not None and int(chunk_size) < 1:
+        raise expected("chunk_size", "an integer >= 1 (grid points per chunk)", chunk_size)
+    check_memory_budget(memory_budget)
+    per_point = sum(1 if prof is None else int(draws) for prof in profiles.values())
+    check_evaluations((res[0] * res[1] + len(plane.markers)) * per_point,
+                      f"this surface ({res[0]} x {res[1]} grid points + {len(plane.markers)} markers, "
+                      f"x {per_point} evaluations per point over {len(profiles)} panels)", max_evaluations)
     alphas, betas = _axis(alpha_range, res[0], "alpha_range"), _axis(beta_range, res[1], "beta_range")
-    if int(chunk_size) < 1:
-        raise ValueError(f"chunk_size must be >= 1, found {chunk_size}")
     noisy = {p: prof for p, prof in profiles.items() if prof is not None}
     targets = _resolve_targets(model, targets, noisy.values()) if noisy else targets
     for label, prof in noisy.items():
@@ -382,7 +474,7 @@ def surface_on_plane(plane: Plane, model: nn.Module, dataset, *, profiles: Mappi
         recal_X = as_tensors(recal_dataset)[0] if recal_dataset is not None else X
     inputs = {
         "plane": {"kind": plane.kind, "anchors": _cache.tensor_hash(plane.anchors),
-                  "markers": {m: list(v) for m, v in plane.markers.items()}},
+                  "markers": {m: list(v) for m, v in plane.markers.items()}, "marker_order": list(plane.markers)},
         "profiles": {p: (None if prof is None else {"name": getattr(prof, "name", p), "hash": _profile_hash(prof)})
                      for p, prof in profiles.items()},
         "panel_order": list(profiles),
@@ -401,19 +493,25 @@ def surface_on_plane(plane: Plane, model: nn.Module, dataset, *, profiles: Mappi
             return hit
 
     device = next(model.parameters()).device  # draws go to the model's device once, not once per chunk
-    job = SurfaceJob(Evaluator(model, X, Y, batch_size=batch_size, vmap_chunk=vmap_chunk), plane,
+    ev = Evaluator(model, X, Y, batch_size=batch_size, vmap_chunk=vmap_chunk, strategy=strategy,
+                   memory_budget=memory_budget)
+    job = SurfaceJob(ev, plane,
                      tuple(profiles), {p: (None if prof is None else draw_eta(prof, draws, seed, sampler, k).to(device))
                                        for p, prof in profiles.items()},
                      targets, bn, recal_X, recal_batches)
-    aa, bb = np.meshgrid(alphas, betas, indexing="ij")
-    grid = np.stack([aa.ravel(), bb.ravel()], axis=1)
     marks = np.array([plane.markers[m] for m in plane.markers], dtype=np.float64).reshape(-1, 2)
-    coords = np.concatenate([grid, marks])
+    if chunk_size is None:
+        n_t = 0 if targets is None else sum(int(np.prod(layer.shape)) for layer in targets.layers)
+        chunk_size = ev.points_per_chunk(per_point, n_t)
+    chunks = GridChunks(alphas, betas, marks, int(chunk_size))
     # Under torchrun the chunks are shared between ranks; every rank gets the whole surface.
-    chunks = [coords[i : i + int(chunk_size)] for i in range(0, len(coords), int(chunk_size))]
     parts = map_chunks(lambda c: evaluate_chunk(job, c), chunks, progress)
-    full = {k: np.concatenate([p[k] for p in parts], axis=1) for k in parts[0]}
-    ng, P = len(grid), len(job.panels)
+    try:
+        full = {k: np.concatenate([p[k] for p in parts], axis=1) for k in parts[0]}
+    except MemoryError as err:
+        raise UserError(f"the surface's {chunks.total:,} points do not fit in memory as a result: "
+                        "choose a coarser grid") from err
+    ng, P = chunks.num_grid, len(job.panels)
     shape = (P, len(alphas), len(betas))
     result = Surface(alphas, betas, job.panels, full["loss"][:, :ng].reshape(shape),
                      full["accuracy"][:, :ng].reshape(shape), full["loss_std"][:, :ng].reshape(shape),

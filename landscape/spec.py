@@ -8,7 +8,13 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field, fields
 
+import numpy as np
+
+from dat.errors import expected
+
+from . import compute as _compute
 from .compute import Curves, Surface, free_plane, noise_curves, plane_surface
+from .evaluator import DEFAULT_MEMORY_BUDGET
 
 KINDS = ("curves", "surface", "free-plane")
 TRIO = ("SGD", "DAT-A", "DAT-B")
@@ -42,8 +48,8 @@ class LandscapeSpec:
     bn: str = "interpolate"                       # surface: "interpolate" | "recalibrate"
     recal_batches: int | None = None              # surface: batches of train data for recalibration
     direction_seed: int = 0                       # free plane: seed of the two random directions
-    batch_size: int = 512                         # samples per forward pass
-    chunk_size: int = 16                          # grid points per evaluated chunk
+    batch_size: int | None = None                 # samples per forward pass (None: from the memory budget)
+    chunk_size: int | None = None                 # grid points per evaluated chunk (None: from the budget)
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -58,6 +64,30 @@ class LandscapeSpec:
             raise ValueError("curves need at least one checkpoint and one device")
         self.alpha_range, self.beta_range = tuple(self.alpha_range), tuple(self.beta_range)
         self.resolution = tuple(self.resolution) if not isinstance(self.resolution, int) else (self.resolution,) * 2
+        self._check_numbers()
+
+    def _check_numbers(self) -> None:
+        """Refuse values that would silently mean something else (a reversed grid, no draws)."""
+        def whole(name, low, what):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low):
+                raise expected(name.replace("_", "-"), f"an integer >= {low} ({what})", v)
+
+        whole("draws", 1, "noise draws")
+        whole("max_samples", 1, "samples of the split")
+        whole("batch_size", 1, "samples per forward pass")
+        whole("chunk_size", 1, "grid points per chunk")
+        whole("k", 1, "rank of the low-rank sampler")
+        whole("tile", 1, "crossbar tile size")
+        if self.kind == "curves":
+            if not (np.isfinite(self.span) and self.span > 0):
+                raise expected("span", "a positive number (the alpha grid is [-span r, span r])", self.span)
+            if self.alphas is None:
+                whole("num_alphas", 3, "points of the alpha grid")
+        else:
+            res = self.resolution
+            if len(res) != 2 or any(isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r < 2 for r in res):
+                raise expected("resolution", "grid points along alpha and beta, two integers >= 2", res)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -121,14 +151,20 @@ def load_inputs(spec: LandscapeSpec) -> SpecInputs:
     return SpecInputs(models, bundle, data, profiles)
 
 
-def run_spec(spec: LandscapeSpec, progress=None, cache=None, inputs: SpecInputs | None = None) -> Curves | Surface:
+def run_spec(spec: LandscapeSpec, progress=None, cache=None, inputs: SpecInputs | None = None, *,
+             memory_budget: int = DEFAULT_MEMORY_BUDGET, allow_large: bool = False) -> Curves | Surface:
     """Compute the spec's landscape, from ``inputs`` already loaded for a spec with the same
-    checkpoints, devices and data (``load_inputs``), or loading them here."""
+    checkpoints, devices and data (``load_inputs``), or loading them here. ``memory_budget`` (bytes)
+    bounds the working memory; jobs of more than compute.MAX_EVALUATIONS model evaluations are
+    refused before anything is loaded unless ``allow_large``."""
+    limit = None if allow_large else _compute.MAX_EVALUATIONS
+    check_size(spec, limit)
     inputs = load_inputs(spec) if inputs is None else inputs
     models, bundle, data, profiles = inputs.models, inputs.bundle, inputs.data, inputs.profiles
     first = next(iter(models.values()))
     common = dict(draws=spec.draws, seed=spec.seed, sampler=spec.sampler, k=spec.k, split=spec.split,
-                  max_samples=spec.max_samples, batch_size=spec.batch_size, progress=progress, cache=cache)
+                  max_samples=spec.max_samples, batch_size=spec.batch_size, progress=progress, cache=cache,
+                  memory_budget=memory_budget, max_evaluations=limit)
     if spec.kind == "curves":
         return noise_curves(models, profiles, data, alphas=spec.alphas, span=spec.span, num_alphas=spec.num_alphas,
                             band=spec.band, **common)
@@ -140,3 +176,21 @@ def run_spec(spec: LandscapeSpec, progress=None, cache=None, inputs: SpecInputs 
                              beta_range=spec.beta_range, **surface_kw)
     return free_plane(first, data, direction_seed=spec.direction_seed, alpha_range=spec.alpha_range,
                       beta_range=spec.beta_range, **surface_kw)
+
+
+def check_size(spec: LandscapeSpec, limit: int | None) -> None:
+    """The evaluation count of ``compute`` (the same rule), checked before checkpoints and data load."""
+    check_evaluations = _compute.check_evaluations
+
+    if spec.kind == "curves":
+        num_a = len(spec.alphas) if spec.alphas is not None else int(spec.num_alphas)
+        m, d = len(spec.checkpoints), len(spec.devices)
+        check_evaluations(m * d * spec.draws * (num_a + 2), f"these curves ({m} models x {d} devices x "
+                          f"{spec.draws} draws x ({num_a} alphas + 2))", limit)
+        return
+    markers = 3 if spec.kind == "surface" else 1
+    per_point = 1 + len(spec.devices) * spec.draws
+    na, nb = spec.resolution
+    check_evaluations((na * nb + markers) * per_point,
+                      f"this surface ({na} x {nb} grid points + {markers} markers, x {per_point} evaluations "
+                      f"per point: 1 noise-free + {len(spec.devices)} devices x {spec.draws} draws)", limit)

@@ -10,6 +10,7 @@ from torch import nn
 
 from dat.data import load_dataset
 from dat.devices import PRESETS, DenseDevice
+from dat.errors import UserError
 from dat.profiles import bind
 from dat.targets import find_targets
 from landscape import compute as C
@@ -290,3 +291,216 @@ def test_bad_inputs_raise_clear_errors(trio, data):
         C.noise_curves({"m": trio[0]}, {"X": other}, data, targets=t)
     with pytest.raises(TypeError, match="dataset"):
         C.noise_curves({"m": trio[0]}, {"A": prof}, [1, 2, 3])
+
+
+# ------------------------------------------------------------------------------------------------
+# Strategies: the per-point loop (channels-last for conv nets, features once for head noise) and
+# vmap give the plain loop's numbers.
+# ------------------------------------------------------------------------------------------------
+class TinyConv(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6), nn.ReLU(),
+                                  nn.MaxPool2d(2), nn.Flatten(), nn.Linear(6 * 16, 12), nn.ReLU())
+        self.classifier = nn.Linear(12, 10)
+
+    def features(self, x):
+        return self.body(x)
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+@pytest.fixture(scope="module")
+def conv_trio():
+    X, Y = load_dataset("digits").train_eval.tensors
+    X, Y = X[:120].clone(), Y[:120].clone()
+    out = []
+    for s in (1, 2, 3):
+        torch.manual_seed(s)
+        m = TinyConv()
+        opt = torch.optim.Adam(m.parameters(), lr=0.02)
+        for _ in range(15):
+            opt.zero_grad()
+            F.cross_entropy(m(X), Y).backward()
+            opt.step()
+        out.append(m.eval())
+    return out, (X, Y)
+
+
+def _rel(a, b):
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-12)))
+
+
+@pytest.mark.parametrize("targets_kind", ["last-linear", "all-analog"])
+def test_surface_strategies_agree_with_the_plain_loop(conv_trio, targets_kind):
+    trio, (X, Y) = conv_trio
+    t = find_targets(trio[0], targets_kind)
+    profiles = {"none": None, "A": bind(PRESETS["device-A"], t)}
+    kw = dict(profiles=profiles, resolution=(3, 2), draws=2, seed=4, targets=t)
+    res = {s: C.plane_surface(*trio, (X, Y), strategy=s, **kw) for s in ("loop", "vmap")}
+    small = C.plane_surface(*trio, (X, Y), strategy="loop", memory_budget=1 << 20, batch_size=7, chunk_size=2, **kw)
+    for name in ("loss", "accuracy", "marker_loss"):
+        assert _rel(getattr(res["vmap"], name), getattr(res["loop"], name)) <= 1e-5, name
+        assert _rel(getattr(small, name), getattr(res["loop"], name)) <= 1e-5, name
+    eta = draws_of(profiles["A"], 2, 4)
+    for i, a in enumerate(res["loop"].alphas):
+        for j, b in enumerate(res["loop"].betas):
+            state = ref_plane_state(trio, float(a), float(b))
+            assert _rel(res["loop"].loss[0, i, j], ref_eval(trio[0], state, X, Y)[0]) <= 1e-5
+            weights = {layer.name: state[layer.name] for layer in t.layers}
+            losses = []
+            for s in range(2):
+                noisy = dict(state)
+                for name, d in t.eta_to_deltas(eta[s], weights).items():
+                    noisy[name] = state[name] + d
+                losses.append(ref_eval(trio[0], noisy, X, Y)[0])
+            assert _rel(res["loop"].loss[1, i, j], np.mean(losses)) <= 1e-5
+
+
+@pytest.mark.parametrize("targets_kind", ["last-linear", "all-analog"])
+def test_curve_strategies_agree_with_the_plain_loop(conv_trio, targets_kind):
+    trio, (X, Y) = conv_trio
+    m = trio[0]
+    t = find_targets(m, targets_kind)
+    prof = bind(PRESETS["device-B"], t)
+    alphas = np.array([-1.5, 0.0, 0.4, 2.0])
+    res = {s: C.noise_curves({"m": m}, {"B": prof}, (X, Y), alphas=alphas, draws=2, seed=2, targets=t, strategy=s)
+           for s in ("loop", "vmap")}
+    assert _rel(res["vmap"].loss, res["loop"].loss) <= 1e-5
+    eta = draws_of(prof, 2, 2)
+    weights = {layer.name: m.state_dict()[layer.name] for layer in t.layers}
+    for s in range(2):
+        deltas = t.eta_to_deltas(eta[s], weights)
+        norm = torch.sqrt(sum((d ** 2).sum() for d in deltas.values()))
+        for a_i, a in enumerate(alphas):
+            state = {k: v.clone() for k, v in m.state_dict().items()}
+            for name, d in deltas.items():
+                state[name] += float(a) * d / norm
+            assert _rel(res["loop"].loss[0, 0, s, a_i], ref_eval(m, state, X, Y)[0]) <= 1e-5
+
+
+def test_head_curves_in_small_memory_pieces_match(conv_trio):
+    trio, (X, Y) = conv_trio
+    t = find_targets(trio[0])
+    prof = bind(PRESETS["device-A"], t)
+    kw = dict(num_alphas=41, draws=3, seed=1)
+    big = C.noise_curves({"m": trio[0]}, {"A": prof}, (X, Y), **kw)
+    small = C.noise_curves({"m": trio[0]}, {"A": prof}, (X, Y), memory_budget=1 << 20, batch_size=9, **kw)
+    assert _rel(small.loss, big.loss) <= 1e-5
+    np.testing.assert_array_equal(small.accuracy, big.accuracy)
+
+
+def test_grid_chunks_are_the_grid_then_the_markers():
+    alphas, betas = np.linspace(0, 1, 4), np.linspace(-1, 0, 3)
+    marks = np.array([[0.0, 0.0], [1.0, 0.0]])
+    chunks = C.GridChunks(alphas, betas, marks, 5)
+    aa, bb = np.meshgrid(alphas, betas, indexing="ij")
+    want = np.concatenate([np.stack([aa.ravel(), bb.ravel()], 1), marks])
+    assert len(chunks) == 3
+    np.testing.assert_array_equal(np.concatenate([chunks[j] for j in range(len(chunks))]), want)
+    # A huge grid costs nothing until a chunk is asked for.
+    huge = C.GridChunks(np.linspace(0, 1, 10 ** 6), np.linspace(0, 1, 10 ** 6), marks, 64)
+    assert len(huge) == -(-(10 ** 12 + 2) // 64) and huge[len(huge) - 1].shape == (2, 2)
+
+
+def test_chunk_sizes_follow_the_memory_budget(conv_trio):
+    from landscape.evaluator import Evaluator
+
+    trio, (X, Y) = conv_trio
+    small, big = (Evaluator(trio[0], X, Y, memory_budget=b) for b in (1 << 20, 1 << 30))
+    assert small.points_per_chunk(17, 120) < big.points_per_chunk(17, 120)
+    assert small.batch_for() * small.act_bytes <= 1 << 20 and big.batch_for() == len(Y)
+
+
+def test_memory_stays_bounded_for_a_huge_alpha_grid(tmp_path):
+    """200,000 alphas: without chunking the head logits alone would take 1.6 GB."""
+    script = tmp_path / "huge.py"
+    script.write_text(
+        "import resource, numpy as np, torch\n"
+        "from torch import nn\n"
+        "from dat.data import load_dataset\nfrom dat.devices import PRESETS\nfrom dat.profiles import bind\n"
+        "from dat.targets import find_targets\nfrom landscape import compute as C\n"
+        "class M(nn.Module):\n"
+        "    def __init__(s):\n        super().__init__(); s.body = nn.Sequential(nn.Flatten(), nn.Linear(64, 8));"
+        " s.classifier = nn.Linear(8, 10)\n"
+        "    def features(s, x): return s.body(x)\n    def forward(s, x): return s.classifier(s.features(x))\n"
+        "torch.manual_seed(0); m = M().eval(); X, Y = load_dataset('digits').train_eval.tensors\n"
+        "p = bind(PRESETS['device-A'], find_targets(m))\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "r = C.noise_curves({'m': m}, {'A': p}, (X[:100], Y[:100]), num_alphas=200000, draws=2,\n"
+        "                   max_evaluations=None, memory_budget=16 << 20)\n"
+        "assert np.isfinite(r.loss).all()\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n")
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout.split()[-1]) < 400  # MiB of growth: results and pieces, not [S, A, B, K] logits
+
+
+def test_evaluation_limit_is_enforced_and_can_be_lifted(trio, data):
+    t = find_targets(trio[0])
+    prof = bind(PRESETS["device-A"], t)
+    with pytest.raises(UserError, match=r"3,108 model evaluations"):
+        C.plane_surface(*trio, data, profiles={"none": None, "A": prof}, resolution=(16, 16), draws=11,
+                        max_evaluations=3000)
+    with pytest.raises(UserError, match=r"5 alphas \+ 2\)\) would take 14 model"):
+        C.noise_curves({"m": trio[0]}, {"A": prof}, data, alphas=np.linspace(-1, 1, 5), draws=2,
+                       max_evaluations=10)
+    C.noise_curves({"m": trio[0]}, {"A": prof}, data, alphas=np.linspace(-1, 1, 5), draws=2, max_evaluations=None,
+                   max_samples=20)
+
+
+# ------------------------------------------------------------------------------------------------
+# The command line refuses unbounded or meaningless sizes with a message (exit 2, no traceback).
+# ------------------------------------------------------------------------------------------------
+TRIO_ARGS = ["--sgd", "checkpoints/sgd.safetensors", "--dat-a", "checkpoints/dat-a.safetensors",
+             "--dat-b", "checkpoints/dat-b.safetensors", "--formats", "none", "--no-cache", "--quiet"]
+ONE_ARGS = ["--checkpoint", "SGD=checkpoints/sgd.safetensors", "--formats", "none", "--no-cache", "--quiet"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["1d", *ONE_ARGS, "--num-alphas", "1000000"], "40,000,080 model evaluations"),
+    (["2d", *TRIO_ARGS, "--resolution", "1000000", "3"], "51,000,051 model evaluations"),
+    (["2d", *TRIO_ARGS, "--resolution", "1000000", "1000000"], "17,000,000,000,051 model evaluations"),
+    (["1d", *ONE_ARGS, "--span", "-1"], "span: expected a positive number"),
+    (["1d", *ONE_ARGS, "--draws", "0"], "draws: expected an integer >= 1"),
+    (["2d", *TRIO_ARGS, "--draws", "0"], "draws: expected an integer >= 1"),
+    (["2d", *TRIO_ARGS, "--resolution", "1", "3"], "resolution: expected grid points along alpha and beta"),
+    (["2d", *TRIO_ARGS, "--memory-mb", "0"], "--memory-mb: expected"),
+], ids=["num-alphas", "resolution-1e6x3", "resolution-1e6x1e6", "span", "draws-1d", "draws-2d", "resolution-1",
+        "memory"])
+def test_cli_refuses_bad_sizes(argv, message, tmp_path, capsys):
+    from dat.cli import main
+
+    code = main(["landscape", *argv, "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err, err
+    assert "alpha_range" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_limit_can_be_lifted(tmp_path, capsys, monkeypatch):
+    from dat.cli import main
+
+    monkeypatch.setattr(C, "MAX_EVALUATIONS", 10)
+    argv = ["landscape", "1d", *ONE_ARGS, "--device", "A=device-A", "--num-alphas", "5", "--draws", "2",
+            "--max-samples", "30", "--out", str(tmp_path / "o")]
+    assert main(argv) == 2 and "14 model evaluations, more than the limit of 10" in capsys.readouterr().err
+    assert main(argv + ["--allow-large"]) == 0
+    assert (tmp_path / "o" / "numbers.npz").exists()
+
+
+def test_cli_refusal_in_a_subprocess_has_no_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "dat.cli", "landscape", "2d", *TRIO_ARGS, "--resolution", "1000000",
+                          "3", "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and "51,000,051 model evaluations" in out.stderr
+    assert "Traceback" not in out.stderr
