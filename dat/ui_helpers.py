@@ -304,31 +304,15 @@ SURFACE_LABELS = {"sgd": "SGD", "dat-a": "DAT-A", "dat-b": "DAT-B"}  # trio role
 
 
 def landscape_spec(kind: str, checkpoints: dict[str, str], devices: dict[str, str], **settings):
-    """A ``landscape.spec.LandscapeSpec`` for checkpoints {label: path} under devices {label: spec}.
-
-    The dataset, noise targets, tile and units come from the checkpoints' own metadata, so the
-    landscape perturbs exactly what training perturbed; all checkpoints must share a dataset.
-    The spec travels into every exported bundle, from which ``landscape.export.reproduce`` redoes it.
+    """A ``landscape.spec.LandscapeSpec`` for checkpoints {label: path} under devices {label: spec},
+    by the library's one recipe (``landscape.spec.spec_from_checkpoints``: dataset, targets, tile,
+    units and stress as trained), with the workspace's data folder unless a caller names one. The
+    spec travels into every exported bundle, from which ``landscape.export.reproduce`` redoes it.
     """
-    from dat.checkpoint import read_meta
-    from landscape.spec import LandscapeSpec
+    from landscape.spec import spec_from_checkpoints
 
-    if not checkpoints:
-        raise ValueError("pick at least one checkpoint")
-    if len(set(devices.values())) != len(devices):
-        raise ValueError(f"pick a different device for each panel, found {devices}")
-    metas = {label: read_meta(path) for label, path in checkpoints.items()}
-    datasets = {label: (m.get("dataset") or {}).get("dataset") for label, m in metas.items()}
-    if len(set(datasets.values())) != 1:
-        raise ValueError(f"the checkpoints must come from one dataset, found {datasets}")
-    config = metas[next(iter(metas))].get("config") or {}
-    # The data folder is the user's (the workspace's data/ unless a caller names one), never the
-    # checkpoint's: what a file says is data, it does not choose a path to read.
     root = settings.pop("data_root", None) or str(workspace_data_root(Workspace.default()))
-    return LandscapeSpec(kind=kind, checkpoints={k: str(v) for k, v in checkpoints.items()},
-                         devices=dict(devices), dataset=next(iter(datasets.values())),
-                         data_root=root, targets=config.get("targets", "last-linear"),
-                         tile=int(config.get("tile", 64)), units=config.get("units", "relative"), **settings)
+    return spec_from_checkpoints(kind, checkpoints, devices, data_root=root, **settings)
 
 
 def trio_spec(trio: dict[str, str], devices: dict[str, str], **settings):

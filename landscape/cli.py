@@ -35,12 +35,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", action="append", metavar="LABEL=PRESET|FILE",
                    help="a device: preset name (device-A, device-B) or saved profile file; repeatable "
                         "(default: device-A and device-B)")
-    p.add_argument("--dataset", default="digits", help="digits (embedded), cifar10 or cifar100")
+    p.add_argument("--dataset", default=None, help="digits, cifar10 or cifar100 (default: as the checkpoints were trained)")
     p.add_argument("--data-root", default=None, help="folder of the CIFAR data")
     p.add_argument("--split", default="train", choices=["train", "test"])
     p.add_argument("--max-samples", type=int, default=None, help="use the first N samples of the split")
-    p.add_argument("--targets", default="last-linear", choices=["last-linear", "all-analog"])
-    p.add_argument("--tile", type=int, default=64, help="crossbar tile size T (cells)")
+    p.add_argument("--targets", default=None, choices=["last-linear", "all-analog"],
+                   help="noise targets (default: as the checkpoints were trained)")
+    p.add_argument("--tile", type=int, default=None, help="crossbar tile size T in cells (default: as trained)")
     p.add_argument("--draws", type=int, default=None, help="noise draws (default 20 for 1d, 8 for 2d)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise draws")
     p.add_argument("--sampler", default="full", choices=["full", "low-rank"])
@@ -109,6 +110,7 @@ def add_landscape_parser(subparsers) -> argparse.ArgumentParser:
     rep = sub.add_parser("reproduce", help="recompute a bundle's numbers from its reproduce.json and compare")
     rep.add_argument("json", help="the bundle's reproduce.json")
     rep.add_argument("--cache-dir", default=None)
+    rep.add_argument("--data-root", default=None, help="folder of the CIFAR data (the JSON's own folder is not used)")
     p.set_defaults(func=run_landscape_command)
     return p
 
@@ -117,7 +119,7 @@ def _spec_kwargs(args, kind: str) -> dict:
     devices = _pairs(args.device or DEFAULT_DEVICES, "--device")
     if not (np.isfinite(args.memory_mb) and args.memory_mb >= 1):
         raise UserError(f"--memory-mb: expected a number of MiB >= 1, found {args.memory_mb:g}")
-    kw = dict(kind=kind, devices=devices, dataset=args.dataset, data_root=args.data_root, split=args.split,
+    kw = dict(devices=devices, dataset=args.dataset, data_root=args.data_root, split=args.split,
               max_samples=args.max_samples, targets=args.targets, tile=args.tile, seed=args.seed,
               sampler=args.sampler, k=args.k, batch_size=args.batch_size)
     # --draws 0 is refused (by the spec), not taken as "use the default".
@@ -185,7 +187,7 @@ def _export(result, args, folder, spec, comparison=None, figures=None):
 
 def run_landscape_command(args) -> int:
     from dat.parallel import init_from_env
-    from .spec import LandscapeSpec, load_inputs
+    from .spec import load_inputs, spec_from_checkpoints
     from .summary import compare_devices
 
     cmd = args.landscape_command
@@ -196,7 +198,7 @@ def run_landscape_command(args) -> int:
         return _reproduce(args)
     out = Path(args.out)
     if cmd == "1d":
-        spec = LandscapeSpec(checkpoints=_pairs(args.checkpoint, "--checkpoint"), **_spec_kwargs(args, "curves"))
+        spec = spec_from_checkpoints("curves", _pairs(args.checkpoint, "--checkpoint"), **_spec_kwargs(args, "curves"))
         curves = _run(spec, args, "1D curves")
         comparison = compare_devices(curves, threshold=args.threshold)
         _export(curves, args, out, spec, comparison)
@@ -206,18 +208,18 @@ def run_landscape_command(args) -> int:
         if args.free:
             if any((args.sgd, args.dat_a, args.dat_b)):
                 raise SystemExit("use either --free PATH or --sgd/--dat-a/--dat-b, not both")
-            spec = LandscapeSpec(checkpoints={"model": args.free}, **_spec_kwargs(args, "free-plane"))
+            spec = spec_from_checkpoints("free-plane", {"model": args.free}, **_spec_kwargs(args, "free-plane"))
         else:
             if not all((args.sgd, args.dat_a, args.dat_b)):
                 raise SystemExit("2d needs --sgd, --dat-a and --dat-b (or --free PATH for a free plane)")
-            spec = LandscapeSpec(checkpoints={"SGD": args.sgd, "DAT-A": args.dat_a, "DAT-B": args.dat_b},
-                                 **_spec_kwargs(args, "surface"))
+            spec = spec_from_checkpoints("surface", {"SGD": args.sgd, "DAT-A": args.dat_a, "DAT-B": args.dat_b},
+                                         **_spec_kwargs(args, "surface"))
         _export(_run(spec, args, "2D surface"), args, out, spec)
         return 0
     # compare: both landscapes of the trio, the A-vs-B figure and the summary table.
     trio = {"SGD": args.sgd, "DAT-A": args.dat_a, "DAT-B": args.dat_b}
-    c_spec = LandscapeSpec(checkpoints=trio, **_spec_kwargs(args, "curves"))
-    s_spec = LandscapeSpec(checkpoints=trio, **_spec_kwargs(args, "surface"))
+    c_spec = spec_from_checkpoints("curves", trio, **_spec_kwargs(args, "curves"))
+    s_spec = spec_from_checkpoints("surface", trio, **_spec_kwargs(args, "surface"))
     inputs = load_inputs(c_spec)  # the trio, its data and devices, loaded once for both landscapes
     curves = _run(c_spec, args, "1D curves", inputs)
     surface = _run(s_spec, args, "2D surface", inputs)
@@ -233,7 +235,7 @@ def _reproduce(args) -> int:
 
     path = Path(args.json)
     record = json.loads(path.read_text())
-    result = reproduce(record, cache=args.cache_dir)
+    result = reproduce(record, cache=args.cache_dir, data_root=args.data_root)
     stored = load_numbers(path.parent)
     worst = 0.0
     for key, arr in result.to_arrays().items():

@@ -207,8 +207,10 @@ def zip_bytes(files: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def reproduce(record, progress=None, cache=None):
+def reproduce(record, progress=None, cache=None, data_root=None):
     """Recompute a bundle's result from its reproduction JSON (a path or the parsed dict).
+    ``data_root``: the user's data folder (the JSON's own is never used: a file does not choose a
+    folder to read).
 
     Raises ValueError when the JSON has no spec, or when a checkpoint, profile or the data no longer
     hash to what the bundle recorded (the files changed since the figure was made).
@@ -222,7 +224,8 @@ def reproduce(record, progress=None, cache=None):
     if record.get("spec") is None:
         raise ValueError("this bundle was exported without a spec (files and names), so it records the inputs' "
                          "hashes but not where to load them from: export with spec=LandscapeSpec(...)")
-    result = run_spec(LandscapeSpec.from_dict(record["spec"]), progress=progress, cache=cache)
+    spec = LandscapeSpec.from_dict({**record["spec"], "data_root": None if data_root is None else str(data_root)})
+    result = run_spec(spec, progress=progress, cache=cache)
     want, got = record.get("inputs", {}), result.meta.get("inputs", {})
     for key in ("models", "profiles", "data"):
         if key in want and want[key] != got.get(key):

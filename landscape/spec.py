@@ -34,6 +34,7 @@ class LandscapeSpec:
     targets: str = "last-linear"                  # noise targets: "last-linear" | "all-analog"
     tile: int = 64                                # crossbar tile size T (cells)
     units: str = "relative"                       # eta units: "relative" (x max|W|) | "absolute"
+    stress: float = 1.0                           # multiplier on every device std (as the models were trained)
     draws: int = 20                               # noise draws (curves: directions; surface: S)
     seed: int = 0                                 # seed of the noise draws
     sampler: str = "full"                         # "full" (exact) | "low-rank" (mu + A_k z)
@@ -104,6 +105,51 @@ class LandscapeSpec:
         return cls(**d)
 
 
+# What a landscape takes from the checkpoints' own training, so it perturbs exactly what training
+# perturbed: the CLI and the dashboard both build their specs here.
+TRAINED_FIELDS = ("dataset", "targets", "tile", "units", "stress")
+
+
+def trained_settings(checkpoints: dict) -> dict:
+    """The dataset, noise targets, tile, units and stress the checkpoints {label: path} were trained
+    with; all must agree (a landscape compares models under one device model)."""
+    from dat.checkpoint import read_meta
+    from dat.data import dataset_named_by
+    from dat.errors import UserError
+
+    if not checkpoints:
+        raise UserError("a landscape needs at least one checkpoint, found none")
+    found = {}
+    for label, path in checkpoints.items():
+        meta = read_meta(path)
+        config = meta.get("config") or {}
+        found[label] = dict(dataset=dataset_named_by(meta, f"checkpoint {path}"),
+                            targets=config.get("targets", "last-linear"), tile=int(config.get("tile", 64)),
+                            units=config.get("units", "relative"), stress=float(config.get("stress", 1.0)))
+    for key in TRAINED_FIELDS:
+        values = {label: f[key] for label, f in found.items()}
+        if len(set(values.values())) != 1:
+            raise UserError(f"the checkpoints must share their {key} (a landscape compares models under one "
+                            f"device model), found {values}")
+    return next(iter(found.values()))
+
+
+def spec_from_checkpoints(kind: str, checkpoints: dict, devices: dict, *, data_root=None, **settings) -> LandscapeSpec:
+    """The one recipe for a landscape of trained checkpoints: dataset, targets, tile, units and stress
+    come from the checkpoints (:func:`trained_settings`; a setting given here overrides one of
+    them), the data folder from the caller (the user's --data-root or the workspace), everything
+    else from ``settings``."""
+    from dat.errors import UserError
+
+    if len(set(map(str, devices.values()))) != len(devices):
+        raise UserError(f"expected a different device for each panel, found {dict(devices)}")
+    trained = trained_settings(checkpoints)
+    trained.update({k: v for k, v in settings.items() if k in TRAINED_FIELDS and v is not None})
+    rest = {k: v for k, v in settings.items() if k not in TRAINED_FIELDS}
+    return LandscapeSpec(kind=kind, checkpoints={k: str(v) for k, v in checkpoints.items()}, devices=dict(devices),
+                         data_root=None if data_root is None else str(data_root), **trained, **rest)
+
+
 def load_models(spec: LandscapeSpec) -> dict:
     from dat.checkpoint import load_checkpoint
 
@@ -120,16 +166,18 @@ def load_profiles(spec: LandscapeSpec, model) -> dict:
     out = {}
     for label, ref in spec.devices.items():
         try:
-            out[label] = make_profile(ref, targets, name=label)
+            out[label] = make_profile(ref, targets, name=label, stress=spec.stress)
         except ValueError as err:  # a bad file or a device that does not fit the model: the user's to fix
             raise UserError(f"device {label!r}: {err}") from err
     return out
 
 
 def load_split(spec: LandscapeSpec):
-    from dat.data import load_dataset
+    from dat.data import load_dataset_named_by
 
-    bundle = load_dataset(spec.dataset, root=spec.data_root)
+    # The spec names which dataset; the folder is the caller's (the user's --data-root or the
+    # workspace), and CIFAR's md5 check always runs.
+    bundle = load_dataset_named_by(spec.dataset, spec.data_root, source="landscape spec")
     return bundle, (bundle.train_eval if spec.split == "train" else bundle.test)
 
 
