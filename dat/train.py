@@ -167,8 +167,12 @@ def build_run(config: TrainConfig, bundle, device: torch.device):
             else:
                 # DAT-Fast: eta = mu + A_k z. DAT-Full: eta = mu + L z with the Cholesky factor of the
                 # dense Sigma, as in the paper (O(n^3) set-up, n x n memory; n up to DAT_FULL_MAX_N).
+                # The Cholesky factor is kept in the workspace's cache/, so a second run skips the set-up.
+                from dat.workspace import Workspace
+
                 sampler = (profile.sampler("low-rank", k=config.k) if config.method == "dat-fast"
-                           else profile.sampler("cholesky", max_n=DAT_FULL_MAX_N))
+                           else profile.sampler("cholesky", max_n=DAT_FULL_MAX_N,
+                                                cache_dir=Workspace.default().cache_dir / "cholesky"))
                 optimizer = DAT(model.parameters(), torch.optim.SGD, targets=targets, sampler=sampler,
                                 target_params=target_params, alpha=config.alpha, p=config.p,
                                 generator=noise_gen, **base)
@@ -225,6 +229,8 @@ def train(config: TrainConfig, callbacks: Iterable[Callback] = (), should_stop: 
         base_optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         data_gen.set_state(state["data_gen"])
+        if state.get("draw_bank") and hasattr(optimizer, "load_draw_bank_state"):
+            optimizer.load_draw_bank_state(state["draw_bank"])  # DAT-Full's bank of draws, mid-way
         noise_gen.set_state(state["noise_gen"])
         torch.set_rng_state(state["torch_rng"])  # CIFAR augmentation draws from the global generator
         start_epoch, history, train_time = int(state["epoch"]), list(state["history"]), float(state["train_time_s"])
@@ -269,7 +275,8 @@ def train(config: TrainConfig, callbacks: Iterable[Callback] = (), should_stop: 
                 "trajectory": _trajectory_fields(config), "epoch": epoch + 1, "history": history,
                 "train_time_s": train_time, "model": model.state_dict(), "optimizer": base_optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "data_gen": data_gen.get_state(),
-                "noise_gen": noise_gen.get_state(), "torch_rng": torch.get_rng_state()})
+                "noise_gen": noise_gen.get_state(), "torch_rng": torch.get_rng_state(),
+                "draw_bank": optimizer.draw_bank_state() if hasattr(optimizer, "draw_bank_state") else {}})
         emit("epoch", {**record, "epochs": config.epochs, "step": step, "total_steps": total_steps})
 
     # Table I numbers, under the evaluation profile (the training device unless told otherwise).
