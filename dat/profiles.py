@@ -22,7 +22,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import scipy.linalg.lapack
 import scipy.sparse.linalg as spla
 import torch
 from safetensors import SafetensorError, safe_open
@@ -71,25 +70,40 @@ def _top_eig_operator(matvec, m: int, k: int, dense=None):
     return np.clip(vals, 0.0, None), _sign_fix(np.ascontiguousarray(vecs))
 
 
+def _potrf_inplace(a: torch.Tensor, block: int = 1024) -> int:
+    """Overwrite the lower triangle of the symmetric float64 matrix ``a`` with its Cholesky factor
+    (LAPACK's left-looking blocked algorithm: for each column block, subtract the finished columns'
+    contribution, factor the diagonal block, solve for the block below it). The set-up thus holds
+    one n x n matrix plus an n x block panel. The strict upper triangle is left as it was. Returns
+    0, or (as LAPACK's info) the 1-based column at which ``a`` is found not positive definite."""
+    n = a.shape[0]
+    for k0 in range(0, n, block):
+        k1 = min(k0 + block, n)
+        panel = a[k0:, k0:k1]  # a view: rows k0.., columns of this block
+        if k0:
+            panel -= a[k0:, :k0] @ a[k0:k1, :k0].T  # A[k0:, J] - L[k0:, :k0] L[J, :k0]^T
+        Lkk, info = torch.linalg.cholesky_ex(panel[: k1 - k0])
+        if int(info):
+            return k0 + int(info)
+        panel[: k1 - k0] = Lkk
+        if k1 < n:  # L[k1:, J] = A[k1:, J] Lkk^-T
+            panel[k1 - k0:] = torch.linalg.solve_triangular(Lkk.T, panel[k1 - k0:], upper=True, left=False)
+    return 0
+
+
 def _cholesky(make_sigma) -> tuple[torch.Tensor, float]:
     """Cholesky factor L (float32, lower) of a PSD matrix, computed in float64. ``make_sigma()``
-    returns a fresh float64 copy of Sigma that is factored in place (LAPACK potrf on its own
-    memory), so the set-up holds one n x n float64 matrix, not two. A singular Sigma gets the
-    smallest jitter of JITTERS times mean(diag) that makes it PD (the added variance is at most
-    1e-8 of the average variance)."""
+    returns a fresh float64 copy of Sigma that is factored in place (`_potrf_inplace`), so the
+    set-up holds one n x n float64 matrix, not two. A singular Sigma gets the smallest jitter of
+    JITTERS times mean(diag) that makes it PD (the added variance is at most 1e-8 of the average
+    variance)."""
     for jit in JITTERS:
-        a = np.ascontiguousarray(make_sigma().numpy(), dtype=np.float64)
-        n = a.shape[0]
-        scale = float(a.diagonal().mean()) if a.size else 1.0
+        a = make_sigma().to(torch.float64).contiguous()
+        scale = float(a.diagonal().mean()) if a.numel() else 1.0
         if jit:
-            a.flat[:: n + 1] += jit * scale  # Sigma + jitter I, on the diagonal in place
-        # a is C-ordered and symmetric, so a.T is the same matrix in Fortran order: potrf's upper
-        # factor U of a.T (U^T U = Sigma) lands in a's lower triangle as L = U^T; clean zeroes the rest.
-        _, info = scipy.linalg.lapack.dpotrf(a.T, lower=0, overwrite_a=1, clean=1)
-        if info == 0:
-            return torch.from_numpy(a).float(), jit * scale
-        if info < 0:
-            raise RuntimeError(f"LAPACK dpotrf rejected argument {-info}")
+            a.diagonal().add_(jit * scale)  # Sigma + jitter I, in place
+        if _potrf_inplace(a) == 0:
+            return a.tril_().float(), jit * scale
         del a
     raise ValueError(
         f"Sigma is not positive definite even with jitter {JITTERS[-1]:g} x mean variance: "
@@ -101,7 +115,7 @@ def _lower_matmul(z: torch.Tensor, L: torch.Tensor, block: int = 2048) -> torch.
     """z @ L.T for a lower-triangular L, skipping L's zero upper triangle: column block J of the
     result needs only L's rows J and columns up to the block's end (about half of z @ L.T's work)."""
     n = L.shape[0]
-    if n <= block:
+    if n <= 2 * block:  # too few blocks to pay for the extra GEMM calls
         return z @ L.T
     out = torch.empty(z.shape[0], n, dtype=z.dtype, device=z.device)
     for j0 in range(0, n, block):
@@ -171,6 +185,7 @@ def cholesky_factor(profile: "NoiseProfile", max_n: int = DENSE_LIMIT, cache_dir
     if path is not None and path.exists():
         found = _read_factor(profile, path)
         if found is not None:
+            profile._adopt_factor(*found)
             return found[0], found[1], "cache"
     L, jitter = profile._factor()
     if path is not None:
@@ -467,6 +482,9 @@ class NoiseProfile:
         """(L float32, jitter) with L L^T = Sigma + jitter I, from the dense Sigma (see cholesky_factor)."""
         return _cholesky(self._dense)
 
+    def _adopt_factor(self, L: torch.Tensor, jitter: float) -> None:
+        """A factor read from the disk cache (structured profiles' exact sampler does not use it)."""
+
     def eig(self, k: int):
         """Top-k eigenpairs of Sigma: values [k] descending, vectors [n, k] (float64)."""
         k = _check_k(k, self.n)
@@ -621,6 +639,9 @@ class DenseProfile(NoiseProfile):
     def _factor(self):
         L = self.block.cholesky()  # the factor the "full" sampler uses: computed once
         return L, self.block.jitter
+
+    def _adopt_factor(self, L, jitter):
+        self.block._L, self.block.jitter = L, jitter  # so the "full" sampler (evaluation) reuses it
 
     def _eig(self, k):
         vals, vecs = self.block.top_eig(k)

@@ -260,3 +260,30 @@ def test_corrupt_cache_file_is_rebuilt_with_a_message(damage, tmp_path):
     assert rebuilt.source == "computed" and torch.equal(rebuilt.A, good.A)
     again = make().sampler("cholesky", cache_dir=tmp_path)  # the rebuilt file is good again
     assert again.source == "cache" and torch.equal(again.A, good.A)
+
+
+def test_a_cached_factor_serves_the_dense_profiles_exact_sampler_too(tmp_path, monkeypatch):
+    """After DAT-Full read the factor of a dense device from the cache, evaluation's "full" sampler
+    (the same Cholesky factor) does not factor Sigma again."""
+    make = _profiles()["dense"]
+    make().sampler("cholesky", cache_dir=tmp_path)
+    monkeypatch.setattr(profiles, "_cholesky", lambda *a, **k: pytest.fail("Sigma was factored again"))
+    prof = make()
+    banked = prof.sampler("cholesky", cache_dir=tmp_path)
+    exact = prof.sampler("full")
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    assert torch.allclose(exact.sample(3, g1), banked.sample(3, g2))
+
+
+@pytest.mark.parametrize("n, block", [(50, 7), (64, 64), (65, 16), (10, 1024)])
+def test_blocked_in_place_cholesky_equals_lapack(n, block):
+    """The set-up's in-place blocked factorisation against torch.linalg.cholesky (LAPACK)."""
+    g = torch.Generator().manual_seed(n)
+    B = torch.randn(n, n, generator=g, dtype=torch.float64)
+    sigma = B @ B.T / n + 0.1 * torch.eye(n, dtype=torch.float64)
+    a = sigma.clone()
+    assert profiles._potrf_inplace(a, block=block) == 0
+    assert torch.allclose(a.tril(), torch.linalg.cholesky(sigma), rtol=1e-10, atol=1e-12)
+    bad = sigma.clone()
+    bad[n // 2, n // 2] = -1.0  # not positive definite from column n // 2 + 1 on
+    assert profiles._potrf_inplace(bad, block=block) == n // 2 + 1
