@@ -191,7 +191,10 @@ def cholesky_factor(profile: "NoiseProfile", max_n: int = DENSE_LIMIT, cache_dir
     if path is not None:
         meta = {"key": cholesky_cache_key(profile), "profile_hash": profile.content_hash(), "n": str(profile.n),
                 "jitter": repr(float(jitter)), "torch": torch.__version__}
-        atomic_write(path, lambda tmp: save_file({"L": L.contiguous()}, tmp, metadata=meta))
+        try:
+            atomic_write(path, lambda tmp: save_file({"L": L.contiguous()}, tmp, metadata=meta))
+        except OSError as err:  # a full or read-only disk costs the next run its set-up, nothing more
+            warnings.warn(f"could not write the Cholesky factor to {path} ({err}); it is not cached", stacklevel=3)
     return L, jitter, "computed"
 
 
@@ -364,8 +367,8 @@ class Sampler:
         return f"Sampler(method={self.method!r}, k={self.k}, n={self.profile.n})"
 
 
-# Exact dense draws made per GEMM: at n = 25,600 one draw alone costs about as much as 12 inside a
-# batch of 128, and a bank of 128 is 13 MB there (128 x n float32).
+# Exact dense draws made per GEMM: at n = 25,600 one draw alone (a matrix-vector product reading all
+# of L) costs about as much as 12 inside a batch of 128, and a bank of 128 is 13 MB there.
 DEFAULT_BANK_SIZE = 128
 
 

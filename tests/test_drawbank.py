@@ -287,3 +287,11 @@ def test_blocked_in_place_cholesky_equals_lapack(n, block):
     bad = sigma.clone()
     bad[n // 2, n // 2] = -1.0  # not positive definite from column n // 2 + 1 on
     assert profiles._potrf_inplace(bad, block=block) == n // 2 + 1
+
+
+def test_an_unwritable_cache_costs_only_the_caching(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    with pytest.warns(UserWarning, match="could not write the Cholesky factor"):
+        s = _profiles()["crossbar"]().sampler("cholesky", cache_dir=blocker / "cholesky")
+    assert s.source == "computed" and s.sample(2, torch.Generator().manual_seed(0)).shape == (2, 120)
