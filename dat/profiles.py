@@ -368,7 +368,7 @@ class Sampler:
 
 
 # Exact dense draws made per GEMM: at n = 25,600 one draw alone (a matrix-vector product reading all
-# of L) costs about as much as 12 inside a batch of 128, and a bank of 128 is 13 MB there.
+# of L) costs as much as 5-12 draws inside a batch of 128 (measured), and a bank of 128 is 13 MB there.
 DEFAULT_BANK_SIZE = 128
 
 
