@@ -29,7 +29,8 @@ import torch
 from dat.checkpoint import load_checkpoint
 from dat.config import resolve
 from dat.data import load_dataset
-from dat.devices import PRESETS, apply_stress, per_cell_std, wan2022_prog_std
+from dat.devices import PRESETS, per_cell_std, wan2022_prog_std
+from dat.profile_io import apply_stress
 from dat.evaluate import evaluate
 from dat.profiles import bind
 from dat.targets import find_targets

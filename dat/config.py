@@ -10,10 +10,9 @@ import math
 from dataclasses import dataclass, field
 
 from dat.errors import UserError
+from dat.targets import CHOICES as TARGET_CHOICES, UNITS  # defined with the targets they name
 
 METHODS = ("sgd", "sgd-bn", "dat-fast", "dat-full", "sam", "noise-injection")
-TARGET_CHOICES = ("last-linear", "all-analog")
-UNITS = ("relative", "absolute")
 LOWRANK_MODES = ("plain", "relevant")  # dat.profiles.LOWRANK_MODES
 
 # Base optimizer. "paper": exactly Algorithm 1's update (line 14: w <- w - beta * g_avg), plain SGD

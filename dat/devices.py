@@ -209,33 +209,6 @@ def per_cell_std(device: "CrossbarParams") -> float:
     return math.sqrt(sum(v * v for v in device.stds().values()))
 
 
-def apply_stress(device, stress: float = 1.0):
-    """The device with every std multiplied by `stress` (covariance by stress^2; the mean is kept).
-
-    A stress factor is an experiment knob, not a device property: it makes a small model feel the
-    noise a larger one would. stress = 1 returns the device unchanged. A stressed crossbar device is
-    named "<name>-stress<stress>" so every result that used it says so.
-    """
-    stress = _finite_number("stress", stress, 0.0, strict=True)
-    if stress == 1.0:
-        return device
-    if isinstance(device, CrossbarParams):
-        return device.replace(scale=device.scale * stress, name=f"{device.name}-stress{stress:g}")
-    if isinstance(device, DenseDevice):
-        return DenseDevice(device.mu, device.sigma * stress**2, name=f"{device.name}-stress{stress:g}")
-    from dat.measure import FittedTile as _Fitted
-
-    if isinstance(device, _Fitted):
-        import copy
-
-        out = copy.copy(device)
-        out.sigma_ = device.sigma_ * stress**2
-        out.name = f"{device.name}-stress{stress:g}"
-        out.__dict__.pop("captured_variance_", None)
-        return out
-    raise TypeError(f"device must be CrossbarParams, FittedTile or DenseDevice, found {type(device).__name__}")
-
-
 def preset(name: str, /, **overrides) -> CrossbarParams:
     """A preset by name, with field overrides (`name=` among them renames the device)."""
     if name not in PRESETS:
@@ -324,13 +297,3 @@ class DenseDevice:
     def __repr__(self) -> str:
         return f"DenseDevice(name={self.name!r}, n={self.n})"
 
-
-def bind(device, targets, name: str | None = None):
-    """Bind a device to a model's targets (see `dat.profiles.bind`)."""
-    from dat.profiles import bind as _bind
-
-    return _bind(device, targets, name)
-
-
-# The fitted-tile device is an estimator; it lives with the fitting code.
-from dat.measure import FittedTile  # noqa: E402,F401  (re-export: a device description)

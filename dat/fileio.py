@@ -163,3 +163,12 @@ def exclusive_lock(path: str | os.PathLike, advice: str = "wait for it to finish
         except FileNotFoundError:
             pass
         os.close(fd)  # releases the flock
+
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def workspace_root() -> Path:
+    """The user's workspace folder: ``$DAT_WORKSPACE`` if set (tests point it at a temporary
+    folder), else the project root. It holds profiles/, checkpoints/, cache/ and jobs.json."""
+    return Path(os.environ.get("DAT_WORKSPACE") or PROJECT_ROOT).resolve()

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from sklearn.covariance import OAS, LedoitWolf
 
+from dat.devices import check_covariance, check_mean
 from dat.arrayfile import display_name, numeric, read_bytes, read_npz
 from dat.errors import UserError, expected
 from dat.fileio import atomic_write
@@ -190,7 +191,6 @@ class FittedTile:
     def from_arrays(cls, mu, sigma, tile_shape, estimator="ledoitwolf", shrinkage=float("nan"),
                     n_samples=0, k=10, name="fitted") -> "FittedTile":
         """A fitted tile from stored arrays (used when loading a saved profile)."""
-        from dat.devices import check_covariance, check_mean  # late: dat.devices imports this module
 
         obj = cls(estimator=estimator, k=k, name=name)
         sigma, _ = check_covariance(sigma, what="fitted Sigma")

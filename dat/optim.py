@@ -20,6 +20,8 @@ from collections.abc import Iterable, Mapping
 
 import torch
 
+from dat.profiles import DrawBank
+
 
 class _PerturbedStep(torch.optim.Optimizer):
     """Common machinery: remember w, move the targets, restore w, base step."""
@@ -142,11 +144,38 @@ class _DeviceNoiseStep(_PerturbedStep):
             raise ValueError(f"target_params {sorted(target_params)} do not match the targets' layers {sorted(names)}")
         super().__init__(params, base_optimizer, target_params=target_params, **kwargs)
         self.targets, self.sampler = targets, sampler
+        # Samplers whose draws are cheaper in batches (DAT-Full's eta = mu + L z) are read through a
+        # draw bank: B draws in one GEMM, consumed over the next steps.
+        bank_size = getattr(sampler, "bank_size", 1)
+        self.draws = DrawBank(sampler, bank_size) if bank_size > 1 else sampler
+
+    def draw_bank_state(self) -> dict:
+        """Where the draw bank stands (see `DrawBank.state_dict`); {} when draws are not banked."""
+        return self.draws.state_dict() if isinstance(self.draws, DrawBank) else {}
+
+    def load_draw_bank_state(self, state: dict) -> None:
+        """Continue a saved bank mid-way: it is drawn again from the optimizer's generator (whose
+        state the bank sets) and the next draw is the one an uninterrupted run would take."""
+        if not isinstance(self.draws, DrawBank):
+            if state:
+                raise ValueError("found a draw bank state, but this optimizer's sampler does not bank its draws")
+            return
+        if state:
+            self.draws.load_state_dict(state, self.generator)
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "draw_bank": self.draw_bank_state()}
+
+    def load_state_dict(self, state_dict) -> None:
+        state_dict = dict(state_dict)
+        bank = state_dict.pop("draw_bank", {})
+        super().load_state_dict(state_dict)
+        self.load_draw_bank_state(bank)
 
     def _draw_deltas(self, weights: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         """p draws eta_j as weight perturbations delta_j = w_scale * eta_j (per target layer)."""
         first = next(iter(weights.values()))
-        etas = self.sampler.sample(self.p, self.generator)  # eta_j = mu + A z_j, shape [p, n]
+        etas = self.draws.sample(self.p, self.generator)  # eta_j = mu + A z_j, shape [p, n]
         if etas.shape != (self.p, self.targets.n):
             raise ValueError(f"sampler returned shape {tuple(etas.shape)}, expected {(self.p, self.targets.n)}")
         deltas = self.targets.eta_to_deltas(etas.to(dtype=first.dtype, device=first.device), weights)

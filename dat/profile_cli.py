@@ -191,7 +191,12 @@ def run_profile_command(args) -> int:
         print("top eigenvalues: " + ", ".join(f"{v:.4g}" for v in vals))
         # plain top-k against the loss-relevant top-k (this project's extension; docs/device_model.md)
         modes = ("plain", "relevant") if targets.layers[-1].cols > 1 else ("plain",)  # 1 output: no logits to shift
-        for mode, lr in ((m, prof.lowrank(k, m)) for m in modes):
+        for mode in modes:
+            try:
+                lr = prof.lowrank(k, mode)
+            except UserError as err:  # e.g. the outputs do not fit on one tile column: say so, keep the rest
+                print(f"{mode} low rank: not available here ({err})")
+                continue
             tie = f", tie at k: {lr.tie['size']} tied ({lr.tie['first']}-{lr.tie['last']}) kept" if lr.tie else ""
             print(f"{mode} low rank (k = {k}, k_used = {lr.k_used}{tie}): captured variance "
                   f"{lr.captured_variance:.4f}, captured loss-relevant variance {lr.captured_relevant_variance:.4f}")

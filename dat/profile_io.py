@@ -18,6 +18,7 @@ raises `dat.errors.UserError` with what was expected and what was found.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -31,7 +32,7 @@ import torch
 
 import dat
 from dat.arrayfile import numeric, read_npy, read_npz, text
-from dat.devices import CROSSBAR_UNITS, CrossbarParams, DenseDevice
+from dat.devices import CROSSBAR_UNITS, CrossbarParams, DenseDevice, _finite_number
 from dat.errors import UserError, expected
 from dat.measure import ESTIMATORS, FittedTile
 from dat.fileio import atomic_write
@@ -255,10 +256,32 @@ def resolve_device(spec):
                      f"profile (.npz), found {spec!r} (no such file)")
 
 
+def apply_stress(device, stress: float = 1.0):
+    """The device with every std multiplied by `stress` (covariance by stress^2; the mean is kept).
+
+    A stress factor is an experiment knob, not a device property: it makes a small model feel the
+    noise a larger one would. stress = 1 returns the device unchanged. A stressed crossbar device is
+    named "<name>-stress<stress>" so every result that used it says so.
+    """
+    stress = _finite_number("stress", stress, 0.0, strict=True)
+    if stress == 1.0:
+        return device
+    if isinstance(device, CrossbarParams):
+        return device.replace(scale=device.scale * stress, name=f"{device.name}-stress{stress:g}")
+    if isinstance(device, DenseDevice):
+        return DenseDevice(device.mu, device.sigma * stress**2, name=f"{device.name}-stress{stress:g}")
+    if isinstance(device, FittedTile):
+        out = copy.copy(device)
+        out.sigma_ = device.sigma_ * stress**2
+        out.name = f"{device.name}-stress{stress:g}"
+        out.__dict__.pop("captured_variance_", None)
+        return out
+    raise TypeError(f"device must be CrossbarParams, FittedTile or DenseDevice, found {type(device).__name__}")
+
+
 def make_profile(spec, targets, name: str | None = None, stress: float = 1.0):
     """Bind a device (preset, path or object) to a model's targets; `stress` multiplies its stds
-    (dat.devices.apply_stress; 1 = the device as it is)."""
-    from dat.devices import apply_stress
+    (:func:`apply_stress`; 1 = the device as it is)."""
     from dat.profiles import bind
 
     device, _ = resolve_device(spec)

@@ -8,6 +8,8 @@ once per distinct tile shape and repeated: Sigma is never formed densely unless 
 - top-k eigenpairs: per tile shape (dense eigh for small tiles, Lanczos otherwise), merged over
   tiles with multiplicity; each eigenvector lives on one tile.
 A dense device (`DenseDevice`) is one n x n block: Cholesky for full sampling, eigh / Lanczos.
+The "cholesky" sampler (DAT-Full) factors the dense Sigma of any profile; `cholesky_factor` can
+keep that factor on disk, and `DrawBank` makes its O(n^2) draws in batches (one GEMM for many).
 
 Precision: mean, variance, matvec, dense and eig are float64; samples are float32.
 """
@@ -16,15 +18,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse.linalg as spla
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from dat.devices import CROSSBAR_UNITS, CrossbarParams, DenseDevice
 from dat.errors import UserError
+from dat.fileio import atomic_write
 from dat.measure import FittedTile
 from dat.targets import Targets
 
@@ -115,19 +121,132 @@ def _top_eig_operator(matvec, m: int, k: int, dense=None, store: dict | None = N
     return vals, _canonical(vals, np.ascontiguousarray(vecs), TIE_RTOL * max(float(vals[0]), 0.0))
 
 
-def _cholesky(sigma: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """Cholesky factor of a PSD matrix; a singular one gets the smallest jitter of JITTERS times
-    mean(diag) that makes it PD (the added variance is at most 1e-8 of the average variance)."""
-    scale = float(sigma.diagonal().mean()) if sigma.numel() else 1.0
-    eye = torch.eye(sigma.shape[0], dtype=sigma.dtype)
+def _potrf_inplace(a: torch.Tensor, block: int = 1024) -> int:
+    """Overwrite the lower triangle of the symmetric float64 matrix ``a`` with its Cholesky factor
+    (LAPACK's left-looking blocked algorithm: for each column block, subtract the finished columns'
+    contribution, factor the diagonal block, solve for the block below it). The set-up thus holds
+    one n x n matrix plus an n x block panel. The strict upper triangle is left as it was. Returns
+    0, or (as LAPACK's info) the 1-based column at which ``a`` is found not positive definite."""
+    n = a.shape[0]
+    for k0 in range(0, n, block):
+        k1 = min(k0 + block, n)
+        panel = a[k0:, k0:k1]  # a view: rows k0.., columns of this block
+        if k0:
+            panel -= a[k0:, :k0] @ a[k0:k1, :k0].T  # A[k0:, J] - L[k0:, :k0] L[J, :k0]^T
+        Lkk, info = torch.linalg.cholesky_ex(panel[: k1 - k0])
+        if int(info):
+            return k0 + int(info)
+        panel[: k1 - k0] = Lkk
+        if k1 < n:  # L[k1:, J] = A[k1:, J] Lkk^-T
+            panel[k1 - k0:] = torch.linalg.solve_triangular(Lkk.T, panel[k1 - k0:], upper=True, left=False)
+    return 0
+
+
+def _cholesky(make_sigma) -> tuple[torch.Tensor, float]:
+    """Cholesky factor L (float32, lower) of a PSD matrix, computed in float64. ``make_sigma()``
+    returns a fresh float64 copy of Sigma that is factored in place (`_potrf_inplace`), so the
+    set-up holds one n x n float64 matrix, not two. A singular Sigma gets the smallest jitter of
+    JITTERS times mean(diag) that makes it PD (the added variance is at most 1e-8 of the average
+    variance)."""
     for jit in JITTERS:
-        L, info = torch.linalg.cholesky_ex(sigma + (jit * scale) * eye if jit else sigma)
-        if int(info) == 0:
-            return L, jit * scale
+        a = make_sigma().to(torch.float64).contiguous()
+        scale = float(a.diagonal().mean()) if a.numel() else 1.0
+        if jit:
+            a.diagonal().add_(jit * scale)  # Sigma + jitter I, in place
+        if _potrf_inplace(a) == 0:
+            return a.tril_().float(), jit * scale
+        del a
     raise ValueError(
         f"Sigma is not positive definite even with jitter {JITTERS[-1]:g} x mean variance: "
         "use the low-rank sampler or repair the matrix"
     )
+
+
+def _lower_matmul(z: torch.Tensor, L: torch.Tensor, block: int = 2048) -> torch.Tensor:
+    """z @ L.T for a lower-triangular L, skipping L's zero upper triangle: column block J of the
+    result needs only L's rows J and columns up to the block's end (about half of z @ L.T's work)."""
+    n = L.shape[0]
+    if n <= 2 * block:  # too few blocks to pay for the extra GEMM calls
+        return z @ L.T
+    out = torch.empty(z.shape[0], n, dtype=z.dtype, device=z.device)
+    for j0 in range(0, n, block):
+        j1 = min(j0 + block, n)
+        out[:, j0:j1] = z[:, :j1] @ L[j0:j1, :j1].T  # (L z)_i = sum_{c <= i} L_ic z_c
+    return out
+
+
+# -- the Cholesky factor on disk ------------------------------------------------------------------
+CHOLESKY_CACHE_FORMAT = 1
+# A cached factor must reproduce Sigma x within this relative error on random probes: float32
+# round-off gives about 1e-6; a factor of another matrix or a damaged file gives order 1.
+CACHE_PROBE_TOL = 1e-3
+
+
+def cholesky_cache_key(profile: "NoiseProfile") -> str:
+    """What a cached factor must match: the profile's content hash (device and targets), n, the
+    factor's dtype, the jitter ladder and the torch version."""
+    desc = {"format": CHOLESKY_CACHE_FORMAT, "profile": profile.content_hash(), "n": profile.n,
+            "dtype": "float32", "jitters": list(JITTERS), "torch": torch.__version__}
+    return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()
+
+
+def cholesky_cache_path(profile: "NoiseProfile", cache_dir) -> Path:
+    return Path(cache_dir) / f"cholesky-{cholesky_cache_key(profile)[:32]}.safetensors"
+
+
+def _probe_factor(profile: "NoiseProfile", L: torch.Tensor, jitter: float) -> float:
+    """max relative error of L L^T x against (Sigma + jitter I) x over two fixed random probes x."""
+    x = torch.randn(profile.n, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    want = profile.matvec(x) + jitter * x
+    got = (L @ (L.T @ x.float())).double()
+    return float(((got - want).norm(dim=0) / want.norm(dim=0).clamp(min=1e-300)).max())
+
+
+def _read_factor(profile: "NoiseProfile", path: Path):
+    """(L, jitter) from a cache file, or None (with a warning) when the file does not match."""
+    key, n = cholesky_cache_key(profile), profile.n
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("key") != key:
+                raise ValueError(f"expected key {key[:16]}..., found {str(meta.get('key'))[:16]}...")
+            if list(f.keys()) != ["L"]:
+                raise ValueError(f"expected one tensor 'L', found {list(f.keys())}")
+            L = f.get_tensor("L")
+        jitter = float(meta["jitter"])
+        if L.dtype != torch.float32 or tuple(L.shape) != (n, n):
+            raise ValueError(f"expected a float32 [{n}, {n}] factor, found {L.dtype} {list(L.shape)}")
+        err = _probe_factor(profile, L, jitter)
+        if not err <= CACHE_PROBE_TOL:  # also false for NaN
+            raise ValueError(f"expected L L^T x = Sigma x within {CACHE_PROBE_TOL:g}, found relative error {err:.3g}")
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as err:
+        warnings.warn(f"ignoring the cached Cholesky factor {path} ({err}); computing it again", stacklevel=3)
+        return None
+    return L, jitter
+
+
+def cholesky_factor(profile: "NoiseProfile", max_n: int = DENSE_LIMIT, cache_dir=None):
+    """(L, jitter, source): the float32 Cholesky factor of the profile's dense Sigma (refused above
+    max_n). With ``cache_dir``, a factor cached there for this profile (same content hash, n, dtype,
+    torch version) is read instead of computed, after checking its key, shape and that it
+    reproduces Sigma on random probes; a missing or damaged file is (re)computed and written
+    atomically. source is "computed" or "cache"."""
+    profile._check_dense_size(max_n)
+    path = None if cache_dir is None else cholesky_cache_path(profile, cache_dir)
+    if path is not None and path.exists():
+        found = _read_factor(profile, path)
+        if found is not None:
+            profile._adopt_factor(*found)
+            return found[0], found[1], "cache"
+    L, jitter = profile._factor()
+    if path is not None:
+        meta = {"key": cholesky_cache_key(profile), "profile_hash": profile.content_hash(), "n": str(profile.n),
+                "jitter": repr(float(jitter)), "torch": torch.__version__}
+        try:
+            atomic_write(path, lambda tmp: save_file({"L": L.contiguous()}, tmp, metadata=meta))
+        except OSError as err:  # a full or read-only disk costs the next run its set-up, nothing more
+            warnings.warn(f"could not write the Cholesky factor to {path} ({err}); it is not cached", stacklevel=3)
+    return L, jitter, "computed"
 
 
 class _CrossbarBlock:
@@ -234,8 +353,7 @@ class _DenseBlock:
 
     def cholesky(self):
         if self._L is None:
-            L, self.jitter = _cholesky(self.sigma)
-            self._L = L.float()
+            self._L, self.jitter = _cholesky(self.sigma.clone)
         return self._L
 
     def sample(self, num, generator):
@@ -347,14 +465,19 @@ class Sampler:
     - "full": exact, using the profile's structure (per-tile square roots, no n x n matrix);
     - "cholesky": exact, eta = mu + L z with the Cholesky factor L of the dense Sigma, exactly as
       the paper's DAT-Full (O(n^3) set-up, O(n^2) per draw, n x n memory); refused above max_n.
+      With ``cache_dir`` the factor is kept on disk (see `cholesky_factor`); ``source`` says
+      whether it was "computed" or read from the "cache". Its draws are best made many at a time
+      (one GEMM for B draws instead of B matrix-vector products): ``bank_size`` is the number a
+      `DrawBank` makes at once (1 for the other methods, whose draws cost little).
     """
 
     def __init__(self, profile: "NoiseProfile", method: str, k: int, max_n: int = DENSE_LIMIT,
-                 lowrank: str = "plain"):
+                 lowrank: str = "plain", cache_dir=None):
         self.profile, self.method, self.k = profile, method, k
         self.mu = profile.mean().float()
         self._on_device = {}
         self.lowrank = None  # the LowRank report (k_used, ties, captured fractions) for "low-rank"
+        self.bank_size, self.jitter, self.source = 1, 0.0, "computed"
         if method == "low-rank":
             # A_k = V_k D_k^(1/2): eta = mu + A_k z has covariance V_k D_k V_k^T. A tied group at
             # the k-th eigenvalue is kept whole (k_used >= k); "relevant" uses Sigma' and P mu.
@@ -364,8 +487,9 @@ class Sampler:
             self.k = self.lowrank.k_used
         elif method == "cholesky":
             # L L^T = Sigma; eta = mu + L z with z ~ N(0, I_n). The same code path as A_k, with k = n.
-            self.A = profile._cholesky_factor(max_n)
+            self.A, self.jitter, self.source = cholesky_factor(profile, max_n, cache_dir)
             self.k = profile.n
+            self.bank_size = DEFAULT_BANK_SIZE
         else:
             self.A = None
             profile._prepare_full()
@@ -381,12 +505,82 @@ class Sampler:
         mu, A = self._on_device[dev]
         if A is not None:
             z = torch.randn(num, self.k, generator=generator, device=dev)
-            return mu + z @ A.T
+            return mu + (_lower_matmul(z, A) if self.method == "cholesky" else z @ A.T)
         return mu + self.profile._sample_centered(num, generator)
 
     def __repr__(self) -> str:
         mode = f", lowrank={self.lowrank.mode!r}" if self.lowrank is not None else ""
         return f"Sampler(method={self.method!r}, k={self.k}{mode}, n={self.profile.n})"
+
+
+# Exact dense draws made per GEMM: at n = 25,600 one draw alone (a matrix-vector product reading all
+# of L) costs as much as 5-12 draws inside a batch of 128 (measured), and a bank of 128 is 13 MB there.
+DEFAULT_BANK_SIZE = 128
+
+
+class DrawBank:
+    """Draws of a sampler made ``size`` at a time and handed out in order, for samplers whose draws
+    are far cheaper in a batch (eta = mu + Z L^T for a [size, n] block Z in one GEMM). The draws
+    have the sampler's distribution and come from the caller's generator, so they are as seeded as
+    the sampler's own. Its state (the generator's state when the current bank was drawn and the
+    position in it) is all a resume needs: `load_state_dict` draws the same bank again.
+    """
+
+    def __init__(self, sampler: Sampler, size: int = DEFAULT_BANK_SIZE):
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"size must be a positive int (draws per bank), found {size!r}")
+        self.sampler, self.size = sampler, size
+        self._draws, self._position, self._start, self._generator = None, size, None, None
+
+    def _refill(self, generator: torch.Generator) -> None:
+        self._start = generator.get_state()  # enough to draw this bank again
+        self._draws = self.sampler.sample(self.size, generator)
+        self._position, self._generator = 0, generator
+
+    def sample(self, num: int, generator: torch.Generator) -> torch.Tensor:
+        """The next num draws [num, n] (a new bank is drawn from ``generator`` when this one runs out)."""
+        if isinstance(num, bool) or not isinstance(num, int) or num < 1:
+            raise ValueError(f"num must be a positive int, found {num!r}")
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, found {type(generator).__name__}")
+        if generator is not self._generator:  # a bank belongs to the generator that drew it
+            self._draws, self._position = None, self.size
+        parts = []
+        while num > 0:
+            if self._position == self.size:
+                self._refill(generator)
+            take = min(num, self.size - self._position)
+            parts.append(self._draws[self._position:self._position + take].clone())
+            self._position += take
+            num -= take
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def state_dict(self) -> dict:
+        """{"size", "position", "generator_state"} (ints and a uint8 tensor: torch.load(weights_only=True)
+        reads it); an empty generator_state means no bank has been drawn yet."""
+        start = self._start if self._draws is not None else torch.empty(0, dtype=torch.uint8)
+        return {"size": self.size, "position": self._position, "generator_state": start.clone()}
+
+    def load_state_dict(self, state: dict, generator: torch.Generator) -> None:
+        """Continue from ``state``: the bank is drawn again from its saved generator state (which
+        leaves ``generator`` where the original draw left it) and the position restored."""
+        if not isinstance(state, dict) or set(state) != {"size", "position", "generator_state"}:
+            found = sorted(state) if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"expected a draw bank state with size, position, generator_state; found {found}")
+        if int(state["size"]) != self.size:
+            raise ValueError(f"expected a draw bank of size {self.size}, found {int(state['size'])}")
+        position = int(state["position"])
+        if not 0 <= position <= self.size:
+            raise ValueError(f"expected a bank position in [0, {self.size}], found {position}")
+        start = state["generator_state"]
+        if not isinstance(start, torch.Tensor) or start.dtype != torch.uint8:
+            raise ValueError(f"expected generator_state as a uint8 tensor, found {type(start).__name__}")
+        if start.numel() == 0:
+            self._draws, self._position, self._start, self._generator = None, self.size, None, None
+            return
+        generator.set_state(start)
+        self._refill(generator)
+        self._position = position
 
 
 class NoiseProfile:
@@ -435,9 +629,12 @@ class NoiseProfile:
         self._check_dense_size(max_n)
         return self._dense()
 
-    def _cholesky_factor(self, max_n: int = DENSE_LIMIT) -> torch.Tensor:
-        """L (float32) with L L^T = Sigma, from the dense Sigma (refused above max_n)."""
-        return _cholesky(self.dense(max_n=max_n))[0].float()
+    def _factor(self) -> tuple[torch.Tensor, float]:
+        """(L float32, jitter) with L L^T = Sigma + jitter I, from the dense Sigma (see cholesky_factor)."""
+        return _cholesky(self._dense)
+
+    def _adopt_factor(self, L: torch.Tensor, jitter: float) -> None:
+        """A factor read from the disk cache (structured profiles' exact sampler does not use it)."""
 
     def _top(self, k: int, mode: str = "plain"):
         """Top eigenpairs of Sigma (or Sigma'), at least k, ending at a tie-group boundary."""
@@ -502,15 +699,16 @@ class NoiseProfile:
                 "captured_variance": cum.tolist(), "trace": tr}
 
     def sampler(self, method: str = "low-rank", k: int = 10, max_n: int = DENSE_LIMIT,
-                lowrank: str = "plain") -> Sampler:
+                lowrank: str = "plain", cache_dir=None) -> Sampler:
         """A sampler of eta; see `Sampler` for the methods. max_n caps the dense "cholesky" path;
-        `lowrank` ("plain" or "relevant") chooses the low-rank factor (see `LowRank`)."""
+        `lowrank` ("plain" or "relevant") chooses the low-rank factor (see `LowRank`); cache_dir
+        (optional) keeps the Cholesky factor on disk between runs."""
         if method not in SAMPLING_METHODS:
             raise ValueError(f"method must be one of {SAMPLING_METHODS}, found {method!r}")
         if lowrank not in LOWRANK_MODES:
             raise UserError(f"low-rank mode: expected one of {LOWRANK_MODES}, found {lowrank!r}")
         return Sampler(self, method, _check_k(k, self.n) if method == "low-rank" else 0, max_n=max_n,
-                       lowrank=lowrank)
+                       lowrank=lowrank, cache_dir=cache_dir)
 
     def content_hash(self) -> str:
         """sha256 of the device description, the arrays that define it and the targets."""
@@ -680,9 +878,12 @@ class DenseProfile(NoiseProfile):
     def _dense(self):
         return self.block.dense()
 
-    def _cholesky_factor(self, max_n: int = DENSE_LIMIT) -> torch.Tensor:
-        self._check_dense_size(max_n)
-        return self.block.cholesky()  # the factor the "full" sampler uses: computed once
+    def _factor(self):
+        L = self.block.cholesky()  # the factor the "full" sampler uses: computed once
+        return L, self.block.jitter
+
+    def _adopt_factor(self, L, jitter):
+        self.block._L, self.block.jitter = L, jitter  # so the "full" sampler (evaluation) reuses it
 
     def _eig(self, k, mode="plain"):
         block = self.block if mode == "plain" else self._relevant_block()

@@ -23,7 +23,9 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from dat.config import TARGET_CHOICES as CHOICES, UNITS  # one list of each, kept in the config
+# Which weights sit on crossbars, and the units of eta: one list of each (dat.config re-exports them).
+CHOICES = ("last-linear", "all-analog")
+UNITS = ("relative", "absolute")
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from dat.config import TrainConfig
 from dat.data import load_dataset
 from dat.errors import UserError
 from dat.evaluate import evaluate, evaluate_with_recipe, is_head_only, recipe_for
-from dat.fileio import OutputLocked, exclusive_lock
+from dat.fileio import OutputLocked, exclusive_lock, workspace_root
 from dat.models import build_model
 from dat.optim import DAT, SAM, NoiseInjection
 from dat.parallel import GradientSync, any_rank, from_rank0, local_slice, rank_and_world
@@ -182,7 +182,10 @@ def build_run(config: TrainConfig, bundle, device: torch.device):
                 # DAT-Fast: eta = mu + A_k z. DAT-Full: eta = mu + L z with the Cholesky factor of the
                 # dense Sigma, as in the paper (O(n^3) set-up, n x n memory; n up to DAT_FULL_MAX_N).
                 sampler = (profile.sampler("low-rank", k=config.k, lowrank=config.lowrank)
-                           if config.method == "dat-fast" else profile.sampler("cholesky", max_n=DAT_FULL_MAX_N))
+                           if config.method == "dat-fast"
+                           # The Cholesky factor is kept in the workspace's cache/, so a second run skips the set-up.
+                           else profile.sampler("cholesky", max_n=DAT_FULL_MAX_N,
+                                                cache_dir=workspace_root() / "cache" / "cholesky"))
                 calibration = None
                 if config.strength is not None:  # alpha from the strength, at the initial weights
                     calibration = calibrate_alpha(model, targets, sampler, profile, bundle.train_eval,
@@ -317,6 +320,8 @@ def train(config: TrainConfig, callbacks: Iterable[Callback] = (), should_stop: 
         base_optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         data_gen.set_state(state["data_gen"])
+        if state.get("draw_bank") and hasattr(optimizer, "load_draw_bank_state"):
+            optimizer.load_draw_bank_state(state["draw_bank"])  # DAT-Full's bank of draws, mid-way
         noise_gen.set_state(state["noise_gen"])
         torch.set_rng_state(state["torch_rng"])  # CIFAR augmentation draws from the global generator
         start_epoch, history, train_time = int(state["epoch"]), list(state["history"]), float(state["train_time_s"])
@@ -368,7 +373,8 @@ def train(config: TrainConfig, callbacks: Iterable[Callback] = (), should_stop: 
                 "trajectory": _trajectory_fields(config), "epoch": epoch + 1, "history": history,
                 "train_time_s": train_time, "model": model.state_dict(), "optimizer": base_optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "data_gen": data_gen.get_state(),
-                "noise_gen": noise_gen.get_state(), "torch_rng": torch.get_rng_state()})
+                "noise_gen": noise_gen.get_state(), "torch_rng": torch.get_rng_state(),
+                "draw_bank": optimizer.draw_bank_state() if hasattr(optimizer, "draw_bank_state") else {}})
         emit("epoch", {**record, "epochs": config.epochs, "step": step, "total_steps": total_steps})
 
     # Table I numbers, under the evaluation profile (the training device unless told otherwise).

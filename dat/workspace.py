@@ -15,9 +15,8 @@ from pathlib import Path
 
 from dat import jobs
 from dat.errors import UserError
-from dat.fileio import clean_stale_temps, temp_file
+from dat.fileio import clean_stale_temps, temp_file, workspace_root
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Uploaded checkpoints larger than this are refused before anything is written: the digits and
 # CIFAR CNN6 models are a few MB, ResNet18 about 45 MB.
 MAX_UPLOAD_BYTES = 200 * 1024 * 1024
@@ -47,7 +46,7 @@ class Workspace:
     @classmethod
     def default(cls) -> "Workspace":
         """``$DAT_WORKSPACE`` if set (tests point it at a temporary folder), else the project root."""
-        return cls(Path(os.environ.get("DAT_WORKSPACE") or PROJECT_ROOT).resolve())
+        return cls(workspace_root())
 
     @property
     def profiles_dir(self) -> Path:

@@ -275,7 +275,7 @@ def test_low_rank_sampler_keeps_a_tied_group_whole():
 
 
 def test_stress_scales_the_covariance_by_its_square_and_keeps_the_mean():
-    from dat.devices import apply_stress
+    from dat.profile_io import apply_stress
 
     t = Targets(SHAPES, tile=TILE)
     base = bind(PARAMS["exponential"], t)
