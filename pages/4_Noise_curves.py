@@ -60,10 +60,17 @@ if "curves" not in st.session_state:
 
 spec, curves = st.session_state["curves"]
 metric = st.radio("Quantity", ["loss", "accuracy"], horizontal=True, key="curve_metric")
-figures = {f"curves_{metric}": curves_figure(curves, metric)}
+# Legends show the models' names without the folder they were trained in, where that stays unique.
+short = {m: m.split(" [")[0] for m in curves.models}
+names = short if len(set(short.values())) == len(short) else None
+figures = {f"curves_{metric}": curves_figure(curves, metric, names=names)}
 st.plotly_chart(figures[f"curves_{metric}"], key="curves_figure")
 summary = compare_devices(curves)
 st.subheader("Summary")
+st.caption(f"Monte-Carlo numbers over {curves.loss.shape[2]} noise directions per device; `_se` columns are "
+           "their standard errors (std / √draws).")
+if summary.warnings:  # differences within 2 standard errors of zero: more draws needed to rank them
+    st.warning("Not resolved by these draws:\n" + "\n".join(f"- {m}" for m in summary.warnings))
 st.dataframe(summary.rows, hide_index=True)
 
 export_panel("curves", curves, figures, spec, summary)
