@@ -288,7 +288,7 @@ def _place_marker_labels(fig: go.Figure, f: float, pw: float, ph: float) -> None
 
 
 def _surface3d(fig: go.Figure, info: dict, f: float, w: int) -> int:
-    h = int(round(w * 0.82))
+    h = int(round(w * 0.72))
     cb_px = 6.0 * f
     title = fig.layout.title.text if fig.layout.title and fig.layout.title.text else None
     top = 0.6 * f

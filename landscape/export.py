@@ -67,21 +67,30 @@ def sized(fig: go.Figure, width: str) -> tuple[go.Figure, int, int]:
     return _layout.for_width(fig, width)
 
 
-def raster_parts(fig: go.Figure, w: int, h: int, dpi: float) -> list[str]:
-    """What a vector (SVG / PDF) export of ``fig`` holds as images, in words; empty when all vector.
+WEBGL_PIXEL_RATIO = 2  # Plotly's static export draws WebGL scenes at twice the CSS pixel grid
+
+
+def raster_parts(fig: go.Figure, width: str) -> list[str]:
+    """What a vector (SVG / PDF) export of ``fig`` at ``width`` holds as images, in words; empty
+    when it is all vector.
 
     Filled contours, lines, markers and text are paths; a heatmap is an image with one pixel per
-    grid point (the data's own resolution); a 3D scene is WebGL, an image of the scene rendered at
-    the export's scale.
+    grid point (the data's own resolution); a 3D scene is WebGL, an image at twice the CSS pixel
+    grid (192 px per inch at print size), its title and colour bar vector.
     """
     out = []
+    laid, w, h = sized(fig, width)
     for t in fig.data:
         if t.type == "heatmap":
             z = np.asarray(t.z, dtype=float)
             out.append(f"heatmap: one image pixel per grid point ({z.shape[1]} x {z.shape[0]})")
     if any(t.type in ("surface", "scatter3d", "mesh3d") for t in fig.data):
-        out.append(f"3D scene: image of {round(w * dpi / CSS_PX_PER_IN)} x {round(h * dpi / CSS_PX_PER_IN)} px "
-                   f"({dpi:g} dpi at print size); its title and colour bar are vector")
+        m = laid.layout.margin
+        dom = laid.layout.scene.domain
+        sw = (w - (m.l or 0) - (m.r or 0)) * (dom.x[1] - dom.x[0]) * WEBGL_PIXEL_RATIO
+        sh = (h - (m.t or 0) - (m.b or 0)) * (dom.y[1] - dom.y[0]) * WEBGL_PIXEL_RATIO
+        out.append(f"3D scene: image of {round(sw)} x {round(sh)} px "
+                   f"({WEBGL_PIXEL_RATIO * CSS_PX_PER_IN} dpi at print size); title and colour bar vector")
     return out
 
 
@@ -105,11 +114,10 @@ def clean_svg(svg: bytes) -> bytes:
 
 def render(fig: go.Figure, width: str, fmt: str, dpi: float = 300) -> bytes:
     """One image of ``fig`` laid out for ``width``: PNG at ``dpi`` (written into the file), SVG / PDF
-    at the print width, 3D scenes inside them rendered at ``dpi``. Needs a running kaleido server or
-    starts a browser for this one image."""
+    at the print width (see ``raster_parts`` for what stays an image there). Uses a running kaleido
+    server, or starts a browser for this one image."""
     f, w, h = sized(fig, width)
-    has3d = any(t.type in ("surface", "scatter3d", "mesh3d") for t in fig.data)
-    scale = dpi / CSS_PX_PER_IN if fmt == "png" or has3d else 1
+    scale = dpi / CSS_PX_PER_IN if fmt == "png" else 1  # a larger scale would enlarge the SVG / PDF page
     data = pio.to_image(f, format=fmt, width=w, height=h, scale=scale)
     if fmt == "png":
         return png_with_dpi(data, dpi)
@@ -193,8 +201,7 @@ def bundle_files(result, *, figures: dict | None = None, formats=IMAGE_FORMATS +
                         for fmt in images:
                             files[f"{name}_{width}.{fmt}"] = render(fig, width, fmt, dpi)
                         if {"svg", "pdf"} & set(images):
-                            _, w, h = sized(fig, width)
-                            parts = raster_parts(fig, w, h, dpi)
+                            parts = raster_parts(fig, width)
                             if parts:
                                 raster[f"{name}_{width}"] = parts
         finally:

@@ -355,11 +355,12 @@ def _surface3d(surface: Surface, p: int, metric: str, scale: LossScale | None, c
     if metric == "loss":
         z, zr, m_z = scale.z(v), [scale.zmin, scale.zmax], scale.z(surface.marker_loss[p])
         tickvals, ticktext = scale.ticks()
-        zaxis = dict(title="loss (nats)", range=zr, tickmode="array", tickvals=tickvals, ticktext=ticktext)
-        hover = _loss_hover(surface.panels[p], _draws(surface)).replace("%{x", "%{x").replace("%{y", "%{y")
+        zaxis = dict(title="", range=zr,  # the colour bar names it; a z title is clipped at print size
+                      tickmode="array", tickvals=tickvals, ticktext=ticktext)
+        hover = _loss_hover(surface.panels[p], _draws(surface))
     else:
         z, zr, m_z = v, [0.0, 1.0], surface.marker_accuracy[p]
-        zaxis = dict(title="accuracy", range=zr)
+        zaxis = dict(title="", range=zr)
         hover = "α %{x:.2f}, β %{y:.2f}<br>accuracy %{customdata[0]:.3f}"
     custom = np.stack([v, se], axis=-1).transpose(1, 0, 2)
     fig = go.Figure(go.Surface(x=surface.alphas, y=surface.betas, z=z.T, colorscale=COLORSCALE, cmin=zr[0],

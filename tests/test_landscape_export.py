@@ -2,6 +2,7 @@
 
 import io
 import json
+import re
 import xml.etree.ElementTree as ET
 import zipfile
 
@@ -82,10 +83,20 @@ def test_exports_carry_dpi_and_vector_fills(surface, tmp_path):
             assert b"/Subtype /Image" not in pdf and b"/Subtype/Image" not in pdf, name
             svg = (tmp_path / f"{name}_{width}.svg").read_text()
             assert "<image" not in svg and "\u200b" not in svg
-    assert b"/Image" in (tmp_path / "s3d_single.pdf").read_bytes()
     record = json.loads((tmp_path / "reproduce.json").read_text())
     raster = record["export"]["raster_in_vector_files"]
     assert set(raster) == {"s3d_single", "s3d_slide"} and "3D scene" in raster["s3d_single"][0]
+    for width, inches in (("single", 3.5), ("slide", 13.33)):
+        # the one image in the 3D PDF is the scene, at the size reproduce.json states; the page is
+        # the print width (72 pt per inch)
+        pdf = (tmp_path / f"s3d_{width}.pdf").read_bytes()
+        said = re.search(r"image of (\d+) x (\d+) px", raster[f"s3d_{width}"][0]).groups()
+        found = re.search(rb"/Subtype\s*/Image.*?/Width (\d+).*?/Height (\d+)|/Width (\d+).*?/Height (\d+)"
+                          rb".*?/Subtype\s*/Image", pdf, re.S).groups()
+        found = [int(v) for v in found if v is not None]
+        assert [int(v) for v in said] == pytest.approx(found, abs=2)
+        box = [float(v) for v in re.search(rb"/MediaBox\s*\[([^\]]*)\]", pdf).group(1).split()]
+        assert box[2] == pytest.approx(inches * 72, abs=1)
 
 
 def test_reproduce_json_recomputes_the_numbers(surface, curves, tmp_path):
