@@ -93,6 +93,7 @@ def for_width(fig: go.Figure, width: str = "screen") -> tuple[go.Figure, int, in
     out.update_annotations(font_size=f)
     if info["kind"] == "surface3d":
         h = _surface3d(out, info, f, w)
+        h = 480 if width == "screen" else h  # on screen the 3D views share a page row
     elif info["kind"] == "maps":
         h = _maps(out, info, f, w)
     else:
@@ -166,7 +167,7 @@ def _grid(fig: go.Figure, info: dict, f: float, w: int, width: str) -> int:
                                      yanchor="top", pad=dict(t=0.5 * f)))
         top += 0.5 * f
     if width == "screen":
-        top = max(top, 44)  # room for the modebar above the titles
+        top += 32  # a row for Plotly's modebar above the panel titles, so it covers none of them
     ph = pw * info.get("aspect", 0.8)
     if width != "screen":
         ph = min(ph, 0.75 * w)
@@ -217,9 +218,30 @@ def _grid(fig: go.Figure, info: dict, f: float, w: int, width: str) -> int:
         if a.name == "row-axis-title":
             a.update(yshift=-1.5 * f, font_size=f)
     fig.update_traces(textfont_size=f, selector=dict(mode="markers+text"))
-    fig.update_traces(marker_size=0.8 * f, selector=dict(name="models"))
+    _line_weights(fig, f)
     fig.update_layout(margin=dict(l=left, r=right, t=top, b=bottom, pad=0, autoexpand=False))
     return int(round(top + ph + bottom))
+
+
+def _line_weights(fig: go.Figure, f: float) -> None:
+    """Line widths and marker sizes in proportion to the font, so a slide's lines are as heavy as a
+    column's (set absolutely, so laying out an already laid-out figure changes nothing)."""
+    for t in fig.data:
+        if t.type != "scatter":
+            continue
+        if t.name == "models":  # the models' crosses on a map
+            t.marker.update(size=0.85 * f, line_width=0.2 * f)
+        elif t.mode and "lines" in t.mode:
+            edge = t.hoverinfo == "skip"  # band edges
+            t.line.width = (0.06 if edge else 0.16) * f
+            if "markers" in t.mode:
+                t.marker.size = 0.5 * f
+        elif t.mode == "markers":
+            t.marker.size = 0.7 * f
+            if t.error_y and t.error_y.array is not None:
+                t.error_y.update(thickness=0.1 * f, width=0.3 * f)
+    for shape in fig.layout.shapes:
+        shape.line.width = 0.08 * f
 
 
 def _colorbar_traces(fig: go.Figure) -> list:
@@ -293,7 +315,7 @@ def _surface3d(fig: go.Figure, info: dict, f: float, w: int) -> int:
     title = fig.layout.title.text if fig.layout.title and fig.layout.title.text else None
     top = 0.6 * f
     if title:
-        fig.layout.title.text = wrap(title, w - 2 * f, 1.15 * f)
+        fig.layout.title.text = wrap(title, w - 2 * f - 60, 1.15 * f)  # clear of the modebar on screen
         top += (fig.layout.title.text.count("<br>") + 1) * 1.5 * f
         fig.update_layout(title=dict(font_size=1.15 * f, x=0.5, xanchor="center", y=1, yref="container",
                                      yanchor="top", pad=dict(t=0.5 * f)))

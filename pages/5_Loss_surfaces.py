@@ -37,7 +37,8 @@ with st.form("surface_form"):
     dev_a = c1.selectbox("Device A", labels, index=labels.index("device-A"))
     dev_b = c1.selectbox("Device B", labels, index=labels.index("device-B"))
     resolution = c2.slider("Grid points per axis", 3, 61, 21)
-    draws = c2.number_input("Noise draws per grid point (S)", 1, 200, 4)
+    draws = c2.number_input("Noise draws per grid point (S)", 1, 200, 8,
+                            help="The hover gives each point's standard error, std / √S.")
     max_samples = c2.number_input("Training images used (0: all)", 0, 100_000, 512, step=128,
                                   help="A subset keeps a fine grid quick; the JSON records the choice.")
     a_lo, a_hi = c3.slider("α range", -2.0, 3.0, (-0.5, 1.5), step=0.1)

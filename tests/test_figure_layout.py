@@ -246,3 +246,15 @@ def test_layout_is_sized_to_the_print_width(rendered):
     for (name, width), (f, w, h, _) in rendered[0].items():
         assert w == round(fl.WIDTHS_IN[width] * 96) and f.layout.width == w and f.layout.height == h
         assert f.layout.font.size * 0.75 >= fl.MIN_FONT_PT
+
+
+def test_on_screen_the_modebar_row_is_above_every_panel_title(results):
+    """Plotly's modebar (about 30 px at the top right) must not cover the right panel's title."""
+    for name, fig in all_figures(*results).items():
+        f, _, _ = fl.for_width(fig, "screen")
+        titles = [a for a in f.layout.annotations if (a.name or "").startswith("panel-title")]
+        if not titles:
+            continue
+        lines = max(a.text.count("<br>") + 1 for a in titles)
+        title_px = 1.3 * lines * f.layout.font.size + 0.2 * f.layout.font.size
+        assert f.layout.margin.t - title_px >= 30, name

@@ -195,7 +195,7 @@ def test_round_log_ticks():
 def test_curves_are_plotted_against_alpha_over_r_with_standard_errors(curves):
     _, c = curves
     fig = figures.curves_figure(c, names={"SGD": "SGD (20 epochs)"})
-    means = [t for t in fig.data if t.showlegend is not None and t.mode == "lines" and t.line.width == 1.6]
+    means = [t for t in fig.data if t.mode == "lines" and t.hoverinfo != "skip"]
     assert [t.name for t in means if t.showlegend] == ["SGD (20 epochs)", "DAT-A", "DAT-B"]
     first = means[0]  # model 0 under device 0
     np.testing.assert_allclose(np.asarray(first.x), c.alphas[0] / c.typical_norm[0, 0])
