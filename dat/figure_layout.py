@@ -95,7 +95,7 @@ def for_width(fig: go.Figure, width: str = "screen") -> tuple[go.Figure, int, in
         h = _surface3d(out, info, f, w)
         h = 480 if width == "screen" else h  # on screen the 3D views share a page row
     elif info["kind"] == "maps":
-        h = _maps(out, info, f, w)
+        h = _maps(out, info, f, w, 32 if width == "screen" else 0)
     else:
         h = _grid(out, info, f, w, width)
     if width == "screen":
@@ -334,7 +334,7 @@ def _surface3d(fig: go.Figure, info: dict, f: float, w: int) -> int:
     return h
 
 
-def _maps(fig: go.Figure, info: dict, f: float, w: int) -> int:
+def _maps(fig: go.Figure, info: dict, f: float, w: int, modebar: float = 0) -> int:
     """A grid of square maps (rows x cols), one colour bar on the right."""
     rows, cols = info.get("rows", 1), info.get("cols", 1)
     left, right, gap = 0.8 * f, 6.0 * f, 0.8 * f
@@ -363,8 +363,8 @@ def _maps(fig: go.Figure, info: dict, f: float, w: int) -> int:
         if getattr(t, "colorbar", None) is not None:
             t.colorbar.update(thickness=0.9 * f, len=min(1.0, 2.5 * side / (height - 0.6 * f)), y=1, yanchor="top",
                               tickfont_size=f, title_font_size=f, title_side="right", xpad=0.6 * f)
-    fig.update_layout(margin=dict(l=left, r=right, t=0.2 * f, b=0.6 * f, autoexpand=False))
-    return int(round(height + 0.2 * f))
+    fig.update_layout(margin=dict(l=left, r=right, t=0.2 * f + modebar, b=0.6 * f, autoexpand=False))
+    return int(round(height + 0.2 * f + modebar))
 
 
 def name_panel_titles(fig: go.Figure, count: int) -> go.Figure:

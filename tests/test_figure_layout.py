@@ -251,10 +251,11 @@ def test_layout_is_sized_to_the_print_width(rendered):
 def test_on_screen_the_modebar_row_is_above_every_panel_title(results):
     """Plotly's modebar (about 30 px at the top right) must not cover the right panel's title."""
     for name, fig in all_figures(*results).items():
-        f, _, _ = fl.for_width(fig, "screen")
-        titles = [a for a in f.layout.annotations if (a.name or "").startswith("panel-title")]
-        if not titles:
-            continue
-        lines = max(a.text.count("<br>") + 1 for a in titles)
-        title_px = 1.3 * lines * f.layout.font.size + 0.2 * f.layout.font.size
-        assert f.layout.margin.t - title_px >= 30, name
+        f, _, h = fl.for_width(fig, "screen")
+        m, size = f.layout.margin, f.layout.font.size
+        for a in f.layout.annotations:
+            if (a.name or "").startswith("panel-title"):
+                lines = a.text.count("<br>") + 1
+                # the title's top edge in px from the top of the figure (anchored at its bottom)
+                top = m.t + (1 - a.y) * (h - m.t - m.b) - (a.yshift or 0) - 1.3 * lines * size
+                assert top >= 30, (name, a.text, top)

@@ -3,6 +3,7 @@
 import io
 import json
 import re
+from pathlib import Path
 import xml.etree.ElementTree as ET
 import zipfile
 
@@ -302,3 +303,27 @@ def test_cli_2d_and_compare_write_bundles(trio_paths, tmp_path, capsys):
                      "--formats", "none", "--out", str(tmp_path / "one"), *base]) == 0
     with pytest.raises(SystemExit):
         cli_main(["landscape", "2d", "--sgd", trio_paths["SGD"], "--out", str(tmp_path / "x")])
+
+
+def test_export_panel_previews_the_exported_png(demo_workspace, tmp_path, monkeypatch):
+    import shutil
+
+    from streamlit.testing.v1 import AppTest
+
+    root = tmp_path / "ws"
+    shutil.copytree(demo_workspace, root)
+    monkeypatch.setenv("DAT_WORKSPACE", str(root))
+    app = str(Path(__file__).resolve().parent.parent / "app.py")
+    at = AppTest.from_file(app, default_timeout=300).run()
+    at.switch_page("pages/4_Noise_curves.py").run()
+    at.slider(key="curve_points").set_value(5)
+    at.number_input(key="curve_draws").set_value(2)
+    at.button(key="FormSubmitter:curves_form-Compute curves").click().run()
+    assert not at.exception and not at.error
+    at.radio[1].set_value("single")
+    at.multiselect[2].set_value(["png"])
+    at.button(key="FormSubmitter:curves_export-Prepare figure files").click().run()
+    assert not at.exception and not at.error, at.error
+    images = at.get("image")
+    assert len(images) == 1 and list(images[0].captions) == ["curves_loss_single.png"]
+    assert "Preview at print size" in " ".join(m.value for m in at.markdown)
