@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from dat.figure_layout import PALETTE, for_width, name_panel_titles, style, tag  # noqa: F401 (PALETTE re-exported)
 from dat.measure import FittedTile
 from dat.profiles import NoiseProfile, bind
 from dat.targets import Targets
@@ -22,7 +23,8 @@ from dat.devices import DenseDevice
 
 DEFAULT_TILE = (64, 64)
 
-PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]  # one colour per device, in every figure
+# One colour and dash per device, in every figure (Okabe-Ito, dat.figure_layout.PALETTE); each figure
+# is tagged for dat.figure_layout.for_width and returned laid out for the screen.
 
 
 def tile_profile(device, tile: tuple[int, int] | None = None) -> NoiseProfile:
@@ -111,60 +113,66 @@ def noise_maps_figure(maps: dict[str, np.ndarray], zmax: float | None = None) ->
     zmax = zmax or _symmetric_limit(*maps.values())
     fig = make_subplots(rows=len(names), cols=num, horizontal_spacing=0.02, vertical_spacing=0.08,
                         subplot_titles=[f"{n}: draw {j + 1}" for n in names for j in range(num)])
+    name_panel_titles(fig, len(names) * num)
     for i, name in enumerate(names):
         for j, m in enumerate(maps[name]):
             fig.add_trace(go.Heatmap(z=m, zmin=-zmax, zmax=zmax, colorscale="RdBu_r",
                                      showscale=(i == 0 and j == 0),
-                                     colorbar=dict(title="eta (g_max)"),
+                                     colorbar=dict(title=dict(text="η (fraction of g_max)")),
                                      hovertemplate="word line %{y}, bit line %{x}: %{z:.4f}<extra></extra>"),
                           row=i + 1, col=j + 1)
-    fig.update_yaxes(autorange="reversed", scaleanchor="x", showticklabels=False)
+    fig.update_yaxes(autorange="reversed", showticklabels=False)
     fig.update_xaxes(showticklabels=False)
-    fig.update_layout(height=260 * len(names) + 40, margin=dict(l=10, r=10, t=40, b=10))
-    return fig
+    tag(fig, "maps", rows=len(names), cols=num)
+    return for_width(fig, "screen")[0]
 
 
 def sigma_figure(sigma: np.ndarray, title: str, zmax: float | None = None) -> go.Figure:
     """A window of Sigma as a heatmap (rows and columns are cells in row-major order)."""
     zmax = zmax or _symmetric_limit(sigma)
     fig = go.Figure(go.Heatmap(z=sigma, zmin=-zmax, zmax=zmax, colorscale="RdBu_r",
-                               colorbar=dict(title="cov"),
+                               colorbar=dict(title=dict(text="covariance (g_max²)")),
                                hovertemplate="cell %{y}, cell %{x}: %{z:.3g}<extra></extra>"))
-    fig.update_yaxes(autorange="reversed", scaleanchor="x", title="cell (row-major)")
+    fig.update_yaxes(autorange="reversed", title="cell (row-major)")
     fig.update_xaxes(title="cell (row-major)")
-    fig.update_layout(title=title, height=420, margin=dict(l=10, r=10, t=40, b=10))
-    return fig
+    fig.update_layout(title=title)
+    tag(fig, "lines", ncols=1, aspect=1.0, colorbars="right", left_em=4.5)
+    return for_width(fig, "screen")[0]
 
 
 def correlation_figure(profiles: dict[str, dict]) -> go.Figure:
     """Correlation against cell offset along a word line and a bit line, one colour per device."""
     fig = go.Figure()
     for k, (name, c) in enumerate(profiles.items()):
-        colour = PALETTE[k % len(PALETTE)]
+        st = style(k)
+        # Colour and marker per device; solid along the word line, dashed along the bit line.
         fig.add_trace(go.Scatter(x=c["word_line_offset"], y=c["word_line"], mode="lines+markers",
-                                 name=f"{name}: along word line (same row)", line=dict(color=colour)))
+                                 name=f"{name}: along word line (same row)", line=dict(color=st["color"]),
+                                 marker=dict(symbol=st["symbol"], size=5)))
         fig.add_trace(go.Scatter(x=c["bit_line_offset"], y=c["bit_line"], mode="lines+markers",
                                  name=f"{name}: along bit line (same column)",
-                                 line=dict(color=colour, dash="dash")))
+                                 line=dict(color=st["color"], dash="dash"), marker=dict(symbol=st["symbol"], size=5)))
     fig.update_layout(xaxis_title="offset from the tile centre (cells)", yaxis_title="correlation",
-                      yaxis_range=[-0.05, 1.05], height=380, margin=dict(l=10, r=10, t=30, b=10),
-                      legend=dict(orientation="h", y=-0.25))
-    return fig
+                      yaxis_range=[-0.05, 1.05])
+    tag(fig, "lines", ncols=1, aspect=0.55, legend=True)
+    return for_width(fig, "screen")[0]
 
 
 def spectrum_figure(spectra: dict[str, dict], k: int) -> go.Figure:
     """Eigenvalues (log scale) and the captured-variance curve; a line marks the chosen k."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("eigenvalues of Sigma", "captured variance"))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("eigenvalues of Σ", "captured variance"))
+    name_panel_titles(fig, 2)
     for i, (name, s) in enumerate(spectra.items()):
-        colour = PALETTE[i % len(PALETTE)]
-        fig.add_trace(go.Scatter(x=s["k"], y=s["eigenvalues"], mode="lines+markers", name=name,
-                                 line=dict(color=colour)), row=1, col=1)
+        st = style(i)
+        line = dict(color=st["color"], dash=st["dash"])
+        fig.add_trace(go.Scatter(x=s["k"], y=s["eigenvalues"], mode="lines+markers", name=name, line=line,
+                                 marker=dict(symbol=st["symbol"], size=5), legendgroup=name), row=1, col=1)
         fig.add_trace(go.Scatter(x=s["k"], y=s["captured_variance"], mode="lines", name=f"{name} (captured)",
-                                 line=dict(color=colour), showlegend=False), row=1, col=2)
+                                 line=line, showlegend=False, legendgroup=name), row=1, col=2)
     for col in (1, 2):
         fig.add_vline(x=k, line_dash="dot", line_color="grey", row=1, col=col)
-    fig.update_yaxes(type="log", dtick=1, exponentformat="power", row=1, col=1)  # one tick per decade
+    fig.update_yaxes(type="log", dtick=1, exponentformat="e", row=1, col=1)  # one tick per decade, full-size text
     fig.update_yaxes(range=[0, 1.02], row=1, col=2)
-    fig.update_xaxes(title="k")
-    fig.update_layout(height=360, margin=dict(l=10, r=10, t=40, b=10))
-    return fig
+    fig.update_xaxes(title="k (eigenvalue rank)")
+    tag(fig, "lines", ncols=2, aspect=0.75, legend=True, shared_y=False, left_em=3.6)
+    return for_width(fig, "screen")[0]

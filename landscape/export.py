@@ -21,6 +21,8 @@ import plotly.io as pio
 
 from dat.fileio import atomic_write_bytes
 
+from dat import figure_layout as _layout
+
 from .cache import npz_bytes
 from .compute import Curves, Surface
 from .figures import default_figures
@@ -28,10 +30,10 @@ from .figures import default_figures
 FORMAT = "dat-landscape-bundle"
 FORMAT_VERSION = 1
 IMAGE_FORMATS = ("png", "svg", "pdf")
-# Journal column widths in inches (IEEE two-column: 3.5 in single, 7.16 in double).
-WIDTHS_IN = {"single": 3.5, "double": 7.16}
-CSS_PX_PER_IN = 96  # Plotly sizes are CSS pixels; Chrome prints 96 of them per inch
-FONT_PX = {"single": 10, "double": 11}  # about 7.5-8 pt once printed at column width
+# Print widths in inches (IEEE two-column: 3.5 in single, 7.16 in double; a 16:9 slide 13.33 in).
+WIDTHS_IN = dict(_layout.WIDTHS_IN)
+CSS_PX_PER_IN = _layout.CSS_PX_PER_IN  # Plotly sizes are CSS pixels; Chrome prints 96 of them per inch
+ZERO_WIDTH = ("\u200b", "\u200c", "\u200d", "\ufeff")  # Plotly pads some SVG text with these
 
 
 class BrowserNotFoundError(RuntimeError):
@@ -57,28 +59,71 @@ def find_browser() -> str:
     return found
 
 
-def _columns(fig: go.Figure) -> int:
-    return max(1, sum(1 for k in fig.layout.to_plotly_json() if k.startswith("xaxis")) or 1)
-
-
 def sized(fig: go.Figure, width: str) -> tuple[go.Figure, int, int]:
-    """A copy of ``fig`` laid out for a column width ("single" | "double"): (figure, width px, height px)."""
+    """A copy of ``fig`` laid out for a print width ("single" | "double" | "slide"): (figure, width
+    px, height px), fonts >= 7 pt once printed at that width (``dat.figure_layout.for_width``)."""
     if width not in WIDTHS_IN:
         raise ValueError(f"width must be one of {sorted(WIDTHS_IN)}, found {width!r}")
-    w = int(round(WIDTHS_IN[width] * CSS_PX_PER_IN))
-    is3d = any(t.type == "surface" for t in fig.data)
-    ncols = 1 if is3d else _columns(fig)
-    # Panels stay roughly square: height follows the width of one panel, plus room for titles.
-    h = int(round(min(w * 0.8, w / ncols * 0.95 + 90))) if ncols > 1 else int(round(w * 0.8))
-    out = go.Figure(fig)
-    bottom = max(40, int(fig.layout.margin.b or 0) * 2 // 3)  # keeps room for colour bars placed below
-    out.update_layout(width=w, height=h + bottom - 40, font=dict(size=FONT_PX[width]),
-                      margin=dict(l=45, r=10, t=35, b=bottom))
-    out.update_annotations(font_size=FONT_PX[width])
-    out.update_traces(textfont_size=FONT_PX[width] - 1, selector=dict(mode="markers+text"))
-    if ncols >= 3 and width == "single":
-        out.update_xaxes(nticks=4)
-    return out, w, h + bottom - 40
+    return _layout.for_width(fig, width)
+
+
+WEBGL_PIXEL_RATIO = 2  # Plotly's static export draws WebGL scenes at twice the CSS pixel grid
+
+
+def raster_parts(fig: go.Figure, width: str) -> list[str]:
+    """What a vector (SVG / PDF) export of ``fig`` at ``width`` holds as images, in words; empty
+    when it is all vector.
+
+    Filled contours, lines, markers and text are paths; a heatmap is an image with one pixel per
+    grid point (the data's own resolution); a 3D scene is WebGL, an image at twice the CSS pixel
+    grid (192 px per inch at print size), its title and colour bar vector.
+    """
+    out = []
+    laid, w, h = sized(fig, width)
+    for t in fig.data:
+        if t.type == "heatmap":
+            z = np.asarray(t.z, dtype=float)
+            out.append(f"heatmap: one image pixel per grid point ({z.shape[1]} x {z.shape[0]})")
+    if any(t.type in ("surface", "scatter3d", "mesh3d") for t in fig.data):
+        m = laid.layout.margin
+        dom = laid.layout.scene.domain
+        sw = (w - (m.l or 0) - (m.r or 0)) * (dom.x[1] - dom.x[0]) * WEBGL_PIXEL_RATIO
+        sh = (h - (m.t or 0) - (m.b or 0)) * (dom.y[1] - dom.y[0]) * WEBGL_PIXEL_RATIO
+        out.append(f"3D scene: image of {round(sw)} x {round(sh)} px "
+                   f"({WEBGL_PIXEL_RATIO * CSS_PX_PER_IN} dpi at print size); title and colour bar vector")
+    return out
+
+
+def png_with_dpi(png: bytes, dpi: float) -> bytes:
+    """The PNG with its physical resolution (pHYs) set, so that it places at its print width."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as im:
+        buf = io.BytesIO()
+        im.save(buf, format="PNG", dpi=(dpi, dpi), optimize=False)
+    return buf.getvalue()
+
+
+def clean_svg(svg: bytes) -> bytes:
+    """SVG text without the zero-width characters Plotly inserts (they turn up in copied text)."""
+    text = svg.decode("utf-8")
+    for z in ZERO_WIDTH:
+        text = text.replace(z, "")
+    return text.encode("utf-8")
+
+
+def render(fig: go.Figure, width: str, fmt: str, dpi: float = 300) -> bytes:
+    """One image of ``fig`` laid out for ``width``: PNG at ``dpi`` (written into the file), SVG / PDF
+    at the print width (see ``raster_parts`` for what stays an image there). Uses a running kaleido
+    server, or starts a browser for this one image."""
+    f, w, h = sized(fig, width)
+    scale = dpi / CSS_PX_PER_IN if fmt == "png" else 1  # a larger scale would enlarge the SVG / PDF page
+    data = pio.to_image(f, format=fmt, width=w, height=h, scale=scale)
+    if fmt == "png":
+        return png_with_dpi(data, dpi)
+    if fmt == "svg":
+        return clean_svg(data)
+    return data
 
 
 def _is_instrument(result) -> bool:
@@ -147,6 +192,7 @@ def bundle_files(result, *, figures: dict | None = None, formats=IMAGE_FORMATS +
     if "html" in formats:
         for name, fig in figures.items():
             files[f"{name}.html"] = fig.to_html(include_plotlyjs="cdn", full_html=True).encode()
+    raster: dict[str, list[str]] = {}
     if images and figures:
         find_browser()
         import kaleido
@@ -159,15 +205,18 @@ def bundle_files(result, *, figures: dict | None = None, formats=IMAGE_FORMATS +
                 warnings.filterwarnings("ignore", message="The kopts argument is ignored")
                 for name, fig in figures.items():
                     for width in widths:
-                        f, w, h = sized(fig, width)
                         for fmt in images:
-                            scale = dpi / CSS_PX_PER_IN if fmt == "png" else 1
-                            files[f"{name}_{width}.{fmt}"] = pio.to_image(f, format=fmt, width=w, height=h,
-                                                                          scale=scale)
+                            files[f"{name}_{width}.{fmt}"] = render(fig, width, fmt, dpi)
+                        if {"svg", "pdf"} & set(images):
+                            parts = raster_parts(fig, width)
+                            if parts:
+                                raster[f"{name}_{width}"] = parts
         finally:
             kaleido.stop_sync_server(silence_warnings=True)
     record = reproduction_record(result, spec, list(files) + ["reproduce.json"])
-    record["export"] = {"formats": list(formats), "widths_in": {w: WIDTHS_IN[w] for w in widths}, "dpi": dpi}
+    record["export"] = {"formats": list(formats), "widths_in": {w: WIDTHS_IN[w] for w in widths}, "dpi": dpi,
+                        # Everything else in the SVG / PDF files is vector (paths and text).
+                        "raster_in_vector_files": raster}
     # Insertion order kept: the spec's label order is the order of the arrays' axes.
     files["reproduce.json"] = json.dumps(record, indent=1).encode()
     return files
@@ -179,8 +228,9 @@ def export_bundle(result, folder, *, figures: dict | None = None, formats=IMAGE_
 
     figures: name -> plotly Figure (default: ``figures.default_figures(result)``); formats: image
     formats among png/svg/pdf (plus html for interactive copies); the numbers (numbers.csv,
-    numbers.npz) and reproduce.json are always written. PNG is rasterised at ``dpi`` for the column
-    width; SVG and PDF are vector at the column width.
+    numbers.npz) and reproduce.json are always written. PNG is rasterised at ``dpi`` for the print
+    width and carries that dpi; SVG and PDF are vector at the print width except heatmaps and 3D
+    scenes, which reproduce.json lists under export.raster_in_vector_files (``raster_parts``).
     """
     files = bundle_files(result, figures=figures, formats=formats, widths=widths, dpi=dpi, spec=spec,
                          comparison=comparison)

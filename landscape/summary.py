@@ -8,6 +8,8 @@ Definitions (docs/landscape.md states them with the same words):
   of the alpha grid was reached before the curve rose that far (the width is then a lower bound).
   It is given in weight units and in units of r, which is comparable across devices.
 - with a surface: at each model's marker, the expected loss under the device minus the noise-free loss.
+- every Monte-Carlo number comes with its standard error (``_se``: sample std over the draws /
+  sqrt(draws)); ``separation`` says which compared differences the draws resolve (|d| >= 2 SE).
 """
 
 from __future__ import annotations
@@ -46,11 +48,20 @@ def basin_width(alphas: np.ndarray, curve: np.ndarray, clean: float, threshold: 
     return ends[0], ends[1], censored
 
 
+SEPARATION_Z = 2.0  # a difference is resolved when |d| >= 2 standard errors (about 95 % two-sided)
+
+
 @dataclass(frozen=True)
 class Comparison:
     rows: list
     threshold: float
     meta: dict = field(default_factory=dict)
+    separation: list = field(default_factory=list)
+
+    @property
+    def warnings(self) -> list[str]:
+        """One sentence per compared pair whose difference the draws cannot resolve."""
+        return [s["message"] for s in self.separation if not s["separated"]]
 
     def to_csv(self) -> str:
         buf = io.StringIO()
@@ -74,10 +85,12 @@ def compare_devices(curves: Curves, surface: Surface | None = None, *, threshold
             r = float(curves.typical_norm[i, j])
             left, right, censored = basin_width(curves.alphas[j], mean[i, j], float(curves.clean_loss[i]), threshold)
             inc = curves.loss_at_typical[i, j] - curves.clean_loss[i]
+            std = float(inc.std(ddof=1)) if inc.size > 1 else 0.0
             row = {"model": model, "device": device, "typical_norm": r,
                    "clean_loss": float(curves.clean_loss[i]),
                    "loss_increase_at_typical": float(inc.mean()),
-                   "loss_increase_at_typical_std": float(inc.std(ddof=1)) if inc.size > 1 else 0.0,
+                   "loss_increase_at_typical_se": std / np.sqrt(inc.size),
+                   "loss_increase_at_typical_std": std, "draws": int(inc.size),
                    "accuracy_drop_at_typical": float(curves.clean_accuracy[i] - curves.accuracy_at_typical[i, j].mean()),
                    "basin_left": left, "basin_right": right, "basin_width": right - left,
                    "basin_width_over_typical": (right - left) / r, "basin_censored": censored}
@@ -86,7 +99,51 @@ def compare_devices(curves: Curves, surface: Surface | None = None, *, threshold
             rows.append(row)
     meta = {"curves": curves.meta.get("inputs", {}), "threshold": threshold,
             "surface": None if surface is None else surface.meta.get("inputs", {})}
-    return Comparison(rows, float(threshold), meta)
+    return Comparison(rows, float(threshold), meta, separation(curves))
+
+
+def _draws_to_separate(d: float, sd: float) -> int | None:
+    """Draws at which 2 SE = |d| for a difference with per-draw std ``sd`` (None: d = 0)."""
+    if d == 0:
+        return None
+    return max(2, int(np.ceil((SEPARATION_Z * sd / abs(d)) ** 2)))
+
+
+def separation(curves: Curves) -> list[dict]:
+    """Can the draws tell the compared numbers apart? For the loss increase at the typical noise norm:
+    every pair of models under each device, and each model under every pair of devices. Both are
+    paired by draw index (the models share a device's draws; the devices' draws come from one seed),
+    so the SE is that of the per-draw differences: std / sqrt(draws), valid whether or not the
+    paired draws are correlated. Each entry: what, difference, se, separated (|d| >= 2 SE),
+    draws_needed (draws at which the observed |d| would be 2 SE), message."""
+    if not isinstance(curves, Curves):
+        raise TypeError(f"curves must be a landscape Curves result, found {type(curves).__name__}")
+    inc = curves.loss_at_typical - curves.clean_loss[:, None, None]            # [M, D, draws]
+    n = inc.shape[2]
+    out = []
+
+    def entry(what: str, d: float, se: float, sd: float) -> dict:
+        ok = n > 1 and abs(d) >= SEPARATION_Z * se
+        need = _draws_to_separate(d, sd) if n > 1 else None
+        msg = (f"{what}: {d:+.3g} ± {se:.2g} nats (SE over {n} draws) is "
+               + ("resolved" if ok else f"within {SEPARATION_Z:g} SE of zero: the draws cannot tell them apart"
+                  + (f"; about {need} draws would resolve a difference this size" if need else "")))
+        return {"what": what, "difference": d, "se": se, "separated": bool(ok), "draws": n,
+                "draws_needed": need, "message": msg}
+
+    def paired(what: str, diff: np.ndarray) -> dict:
+        sd = float(diff.std(ddof=1)) if n > 1 else float("inf")
+        return entry(what, float(diff.mean()), sd / np.sqrt(n), sd)
+
+    for j, device in enumerate(curves.devices):
+        for a in range(len(curves.models)):
+            for b in range(a + 1, len(curves.models)):
+                out.append(paired(f"under {device}, {curves.models[b]} − {curves.models[a]}", inc[b, j] - inc[a, j]))
+    for i, model in enumerate(curves.models):
+        for a in range(len(curves.devices)):
+            for b in range(a + 1, len(curves.devices)):
+                out.append(paired(f"{model}, {curves.devices[b]} − {curves.devices[a]}", inc[i, b] - inc[i, a]))
+    return out
 
 
 def _surface_increase(surface: Surface, model: str, device: str) -> float:

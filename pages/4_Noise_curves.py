@@ -34,7 +34,10 @@ with st.form("curves_form"):
     c1, c2, c3 = st.columns(3)
     num_alphas = c1.slider("Points per curve", 5, 121, 41, key="curve_points")
     span = c1.number_input("Half-width of the α grid (in typical noise norms r)", 0.5, 20.0, 3.0)
-    draws = c2.number_input("Noise directions per device", 2, 200, 10, key="curve_draws")
+    # 16 directions resolve the demo trio's device-to-device differences (2 SE); smaller model-to-model
+    # differences get a warning under the summary saying how many draws they would need.
+    draws = c2.number_input("Noise directions per device", 2, 200, 16, key="curve_draws",
+                            help="More directions shrink the standard errors as 1/√draws.")
     band = c2.selectbox("Band", ["std", "p10-p90"], format_func={"std": "± 1 std", "p10-p90": "10-90 %"}.get)
     max_samples = c3.number_input("Training images used (0: all)", 0, 100_000, 0, step=128)
     seed = c3.number_input("Seed of the noise draws", 0, 1_000_000, 0)
@@ -60,10 +63,17 @@ if "curves" not in st.session_state:
 
 spec, curves = st.session_state["curves"]
 metric = st.radio("Quantity", ["loss", "accuracy"], horizontal=True, key="curve_metric")
-figures = {f"curves_{metric}": curves_figure(curves, metric)}
+# Legends show the models' names without the folder they were trained in, where that stays unique.
+short = {m: m.split(" [")[0] for m in curves.models}
+names = short if len(set(short.values())) == len(short) else None
+figures = {f"curves_{metric}": curves_figure(curves, metric, names=names)}
 st.plotly_chart(figures[f"curves_{metric}"], key="curves_figure")
 summary = compare_devices(curves)
 st.subheader("Summary")
+st.caption(f"Monte-Carlo numbers over {curves.loss.shape[2]} noise directions per device; `_se` columns are "
+           "their standard errors (std / √draws).")
+if summary.warnings:  # differences within 2 standard errors of zero: more draws needed to rank them
+    st.warning("Not resolved by these draws:\n" + "\n".join(f"- {m}" for m in summary.warnings))
 st.dataframe(summary.rows, hide_index=True)
 
 export_panel("curves", curves, figures, spec, summary)

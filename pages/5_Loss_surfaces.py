@@ -37,7 +37,8 @@ with st.form("surface_form"):
     dev_a = c1.selectbox("Device A", labels, index=labels.index("device-A"))
     dev_b = c1.selectbox("Device B", labels, index=labels.index("device-B"))
     resolution = c2.slider("Grid points per axis", 3, 61, 21)
-    draws = c2.number_input("Noise draws per grid point (S)", 1, 200, 4)
+    draws = c2.number_input("Noise draws per grid point (S)", 1, 200, 8,
+                            help="The hover gives each point's standard error, std / √S.")
     max_samples = c2.number_input("Training images used (0: all)", 0, 100_000, 512, step=128,
                                   help="A subset keeps a fine grid quick; the JSON records the choice.")
     a_lo, a_hi = c3.slider("α range", -2.0, 3.0, (-0.5, 1.5), step=0.1)
@@ -47,7 +48,10 @@ with st.form("surface_form"):
 
 if go:
     try:
-        spec = trio_spec(picked, {"device A": choices[dev_a], "device B": choices[dev_b]},
+        if dev_a == dev_b:
+            raise ValueError(f"expected two different devices, found {dev_a!r} twice")
+        # Panels carry the devices' own names, as on every other page.
+        spec = trio_spec(picked, {dev_a: choices[dev_a], dev_b: choices[dev_b]},
                          resolution=(resolution, resolution), draws=int(draws), seed=int(seed),
                          alpha_range=(a_lo, a_hi), beta_range=(b_lo, b_hi),
                          max_samples=int(max_samples) or None)
@@ -76,9 +80,12 @@ else:
     figures = {f"fig1_{kind}_{metric}": fig1_figure(surface, kind, metric)}
     st.plotly_chart(next(iter(figures.values())), key="fig1")
 cached = "from the cache" if surface.meta.get("cache", {}).get("hit") else "computed now"
-st.caption(f"{len(surface.alphas)} x {len(surface.betas)} grid, {spec.draws} draws per point, {cached}.")
+st.caption(f"{len(surface.alphas)} x {len(surface.betas)} grid, {spec.draws} draws per point, {cached}. "
+           "The hover gives each point's expected loss ± its standard error over the draws.")
 
 st.subheader("Loss at the models")
+st.caption(f"Expected loss under each device's noise, mean of {spec.draws} draws at the model's point "
+           "(its standard error is not kept for the markers; the Noise curves and Compare pages give it).")
 st.dataframe([{"panel": p, **{m: float(surface.marker_loss[i, j]) for j, m in enumerate(surface.markers)}}
               for i, p in enumerate(surface.panels)], hide_index=True)
 

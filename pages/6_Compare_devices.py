@@ -29,7 +29,9 @@ with st.form("compare_form"):
     dev_a = c1.selectbox("Device A", labels, index=labels.index("device-A"))
     dev_b = c1.selectbox("Device B", labels, index=labels.index("device-B"))
     resolution = c2.slider("Grid points per axis", 3, 61, 21, key="compare_points")
-    draws = c2.number_input("Noise draws (S per point, directions per curve)", 2, 200, 4, key="compare_draws")
+    # 16 resolve the demo trio's device-to-device differences at 2 SE (see the warnings for the rest).
+    draws = c2.number_input("Noise draws (S per point, directions per curve)", 2, 200, 16, key="compare_draws",
+                            help="The summary numbers carry standard errors, std / √draws.")
     max_samples = c3.number_input("Training images used (0: all)", 0, 100_000, 512, step=128)
     threshold = c3.number_input("Basin threshold (loss above the clean loss, nats)", 0.001, 10.0, 0.1)
     kind = c3.radio("View", ["contour", "heatmap"], horizontal=True)
@@ -37,7 +39,9 @@ with st.form("compare_form"):
 
 if go:
     try:
-        devices = {"device A": choices[dev_a], "device B": choices[dev_b]}
+        if dev_a == dev_b:
+            raise ValueError(f"expected two different devices, found {dev_a!r} twice")
+        devices = {dev_a: choices[dev_a], dev_b: choices[dev_b]}  # the devices' own names, as on every page
         common = dict(draws=int(draws), max_samples=int(max_samples) or None)
         surface_spec = trio_spec(trios[group], devices, resolution=(resolution, resolution), **common)
         curves_spec = landscape_spec("curves", {SURFACE_LABELS[r]: trios[group][r] for r in TRIO_ROLES},
@@ -59,17 +63,23 @@ if "comparison" not in st.session_state:
     st.stop()
 
 spec, surface, summary = st.session_state["comparison"]
-figures = {"compare_devices": comparison_figure(surface, "device A", "device B", kind)}
+dev_a, dev_b = [p for p in surface.panels if p != "none"][:2]
+figures = {"compare_devices": comparison_figure(surface, dev_a, dev_b, kind)}
 st.plotly_chart(figures["compare_devices"], key="compare_figure")
 
 st.subheader("Summary numbers")
+st.caption(f"Loss increase at each device's typical noise norm, mean ± standard error over {spec.draws} noise "
+           "directions (the same draws for every model, so differences are paired).")
+pairs = {p["what"]: p for p in summary.separation}
 c = st.columns(3)
 for col, model in zip(c, ("SGD", "DAT-A", "DAT-B")):
-    rows = {r["device"]: r for r in summary.rows if r["model"] == model}
-    if len(rows) == 2:
-        col.metric(f"{model}: loss increase under B − under A",
-                   f"{rows['device B']['loss_increase_at_typical'] - rows['device A']['loss_increase_at_typical']:+.3f}",
-                   help="at each device's typical noise norm, nats")
+    pair = pairs.get(f"{model}, {dev_b} − {dev_a}")
+    if pair is not None:
+        col.metric(f"{model}: loss increase under {dev_b} − under {dev_a}",
+                   f"{pair['difference']:+.3f} ± {pair['se']:.3f}",
+                   help="nats, at each device's typical noise norm; ± one standard error")
+if summary.warnings:  # differences within 2 standard errors of zero: more draws needed to rank them
+    st.warning("Not resolved by these draws:\n" + "\n".join(f"- {m}" for m in summary.warnings))
 st.dataframe(summary.rows, hide_index=True)
 
 export_panel("compare", surface, figures, spec, summary)

@@ -230,7 +230,7 @@ def test_loss_surface_page_marks_the_models_at_their_clean_loss(workspace):
     assert not at.exception and not at.error
     assert len(at.get("plotly_chart")) == 1
     markers = at.dataframe[0].value.set_index("panel")
-    assert list(markers.index) == ["none", "device A", "device B"]
+    assert list(markers.index) == ["none", "device-A", "device-B"]  # devices by their own names
     # Reference: the SGD checkpoint's own loss on the same 512 training images, without noise.
     bundle = load_dataset("digits")
     x, y = bundle.train_eval.tensors

@@ -2,7 +2,10 @@
 
 import streamlit as st
 
+from dat.figure_layout import CSS_PX_PER_IN, WIDTHS_IN
 from dat.ui_helpers import data_files, figure_files, mime_of, zip_files
+
+WIDTH_NAMES = {"single": "single column (3.5 in)", "double": "double column (7.16 in)", "slide": "slide (13.33 in)"}
 
 
 def export_panel(prefix: str, result, figures: dict, spec, comparison=None) -> None:
@@ -20,7 +23,7 @@ def export_panel(prefix: str, result, figures: dict, spec, comparison=None) -> N
     for col, (name, data) in zip(st.columns(len(numbers)), numbers.items()):
         col.download_button(name, data, file_name=f"{prefix}_{name}", mime=mime_of(name), key=f"dl_{name}")
     with st.form(f"{prefix}_export"):
-        width = st.radio("Column width", ["single", "double"], index=1, horizontal=True)
+        width = st.radio("Print width", list(WIDTH_NAMES), index=1, horizontal=True, format_func=WIDTH_NAMES.get)
         formats = st.multiselect("Image formats", ["png", "svg", "pdf"], default=["png", "svg", "pdf"])
         dpi = st.number_input("PNG resolution (dpi)", 72, 1200, 300)
         if st.form_submit_button("Prepare figure files"):
@@ -29,6 +32,7 @@ def export_panel(prefix: str, result, figures: dict, spec, comparison=None) -> N
                     st.session_state[f"{prefix}_files"] = figure_files(
                         result, figures, spec=spec, comparison=comparison, width=width, formats=formats,
                         dpi=int(dpi))
+                    st.session_state[f"{prefix}_width"] = width
             except (RuntimeError, ValueError) as exc:  # e.g. no Chromium for the static export
                 st.error(f"Figure export failed: {exc}")
     files = st.session_state.get(f"{prefix}_files")
@@ -38,3 +42,15 @@ def export_panel(prefix: str, result, figures: dict, spec, comparison=None) -> N
         images = [n for n in files if n.rsplit(".", 1)[-1] in ("png", "svg", "pdf")]
         for col, name in zip(st.columns(max(len(images), 1)), images):
             col.download_button(name, files[name], file_name=name, mime=mime_of(name), key=f"dl_{name}")
+        _preview(files, st.session_state.get(f"{prefix}_width", "double"))
+
+
+def _preview(files: dict, width: str) -> None:
+    """Each exported PNG shown at its print width (on a 96-dpi screen, the size it has on paper)."""
+    pngs = [n for n in files if n.endswith(".png")]
+    st.markdown(f"**Preview at print size**: {WIDTH_NAMES[width]}")
+    if not pngs:
+        st.caption("Add PNG to the image formats to see the figures here at their print size.")
+        return
+    for name in pngs:
+        st.image(files[name], caption=name, width=int(round(WIDTHS_IN[width] * CSS_PX_PER_IN)))
