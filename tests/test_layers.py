@@ -10,7 +10,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Every module of dat/ and landscape/ has a layer; a new module must be placed here.
 LAYERS = {
-    0: ["dat.__init__", "dat.errors", "dat.fileio", "dat.arrayfile", "dat.models", "dat.parallel", "dat.chips"],
+    0: ["dat.__init__", "dat.errors", "dat.fileio", "dat.arrayfile", "dat.models", "dat.parallel", "dat.chips",
+        "dat.figure_layout"],
     1: ["dat.targets", "dat.devices", "dat.measure", "dat.profiles", "dat.profile_io", "dat.twins",
         "dat.profile_figures"],
     2: ["dat.config", "dat.data", "dat.optim", "dat.strength", "dat.checkpoint", "dat.evaluate", "dat.train",
