@@ -147,6 +147,7 @@ def cmd_train(args) -> int:
 
 def cmd_eval(args) -> int:
     from dat.checkpoint import load_checkpoint
+    from dat.chips import chip_summary
     from dat.evaluate import evaluate_checkpoint, recorded_device
 
     # One evaluation rule (dat.evaluate): the same numbers as dat table and the dashboard. The data
@@ -157,18 +158,22 @@ def cmd_eval(args) -> int:
                                   draws=args.draws, eval_seed=args.eval_seed, batch_size=args.batch_size,
                                   targets_choice=args.targets, checkpoint=ckpt)
     chosen = ["train", "test"] if args.split == "both" else [args.split]
-    for s in chosen:
-        metrics[s]["noisy"].pop("acc_per_draw", None)
+    for s in chosen:  # worst chips: each draw is one programmed chip (dat.chips)
+        chips = chip_summary(metrics[s]["noisy"].pop("acc_per_draw"))
+        metrics[s]["noisy"].update(acc_se=chips["se"], acc_p1=chips["p1"], acc_p5=chips["p5"])
+    stress = float((ckpt.meta.get("config") or {}).get("stress", 1.0))
+    under = device if stress == 1.0 else f"{device} at stress {stress:g}"
     recipe = {k: metrics[k] for k in ("eval_seed", "eval_batch_size", "eval_profile_hash")}
     if args.json:
-        print(json.dumps({"checkpoint": args.checkpoint, "device": device, **recipe,
+        print(json.dumps({"checkpoint": args.checkpoint, "device": device, "stress": stress, **recipe,
                           "draws": metrics["test"]["noisy"]["draws"], "metrics": {s: metrics[s] for s in chosen}},
                          indent=1))
     else:
         for s in chosen:
             m, n = metrics[s], metrics[s]["noisy"]
-            print(f"{s}: clean acc {100 * m['clean']['acc']:.2f}% loss {m['clean']['loss']:.4f}; under {device}: "
-                  f"acc {100 * n['acc_mean']:.2f} ± {100 * n['acc_std']:.2f}% loss {n['loss_mean']:.4f} ± "
+            print(f"{s}: clean acc {100 * m['clean']['acc']:.2f}% loss {m['clean']['loss']:.4f}; under {under}: "
+                  f"acc {100 * n['acc_mean']:.2f} ± {100 * n['acc_std']:.2f}% (SE {100 * n['acc_se']:.2f}; worst "
+                  f"chips p1 {100 * n['acc_p1']:.2f}%, p5 {100 * n['acc_p5']:.2f}%) loss {n['loss_mean']:.4f} ± "
                   f"{n['loss_std']:.4f} (mean ± std over {n['draws']} draws, eval seed {recipe['eval_seed']})")
     return 0
 

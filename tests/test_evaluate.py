@@ -70,3 +70,19 @@ def test_another_eval_seed_is_other_draws_and_is_recorded(model, capsys):
 def test_dashboard_row_names_the_draws_and_seed(model):
     row = evaluation_row("m", "device-A", dashboard_evaluate(model, "device-A", draws=4, seed=3))
     assert row["± over"] == "std over 4 draws" and row["eval seed"] == 3 and "±" in row["test acc noisy (%)"]
+
+
+def test_eval_reports_the_worst_chips_over_its_draws(model, capsys):
+    """p1 / p5 of `dat eval` are the 1st / 5th percentiles of the per-draw accuracies of the same
+    evaluation (each draw one programmed chip), computed here with numpy's percentile."""
+    import numpy as np
+
+    cli = _cli_eval(model, capsys, "--device", "device-B")
+    fresh = evaluate_by_rule(model, "device-B")
+    for split in ("train", "test"):
+        per_draw = np.asarray(fresh[split]["noisy"]["acc_per_draw"], dtype=np.float64)
+        noisy = cli["metrics"][split]["noisy"]
+        assert noisy["acc_p1"] == pytest.approx(np.percentile(per_draw, 1), abs=1e-12)
+        assert noisy["acc_p5"] == pytest.approx(np.percentile(per_draw, 5), abs=1e-12)
+        assert noisy["acc_p1"] <= noisy["acc_p5"] <= noisy["acc_mean"]
+        assert noisy["acc_se"] == pytest.approx(per_draw.std(ddof=1) / np.sqrt(per_draw.size), abs=1e-12)
