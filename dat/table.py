@@ -415,6 +415,9 @@ def layout_table(rows: list[dict], digits: int = 1) -> LaidOutTable:
     for dev in devices:
         columns += [f"{dev} {label}" for _, label in LAYOUT_QUANTITIES] + [f"{dev} n"]
     columns += ["Time (min)", "Epochs", "Trained on"]
+    # Training time to as many decimals as its smallest mean needs (digits trains in seconds).
+    least = min((r["train_time_min_mean"] for r in rows), default=1.0)
+    time_digits = max(digits, 1 if least >= 1 else 2 if least >= 0.1 else 3)
     cells, values = [], []
     for key in sorted(lines):
         line = lines[key]
@@ -442,7 +445,7 @@ def layout_table(rows: list[dict], digits: int = 1) -> LaidOutTable:
                 numbers[f"{dev} n"] = {"mean": r["n_seeds"], "half": None, "n": r["n_seeds"]}
         half = _half(timed, "train_time_min")
         numbers["Time (min)"] = {"mean": timed["train_time_min_mean"], "half": half, "n": timed["n_seeds"]}
-        text.append(_fmt(timed["train_time_min_mean"], half, digits))
+        text.append(_fmt(timed["train_time_min_mean"], half, time_digits))
         epochs = first["_fields"].get("epochs")
         text.append("" if epochs is None else str(epochs))
         text.append(profile_name(first["trained_on"]) if first["trained_on"] else "-")
