@@ -118,6 +118,8 @@ def test_reproduce_pairs_each_method_with_sgd_bn_over_common_seeds(tmp_path):
     assert "Paired difference to SGD-BN" in result["markdown"] and "torch threads 1" in result["markdown"]
     settings = json.loads((tmp_path / "table1.json").read_text())["settings"]
     assert settings["threads"] == 1 and settings["draws"] == 3
+    body = _latex_body((tmp_path / "table1.tex").read_text())  # the paper's layout: one row per method
+    assert [r[0] for r in body] == ["SGD-BN", "DAT-Fast"]
 
 
 def _reproduce_in_subprocess(folder: Path, omp_threads: int) -> None:
