@@ -194,7 +194,9 @@ def cmd_table(args) -> int:
         print(result["markdown"])
         if args.markdown or args.csv:
             table.write_table(result["rows"], args.markdown, args.csv)
-        print(f"wrote {args.folder}/table1.md, table1.csv and table1.json; wall time {result['wall_time_s']:.1f} s "
+        if args.latex:
+            table.write_layout(table.layout_table(result["rows"]), latex=args.latex)
+        print(f"wrote {args.folder}/table1.md, table1.csv, table1.tex and table1.json; wall time {result['wall_time_s']:.1f} s "
               f"({result['wall_time_s'] / 60:.1f} min) with {result['threads']} torch thread(s)")
         return 0
     if not args.checkpoints:
@@ -202,6 +204,8 @@ def cmd_table(args) -> int:
     rows = table.table_rows(table.load_metas(args.checkpoints), device=args.device, draws=args.draws,
                             eval_seed=args.eval_seed, data_root=args.data_root, verify=args.verify)
     table.write_table(rows, args.markdown, args.csv)
+    if args.latex:
+        table.write_layout(table.layout_table(rows), latex=args.latex)
     print(table.to_markdown(rows))
     return 0
 
@@ -265,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="check CIFAR files against the official md5 sums")
     p.add_argument("--markdown", default=None, help="write the Markdown table here")
     p.add_argument("--csv", default=None, help="write the CSV table here")
+    p.add_argument("--latex", default=None,
+                   help="write Table I in the paper's layout as LaTeX (booktabs) here: methods as rows, per "
+                   "evaluation device test accuracy without / with noise")
     p.add_argument("--reproduce", choices=("digits",), default=None,
                    help="train the methods for device A and B over the seeds, then tabulate")
     p.add_argument("--seeds", default="0,1,2,3,4,5,6,7,8,9", help="seeds for --reproduce (comma-separated)")

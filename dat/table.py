@@ -344,6 +344,189 @@ def write_table(rows: list[dict], markdown: str | None = None, csv_path: str | N
             _write_text(path, text)
 
 
+# -- Table I in the paper's layout -------------------------------------------------------------
+LAYOUT_QUANTITIES = (("test_clean", "w/o noise"), ("test_noisy", "w/ noise"))
+
+
+def profile_name(spec: str) -> str:
+    """A device as the table shows it: a preset's name, or a saved profile's file name without its
+    folder and extension (never an absolute path)."""
+    text = str(spec)
+    if os.sep in text or "/" in text or text.endswith((".npz", ".json")):
+        return os.path.splitext(os.path.basename(text.rstrip("/" + os.sep)))[0] or text
+    return text
+
+
+@dataclasses.dataclass
+class LaidOutTable:
+    """Table I as the paper lays it out: one row per method run, per evaluation device the test
+    accuracy without and with noise (mean ± 95 % t-interval half-width over the n seeds, and n),
+    then training time, epochs and training device.
+
+    ``columns`` are the short headers in order, ``cells`` the displayed strings (one list per row),
+    ``values`` the numbers behind them ({column: {"mean", "half", "n"}}; half is None for one seed),
+    ``devices`` the evaluation device labels, ``caption`` what ± is over and the noise draws."""
+    columns: list[str]
+    cells: list[list[str]]
+    values: list[dict]
+    devices: list[str]
+    caption: str
+    digits: int = 1
+
+
+def _half(row: dict, q: str) -> float | None:
+    high = row[f"{q}_ci95_high"]
+    return None if high is None else high - row[f"{q}_mean"]
+
+
+def _fmt(mean: float, half: float | None, digits: int) -> str:
+    return f"{mean:.{digits}f}" if half is None else f"{mean:.{digits}f} ± {half:.{digits}f}"
+
+
+def layout_table(rows: list[dict], digits: int = 1) -> LaidOutTable:
+    """Lay :func:`table_rows` out as the paper's Table I (see :class:`LaidOutTable`). Rows of one
+    run under several evaluation devices become one line; a run never evaluated under a device has
+    empty cells there. Devices are shown by name; two profiles sharing a name are told apart by
+    their content hash."""
+    names = defaultdict(set)
+    for r in rows:
+        names[profile_name(r["device"])].add(r["device_hash"])
+    device_label, devices = {}, []
+    for r in rows:
+        key = (r["device"], r["device_hash"])
+        if key in device_label:
+            continue
+        name = profile_name(r["device"])
+        label = name if len(names[name]) == 1 else f"{name} [{r['device_hash'][:8]}]"
+        device_label[key] = label
+        devices.append(label)
+    devices.sort()
+    several_models = len({(r["dataset"], r["model"]) for r in rows}) > 1
+    any_run = any(r["run"] for r in rows)
+    lines: dict[tuple, dict] = {}
+    order = {m: i for i, m in enumerate(METHOD_ORDER)}
+    for r in rows:
+        key = (r["dataset"], r["model"], order.get(r["method"], 99), r["method"], r["trained_on"],
+               r["trained_on_hash"], json.dumps(r["_fields"], sort_keys=True, default=str), r["draws"],
+               r["eval_seed"])
+        line = lines.setdefault(key, {"rows": {}, "first": r})
+        line["rows"][device_label[(r["device"], r["device_hash"])]] = r
+    columns = (["Model"] if several_models else []) + ["Method"] + (["Run"] if any_run else [])
+    for dev in devices:
+        columns += [f"{dev} {label}" for _, label in LAYOUT_QUANTITIES] + [f"{dev} n"]
+    columns += ["Time (min)", "Epochs", "Trained on"]
+    # Training time to as many decimals as its smallest mean needs (digits trains in seconds).
+    least = min((r["train_time_min_mean"] for r in rows), default=1.0)
+    time_digits = max(digits, 1 if least >= 1 else 2 if least >= 0.1 else 3)
+    cells, values = [], []
+    for key in sorted(lines):
+        line = lines[key]
+        first = line["first"]
+        # Training time over the most seeds any device's row holds (the rows share checkpoints).
+        timed = max(line["rows"].values(), key=lambda r: r["n_seeds"])
+        text, numbers = [], {}
+        if several_models:
+            text.append(f"{first['dataset']} {MODEL_LABEL.get(first['model'], first['model'])}")
+        text.append(METHOD_LABEL.get(first["method"], first["method"]))
+        if any_run:
+            runs = {r["run"] for r in line["rows"].values() if r["run"]}
+            text.append("; ".join(sorted(runs)) or "-")
+        for dev in devices:
+            r = line["rows"].get(dev)
+            for q, label in LAYOUT_QUANTITIES:
+                col = f"{dev} {label}"
+                if r is None:
+                    text.append("")
+                    continue
+                numbers[col] = {"mean": r[f"{q}_mean"], "half": _half(r, q), "n": r["n_seeds"]}
+                text.append(_fmt(r[f"{q}_mean"], _half(r, q), digits))
+            text.append("" if r is None else str(r["n_seeds"]))
+            if r is not None:
+                numbers[f"{dev} n"] = {"mean": r["n_seeds"], "half": None, "n": r["n_seeds"]}
+        half = _half(timed, "train_time_min")
+        numbers["Time (min)"] = {"mean": timed["train_time_min_mean"], "half": half, "n": timed["n_seeds"]}
+        text.append(_fmt(timed["train_time_min_mean"], half, time_digits))
+        epochs = first["_fields"].get("epochs")
+        text.append("" if epochs is None else str(epochs))
+        text.append(profile_name(first["trained_on"]) if first["trained_on"] else "-")
+        cells.append(text)
+        values.append(numbers)
+    draws = sorted({r["draws"] for r in rows})
+    seeds = sorted({str(r["eval_seed"]) for r in rows})
+    caption = ("Test accuracy (%) without (w/o) and with (w/) noise under each evaluation device; mean over the n "
+               "training seeds ± the half-width of the 95 % t-interval over those n seeds (no ± for n = 1). "
+               f"With noise: each model's mean over R = {'/'.join(map(str, draws))} noise draws (simulated chips, "
+               f"eval seed {'/'.join(seeds)}, the same chips for every model). Time: training time in minutes, "
+               "same statistics.") if rows else "No checkpoints to tabulate."
+    return LaidOutTable(columns, cells, values, devices, caption, digits)
+
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: str) -> str:
+    """``text`` with LaTeX's special characters escaped (``±`` as ``$\\pm$``)."""
+    out = "".join(_LATEX_SPECIAL.get(c, c) for c in str(text))
+    return out.replace("±", r"$\pm$")
+
+
+def to_latex(table: LaidOutTable, label: str = "tab:table1") -> str:
+    """A booktabs ``table`` environment: the devices as column groups (w/o noise, w/ noise, n),
+    one row per method, the caption saying what ± is over and how many noise draws."""
+    lead = [c for c in table.columns if not any(c.startswith(f"{d} ") for d in table.devices)]
+    head, tail = lead[:len(lead) - 3], lead[-3:]
+    per_dev = len(LAYOUT_QUANTITIES) + 1
+    spec = "l" * len(head) + "r" * (per_dev * len(table.devices)) + "rrl"
+    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{latex_escape(table.caption)}}}",
+             rf"\label{{{label}}}", rf"\begin{{tabular}}{{{spec}}}", r"\toprule"]
+    if table.devices:
+        groups, rules, col = [], [], len(head) + 1
+        for dev in table.devices:
+            groups.append(rf"\multicolumn{{{per_dev}}}{{c}}{{{latex_escape(dev)}}}")
+            rules.append(rf"\cmidrule(lr){{{col}-{col + per_dev - 1}}}")
+            col += per_dev
+        lines.append(" & ".join([""] * len(head) + groups + [""] * len(tail)) + r" \\")
+        lines.append(" ".join(rules))
+    sub = [label for _, label in LAYOUT_QUANTITIES] + ["n"]
+    lines.append(" & ".join([latex_escape(c) for c in head] + [latex_escape(s) for _ in table.devices for s in sub]
+                            + [latex_escape(c) for c in tail]) + r" \\")
+    lines.append(r"\midrule")
+    for row in table.cells:
+        lines.append(" & ".join(latex_escape(c) for c in row) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def layout_to_csv(table: LaidOutTable) -> str:
+    """The laid-out table as CSV: the short headers in order, then the displayed cells."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(table.columns)
+    writer.writerows(table.cells)
+    return buf.getvalue()
+
+
+def layout_to_markdown(table: LaidOutTable) -> str:
+    """The laid-out table as a Markdown table under its caption."""
+    def cell(text):
+        return str(text).replace("|", r"\|") or " "
+    align = ["---:" if c.endswith((" n", "noise", "(min)")) or c == "Epochs" else "---" for c in table.columns]
+    lines = [f"Table I. {table.caption}", "", "| " + " | ".join(cell(c) for c in table.columns) + " |",
+             "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in table.cells]
+    return "\n".join(lines) + "\n"
+
+
+def write_layout(table: LaidOutTable, latex: str | None = None, csv_path: str | None = None,
+                 markdown: str | None = None) -> None:
+    """Write the laid-out table atomically as LaTeX, CSV and/or Markdown."""
+    for path, text in ((latex, to_latex(table) if latex else ""), (csv_path, layout_to_csv(table) if csv_path else ""),
+                       (markdown, layout_to_markdown(table) if markdown else "")):
+        if path:
+            _write_text(path, text)
+
+
 def load_metas(paths: Iterable[str]) -> list[dict]:
     """Metadata of checkpoint files and of every checkpoint inside folders."""
     metas = []
@@ -370,7 +553,7 @@ def reproduce(dataset: str = "digits", seeds: Iterable[int] = DEFAULT_SEEDS, dev
     seed and evaluated under each device. Runs with ``torch.set_num_threads(threads)`` (restored
     afterwards), so the numbers are bit-identical whatever the machine's thread settings.
     Returns {"rows", "markdown", "csv", "wall_time_s", "threads", ...} and writes table1.md,
-    table1.csv and table1.json into ``folder``."""
+    table1.csv, table1.tex (the paper's layout, :func:`to_latex`) and table1.json into ``folder``."""
     import torch
 
     from dat.checkpoint import versions
@@ -417,6 +600,7 @@ def reproduce(dataset: str = "digits", seeds: Iterable[int] = DEFAULT_SEEDS, dev
     os.makedirs(folder, exist_ok=True)
     _write_text(os.path.join(folder, "table1.md"), md)
     _write_text(os.path.join(folder, "table1.csv"), csv_text)
+    _write_text(os.path.join(folder, "table1.tex"), to_latex(layout_table(rows)))
     settings = {"dataset": dataset, "preset": preset, "seeds": seeds, "devices": [str(d) for d in devices],
                 "methods": list(methods), "draws": draws, "eval_seed": eval_seed, "threads": threads,
                 "overrides": overrides, "versions": versions(), "wall_time_s": wall}

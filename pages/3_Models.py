@@ -6,6 +6,7 @@ import streamlit as st
 
 from dat.ui_helpers import (checkpoint_rows, device_choices, evaluate_checkpoint, evaluation_row, table_one,
                             workspace_data_root)
+from dat.table import layout_table, layout_to_csv, layout_to_markdown, to_latex
 from dat.workspace import MAX_UPLOAD_BYTES, Workspace
 
 st.set_page_config(page_title="Models", layout="wide")
@@ -100,8 +101,27 @@ if selected:
     except (ValueError, KeyError, FileNotFoundError, RuntimeError) as exc:
         st.error(f"Could not build Table I: {exc}")
     else:
-        st.markdown(table["markdown"])
-        c1, c2 = st.columns(2)
-        c1.download_button("Table I (CSV)", table["csv"], file_name="table1.csv", mime="text/csv", key="table_csv")
-        c2.download_button("Table I (Markdown)", table["markdown"], file_name="table1.md", mime="text/markdown",
-                           key="table_md")
+        laid = layout_table(table["rows"])
+        st.caption(laid.caption)
+        # Short headers, columns sized to their content (no fixed widths that would cut a name off);
+        # the tooltip of each header says what it holds.
+        tips = {" w/o noise": "test accuracy (%) without noise, mean ± 95 % CI half-width over the n seeds",
+                " w/ noise": "test accuracy (%) under this device's noise, mean over the draws, ± over the n seeds",
+                " n": "distinct training seeds", "Time (min)": "training time in minutes, ± over the n seeds",
+                "Trained on": "device the model was trained with (- : trained without noise)"}
+        config = {c: st.column_config.TextColumn(c, help=next((t for k, t in tips.items() if c.endswith(k)), None))
+                  for c in laid.columns}
+        st.dataframe([dict(zip(laid.columns, row)) for row in laid.cells], hide_index=True, width="stretch",
+                     column_config=config)
+        c1, c2, c3, c4 = st.columns(4)
+        c1.download_button("Table I (LaTeX)", to_latex(laid), file_name="table1.tex", mime="text/x-tex",
+                           key="table_tex", help="booktabs; needs \\usepackage{booktabs}")
+        c2.download_button("Table I (CSV)", layout_to_csv(laid), file_name="table1.csv", mime="text/csv",
+                           key="table_csv")
+        c3.download_button("Table I (Markdown)", layout_to_markdown(laid) + "\n" + table["markdown"],
+                           file_name="table1.md", mime="text/markdown", key="table_md")
+        c4.download_button("All statistics (CSV)", table["csv"], file_name="table1-statistics.csv", mime="text/csv",
+                           key="table_stats_csv", help="one line per row and device: sd, interval bounds, "
+                           "worst-chip percentile, paired difference to SGD-BN")
+        with st.expander("Statistics per row and paired differences to SGD-BN"):
+            st.markdown(table["markdown"])

@@ -118,6 +118,8 @@ def test_reproduce_pairs_each_method_with_sgd_bn_over_common_seeds(tmp_path):
     assert "Paired difference to SGD-BN" in result["markdown"] and "torch threads 1" in result["markdown"]
     settings = json.loads((tmp_path / "table1.json").read_text())["settings"]
     assert settings["threads"] == 1 and settings["draws"] == 3
+    body = _latex_body((tmp_path / "table1.tex").read_text())  # the paper's layout: one row per method
+    assert [r[0] for r in body] == ["SGD-BN", "DAT-Fast"]
 
 
 def _reproduce_in_subprocess(folder: Path, omp_threads: int) -> None:
@@ -144,3 +146,127 @@ def test_reproduce_gives_identical_numbers_with_1_and_2_threads(tmp_path):
     rows = [list(csv.DictReader(open(f / "table1.csv"))) for f in (one, two)]
     timeless = [[{k: v for k, v in r.items() if not k.startswith("train_time")} for r in rs] for rs in rows]
     assert timeless[0] == timeless[1]
+
+
+# -- Table I in the paper's layout and its exports ----------------------------------------------
+def _both_devices(runs, keys=("bn-e1-s0", "bn-e1-s1", "fast-A", "fast-B")):
+    metas = [runs[k] for k in keys]
+    return table_rows(metas, device="device-A") + table_rows(metas, device="device-B")
+
+
+def _reference_cell(row: dict, q: str) -> str:
+    """mean ± t-interval half-width over the row's seeds, computed here from its per-seed values."""
+    from scipy import stats
+
+    x = np.array([v[q] for v in row["per_seed"].values()])
+    if len(x) < 2:
+        return f"{x.mean():.1f}"
+    low, high = stats.t.interval(0.95, len(x) - 1, loc=x.mean(), scale=stats.sem(x))
+    return f"{x.mean():.1f} ± {(high - low) / 2:.1f}"
+
+
+def _latex_body(tex: str) -> list[list[str]]:
+    body = tex.split("\\midrule\n", 1)[1].split("\\bottomrule", 1)[0]
+    return [[c.strip() for c in line.removesuffix("\\\\").split(" & ")] for line in body.strip().splitlines()]
+
+
+def test_latex_is_well_formed_booktabs_with_one_row_per_method_and_the_rows_numbers(runs):
+    from dat.table import layout_table, to_latex
+
+    rows = _both_devices(runs)
+    laid = layout_table(rows)
+    tex = to_latex(laid)
+    unescaped = tex.replace("\\{", "").replace("\\}", "")
+    assert unescaped.count("{") == unescaped.count("}")
+    depth = 0
+    for ch in unescaped:  # never closes a brace it did not open
+        depth += (ch == "{") - (ch == "}")
+        assert depth >= 0
+    assert [tex.count(r) for r in ("\\toprule", "\\midrule", "\\bottomrule")] == [1, 1, 1]
+    assert tex.index("\\toprule") < tex.index("\\midrule") < tex.index("\\bottomrule")
+    assert tex.count("\\begin{tabular}") == tex.count("\\end{tabular}") == 1
+    assert "\\caption{" in tex and "95" in laid.caption and "R = 3 noise draws" in laid.caption
+    assert "n training seeds" in laid.caption
+    body = _latex_body(tex)
+    # SGD-BN, DAT-Fast trained on A, DAT-Fast trained on B: one row each, across both devices.
+    assert len(body) == 3 and [r[0] for r in body] == ["SGD-BN", "DAT-Fast", "DAT-Fast"]
+    assert [r[-1] for r in body] == ["-", "device-A", "device-B"]
+    n_cols = tex.split("\\begin{tabular}{", 1)[1].split("}", 1)[0]
+    assert all(len(r) == len(n_cols) for r in body)
+    header = laid.columns
+    for line in body:
+        method, trained = line[0], line[-1]
+        for dev in ("device-A", "device-B"):
+            (row,) = [r for r in rows if r["device"] == dev and r["trained_on"] == (trained if trained != "-" else "")
+                      and {"SGD-BN": "sgd-bn", "DAT-Fast": "dat-fast"}[method] == r["method"]]
+            for q, label in (("test_clean", "w/o noise"), ("test_noisy", "w/ noise")):
+                assert line[header.index(f"{dev} {label}")] == _reference_cell(row, q).replace("±", "$\\pm$")
+            assert line[header.index(f"{dev} n")] == str(len(row["per_seed"]))
+        assert line[header.index("Epochs")] == "1"
+    # SGD-BN has two seeds: its cells carry an interval; the one-seed DAT rows do not.
+    assert "$\\pm$" in body[0][1] and "$\\pm$" not in body[1][1]
+
+
+def test_special_characters_in_names_are_escaped_and_profiles_are_shown_by_name(runs, tmp_path):
+    from dat.profile_io import resolve_device, save_device
+    from dat.table import latex_escape, layout_table, layout_to_csv, layout_to_markdown, to_latex
+
+    assert latex_escape("a_b 50% & c#") == r"a\_b 50\% \& c\#"
+    profile = tmp_path / "lab_50%&co.npz"
+    save_device(profile, resolve_device("device-A")[0], name="lab_50%&co")
+    rows = table_rows([runs["bn-e1-s0"], runs["bn-e1-s1"]], device=str(profile))
+    assert rows[0]["device"] == str(profile)  # the rows keep the spec; the laid-out table shows the name
+    laid = layout_table(rows)
+    assert laid.devices == ["lab_50%&co"]
+    tex = to_latex(laid)
+    assert r"\multicolumn{3}{c}{lab\_50\%\&co}" in tex
+    for text in (tex, layout_to_csv(laid), layout_to_markdown(laid)):
+        assert str(tmp_path) not in text
+    assert "lab_50%&co" not in tex  # only the escaped form
+
+
+def test_csv_round_trip_keeps_column_order_and_labels_and_files_are_written(runs, tmp_path):
+    from dat.table import layout_table, layout_to_csv, layout_to_markdown, to_latex, write_layout
+
+    laid = layout_table(_both_devices(runs))
+    text = layout_to_csv(laid)
+    header, *body = list(csv.reader(io.StringIO(text)))
+    assert header == laid.columns and body == laid.cells
+    assert header[:1] == ["Method"] and header[-3:] == ["Time (min)", "Epochs", "Trained on"]
+    assert header[1:7] == ["device-A w/o noise", "device-A w/ noise", "device-A n",
+                           "device-B w/o noise", "device-B w/ noise", "device-B n"]
+    paths = {k: tmp_path / f"t.{k}" for k in ("tex", "csv", "md")}
+    write_layout(laid, latex=str(paths["tex"]), csv_path=str(paths["csv"]), markdown=str(paths["md"]))
+    assert paths["tex"].read_text() == to_latex(laid) and paths["csv"].read_bytes().decode() == text
+    assert paths["md"].read_text() == layout_to_markdown(laid)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_cli_writes_the_latex_table(runs, tmp_path, capsys):
+    from dat.cli import main
+
+    out = tmp_path / "table1.tex"
+    paths = [runs[k]["path"] for k in ("bn-e1-s0", "bn-e1-s1")]
+    assert main(["table", *paths, "--device", "device-A", "--latex", str(out)]) == 0
+    tex = out.read_text()
+    assert "\\toprule" in tex and len(_latex_body(tex)) == 1 and _latex_body(tex)[0][0] == "SGD-BN"
+
+
+def test_models_page_offers_table_one_as_latex_csv_and_markdown(demo_workspace, tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    root = tmp_path / "ws"
+    shutil.copytree(demo_workspace, root)
+    monkeypatch.setenv("DAT_WORKSPACE", str(root))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=240).run()
+    at.switch_page("pages/3_Models.py").run()
+    assert not at.exception and not at.error
+    labels = {at.download_button(key=k).label for k in ("table_tex", "table_csv", "table_md")}
+    assert labels == {"Table I (LaTeX)", "Table I (CSV)", "Table I (Markdown)"}
+    laid = at.dataframe[1].value  # the laid-out Table I
+    assert list(laid.columns)[:1] == ["Method"] and "Trained on" in laid.columns
+    assert not [c for c in laid.columns if str(root) in c]
+    # The demo trio: SGD-BN and DAT-Fast trained on each saved profile, devices named, never a path.
+    assert len(laid) == 3 and set(laid["Method"]) == {"SGD-BN", "DAT-Fast"}
+    assert set(laid["Trained on"]) == {"-", "device-A", "device-B"}
+    assert {"device-A w/ noise", "device-B w/ noise"} <= set(laid.columns)
