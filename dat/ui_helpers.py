@@ -263,6 +263,33 @@ def workspace_data_root(ws: Workspace) -> Path:
     return ws.root / "data"
 
 
+def missing_data_message(dataset: str, root) -> str | None:
+    """None when ``dataset``'s files are in the data folder ``root`` (digits is embedded: always None);
+    otherwise one sentence naming the folder, the missing files and how to get them, for the Train
+    page to say before a job is submitted that would fail on them."""
+    import os
+
+    from dat.data import DATASETS
+    from dat.errors import expected
+
+    if dataset not in DATASETS:
+        raise expected("dataset", f"one of {DATASETS}", repr(dataset))
+    if dataset == "digits":
+        return None
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    cls = CIFAR10 if dataset == "cifar10" else CIFAR100
+    folder = Path(root) / cls.base_folder
+    needed = [n for n, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+    missing = [n for n in needed if not os.path.isfile(folder / n)]
+    if not missing:
+        return None
+    return (f"{dataset} is not in the data folder: expected {', '.join(missing)} in {folder}. Unpack the "
+            f"python-version archive from https://www.cs.toronto.edu/~kriz/cifar.html into {Path(root)} "
+            f"(it holds {cls.base_folder}/), or let the command line fetch it (`dat train --dataset {dataset} --download --data-root "
+            f"{Path(root)}` downloads it before training); a job submitted now fails.")
+
+
 def evaluate_checkpoint(path: str, device_spec: str | None = None, *, draws: int | None = None, seed: int = 0,
                         data_root=None) -> dict:
     """Clean and noisy accuracy and loss of a checkpoint on its own dataset's train and test splits,

@@ -277,3 +277,55 @@ def test_pages_without_checkpoints_say_how_to_make_them(empty_workspace, path):
     at = page(path)
     assert "dat demo" in texts(at.info)
     assert not at.error
+
+
+# -- messages agree with state ------------------------------------------------------------------
+def test_train_page_with_a_failing_job_shows_no_success_message(workspace, monkeypatch):
+    """The job fails before the page draws (submit waits for it): the page must not say "Started"
+    in green above the red failure."""
+    from dat import ui_helpers
+
+    real = ui_helpers.submit_training
+
+    def submit_and_wait(ws, config):
+        job = real(ws, config)
+        jobs.registry().wait(job.id, timeout=TIMEOUT)
+        return job
+
+    monkeypatch.setattr(ui_helpers, "submit_training", submit_and_wait)
+    at = page("pages/2_Train.py")
+    tiny_form(at)
+    at.selectbox(key="digits_dataset").set_value("cifar10")  # no CIFAR in the workspace: the job fails
+    at.button(key="FormSubmitter:train_form-Train this model").click().run()
+    assert not at.exception
+    assert jobs.registry().get(at.session_state["followed_job"]).state == jobs.FAILED
+    assert "The job failed" in texts(at.error)
+    assert not at.success
+
+
+def test_cifar_preset_without_data_warns_before_submission(workspace):
+    at = page("pages/2_Train.py")
+    assert not at.warning  # digits is embedded
+    before = len(jobs.registry().jobs())
+    at.selectbox[0].set_value("cifar10-cnn6").run()
+    assert not at.exception
+    warning = texts(at.warning)
+    assert "cifar10" in warning and str(workspace / "data") in warning and "data_batch_1" in warning
+    assert len(jobs.registry().jobs()) == before  # said before anything was submitted
+
+
+def test_home_counts_running_jobs_of_the_workspace(workspace):
+    import threading
+
+    release = threading.Event()
+    job = jobs.submit(lambda report, should_stop: release.wait(TIMEOUT) and {}, label="held open",
+                      store=workspace / "jobs.json")
+    try:
+        at = page("app.py")
+        assert {m.label: m.value for m in at.metric}["Jobs running or queued"] == "1"
+        assert "held open" in texts(at.markdown)
+    finally:
+        release.set()
+        jobs.registry().wait(job.id, timeout=TIMEOUT)
+    at.run()
+    assert {m.label: m.value for m in at.metric}["Jobs running or queued"] == "0"

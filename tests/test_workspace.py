@@ -166,3 +166,23 @@ def test_an_upload_in_progress_is_named_after_its_process(tmp_path, monkeypatch)
     ws = Workspace(tmp_path)
     ws.store_checkpoint_upload("model.safetensors", tiny_checkpoint(tmp_path / "s.safetensors").read_bytes())
     assert seen and seen[0].startswith(f".upload.{os.getpid()}.") and seen[0].endswith(".tmp")
+
+
+def test_missing_data_message_names_the_missing_cifar_files(tmp_path):
+    from dat.errors import UserError
+
+    assert ui_helpers.missing_data_message("digits", tmp_path) is None  # embedded
+    message = ui_helpers.missing_data_message("cifar10", tmp_path)
+    assert str(tmp_path / "cifar-10-batches-py") in message and "data_batch_1" in message
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
+    for name in names:
+        (folder / name).write_bytes(b"")
+    assert ui_helpers.missing_data_message("cifar10", tmp_path) is None
+    (folder / "test_batch").unlink()
+    message = ui_helpers.missing_data_message("cifar10", tmp_path)
+    assert "test_batch" in message and "data_batch_1" not in message
+    assert "cifar-100-python" in ui_helpers.missing_data_message("cifar100", tmp_path)
+    with pytest.raises(UserError):
+        ui_helpers.missing_data_message("mnist", tmp_path)
