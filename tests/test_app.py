@@ -65,7 +65,7 @@ def test_home_on_an_empty_workspace_says_how_to_make_the_demo(empty_workspace):
 def test_profiles_page_shows_both_devices(workspace):
     at = page("pages/1_Device_profiles.py")
     charts = at.get("plotly_chart")
-    assert len(charts) == 5  # maps, Sigma A, Sigma B, correlation, spectrum
+    assert len(charts) == 6  # maps, Sigma A, Sigma B, correlation, spectrum, noise against time
     assert [m.label for m in at.metric] == ["Device A: variance captured by k = 10",
                                             "Device B: variance captured by k = 10"]
 
@@ -329,3 +329,60 @@ def test_home_counts_running_jobs_of_the_workspace(workspace):
         jobs.registry().wait(job.id, timeout=TIMEOUT)
     at.run()
     assert {m.label: m.value for m in at.metric}["Jobs running or queued"] == "0"
+
+
+# -- device profiles for humans -----------------------------------------------------------------
+def test_a_time_preset_changes_the_profile_and_applying_confirms(workspace):
+    from dat.devices import PRESETS
+
+    at = page("pages/1_Device_profiles.py")
+    assert at.selectbox(key="A_device-A_t_choice").value == "1 hour"  # the preset's own time
+    at.selectbox(key="A_device-A_t_choice").set_value("1 week")
+    at.button(key="FormSubmitter:params_A-Apply").click().run()
+    assert not at.exception and not at.error
+    assert "Applied" in texts(at.success)
+    week = PRESETS["device-A"].replace(t_seconds=604800.0).stds()["prog"]
+    assert week != PRESETS["device-A"].stds()["prog"]
+    assert f"prog {week:.4f}" in at.caption[0].value
+    # a free value
+    at.selectbox(key="A_device-A_t_choice").set_value("other (seconds, below)")
+    at.number_input(key="A_device-A_t_other").set_value(10.0)
+    at.button(key="FormSubmitter:params_A-Apply").click().run()
+    ten = PRESETS["device-A"].replace(t_seconds=10.0).stds()["prog"]
+    assert f"prog {ten:.4f}" in at.caption[0].value
+    labels = [n.label for n in at.number_input]
+    assert "spatial correlation length (cells)" in labels
+    fig = json.loads(at.get("plotly_chart")[-1].proto.spec)  # noise against time, both devices
+    assert fig["layout"]["xaxis"]["type"] == "log"
+
+
+def test_a_saved_profile_is_a_choice_on_another_page_at_once_and_only_once(workspace):
+    at = page("pages/1_Device_profiles.py")
+    at.text_input[-1].set_value("lab-device")
+    at.button(key="FormSubmitter:save_profile-Save").click().run()
+    assert not at.exception and not at.error
+    assert "lab-device" in texts(at.success)
+    assert at.selectbox(key="choice_B").options.count("lab-device (saved)") == 1  # this page, re-listed
+    at.switch_page("pages/2_Train.py").run()
+    assert not at.exception
+    options = at.selectbox(key="digits_device").options
+    assert options.count("lab-device (saved)") == 1
+    # The demo's saved device-A / device-B hold the presets: listed once, under the preset's name.
+    assert [o for o in options if o.startswith("device-A")] == ["device-A"]
+
+
+def test_fit_summary_is_a_readable_table_not_raw_json(workspace):
+    at = page("pages/1_Device_profiles.py")
+    maps = np.random.default_rng(0).normal(scale=0.05, size=(40, 4, 4))
+    buf = io.BytesIO()
+    np.savez(buf, maps=maps)
+    at.file_uploader(key="measurements").set_value(("tile.npz", buf.getvalue(), "application/octet-stream")).run()
+    at.button(key="fit").click().run()
+    assert not at.exception and not at.error
+    assert not at.json
+    assert "FittedTile(" not in texts(at.success) and "{" not in texts(at.success)
+    table = at.table[0].value
+    values = dict(zip(table["quantity"], table["value"]))
+    assert values["estimator"] == "Ledoit-Wolf shrinkage"
+    assert values["samples"].startswith("40 repeated maps of a 4 x 4 tile")
+    assert "condition number of Sigma" in values
