@@ -198,7 +198,8 @@ def _saved_config(ws: Workspace, data: dict, paths: list[str]):
         if data.get(key) is not None and data[key] not in allowed:
             raise UserError(f"saved job: expected a {key} among {sorted(allowed)}, found {data[key]!r}")
     defaults = TrainConfig()
-    own = {k: getattr(defaults, k) for k in ("data_root", "download", "verify")}
+    own = {**{k: getattr(defaults, k) for k in ("download", "verify")},
+           "data_root": str(workspace_data_root(ws))}  # where the Train page's new jobs read data too
     return TrainConfig(**{**data, **own}).validate()
 
 

@@ -270,3 +270,12 @@ def test_device_choices_list_each_device_once(tmp_path):
     assert choices["device-A"] == "device-A"
     # a saved job that named the demo's file is still accepted (the file is a saved profile)
     assert str(tmp_path / "profiles" / "device-A.npz") in ui_helpers._device_specs(ws)
+
+
+def test_a_resumed_job_reads_data_from_the_workspace_data_folder_not_the_files(tmp_path):
+    from dat.config import resolve
+
+    ws = Workspace(tmp_path)
+    saved = resolve("digits", data_root="/somewhere/else", device="device-A").to_dict()
+    config = ui_helpers._saved_config(ws, saved, [])
+    assert config.data_root == str(tmp_path / "data") == str(ui_helpers.workspace_data_root(ws))
