@@ -335,15 +335,19 @@ def test_home_counts_running_jobs_of_the_workspace(workspace):
 def test_a_time_preset_changes_the_profile_and_applying_confirms(workspace):
     from dat.devices import PRESETS
 
+    from dat.ui_helpers import time_choice
+
     at = page("pages/1_Device_profiles.py")
-    assert at.selectbox(key="A_device-A_t_choice").value == "1 hour"  # the preset's own time
-    at.selectbox(key="A_device-A_t_choice").set_value("1 week")
+    own = PRESETS["device-A"].t_seconds
+    assert at.selectbox(key="A_device-A_t_choice").value == time_choice(own)  # the preset's own time
+    assert own > 1.0
+    at.selectbox(key="A_device-A_t_choice").set_value("1 s")
     at.button(key="FormSubmitter:params_A-Apply").click().run()
     assert not at.exception and not at.error
     assert "Applied" in texts(at.success)
-    week = PRESETS["device-A"].replace(t_seconds=604800.0).stds()["prog"]
-    assert week != PRESETS["device-A"].stds()["prog"]
-    assert f"prog {week:.4f}" in at.caption[0].value
+    second = PRESETS["device-A"].replace(t_seconds=1.0).stds()["prog"]
+    assert f"{second:.4f}" != f"{PRESETS['device-A'].stds()['prog']:.4f}"
+    assert f"prog {second:.4f}" in at.caption[0].value
     # a free value
     at.selectbox(key="A_device-A_t_choice").set_value("other (seconds, below)")
     at.number_input(key="A_device-A_t_other").set_value(10.0)
