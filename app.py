@@ -68,7 +68,7 @@ def home() -> None:
             except ValueError as exc:
                 st.error(str(exc))
             else:
-                st.success(f"Started {job.label} ({job.id}); follow it on the Train page.")
+                st.info(f"Submitted {job.label} ({job.id}); follow it on the Train page.")
 
     st.subheader("Pages")
     for path, (_, _, text) in PAGES.items():

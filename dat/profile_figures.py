@@ -176,3 +176,66 @@ def spectrum_figure(spectra: dict[str, dict], k: int) -> go.Figure:
     fig.update_xaxes(title="k (eigenvalue rank)")
     tag(fig, "lines", ncols=2, aspect=0.75, legend=True, shared_y=False, left_em=3.6)
     return for_width(fig, "screen")[0]
+
+
+# -- noise against time since programming -------------------------------------------------------
+# Okabe-Ito colours (colour-blind safe), one per noise component; devices differ by line style.
+TIME_COMPONENT_COLOURS = {"total": "#000000", "prog": "#E69F00", "spatial": "#0072B2", "row": "#009E73",
+                          "col": "#CC79A7", "tile": "#D55E00"}
+TIME_COMPONENT_NAMES = {"total": "total per-cell std", "prog": "programming noise", "spatial": "spatial variation",
+                        "row": "word-line shared", "col": "bit-line shared", "tile": "tile shared"}
+TIME_TICKS = {1.0: "1 s", 60.0: "1 min", 3600.0: "1 h", 86400.0: "1 day", 604800.0: "1 week",
+              2629800.0: "1 month"}
+
+
+def noise_over_time(device, times=None) -> dict:
+    """How a parametric crossbar device's noise changes with time since programming: the per-cell std
+    of each component, the total per-cell std (square root of the summed variances, which is the
+    std of every cell: each component adds its variance to each cell's diagonal entry of Sigma) and
+    the mean shift, at ``times`` seconds (default: 49 times log-spaced from 1 s to 1 month, plus the
+    device's own time). All in fractions of g_max. Only the programming noise and the mean shift
+    depend on time; a fitted or dense device was measured at one time and has no time model."""
+    from dat.devices import CrossbarParams
+
+    if not isinstance(device, CrossbarParams):
+        raise ValueError(f"expected a parametric crossbar device (it has a time model), found "
+                         f"{type(device).__name__}")
+    if times is None:
+        times = np.union1d(np.logspace(0.0, math.log10(2629800.0), 49), [device.t_seconds])
+    times = np.asarray(times, dtype=np.float64)
+    if times.ndim != 1 or times.size == 0 or not np.all(np.isfinite(times)) or times.min() < 1.0:
+        raise ValueError(f"expected a non-empty list of finite times >= 1 s, found {times!r}")
+    at_times = [device.replace(t_seconds=float(t)) for t in times]
+    stds = {name: np.array([d.stds()[name] for d in at_times]) for name in at_times[0].stds()}
+    total = np.sqrt(sum(s**2 for s in stds.values()))
+    return {"t_seconds": times, "stds": stds, "total": total,
+            "mean_shift": np.array([d.relaxation() for d in at_times]), "t_device": float(device.t_seconds)}
+
+
+def noise_over_time_figure(curves: dict[str, dict]) -> go.Figure:
+    """Per-cell noise std against time since programming (log time), one line style per device and
+    one colour per component (components that are zero at every time are left out); a marker shows
+    each device's chosen time. ``curves``: {device label: noise_over_time(...)}."""
+    dashes = ["solid", "dash", "dot", "dashdot"]
+    fig = go.Figure()
+    for i, (name, c) in enumerate(curves.items()):
+        t = c["t_seconds"]
+        lines = {"total": c["total"], **{k: v for k, v in c["stds"].items() if np.any(v > 0)}}
+        for comp, values in lines.items():
+            fig.add_trace(go.Scatter(
+                x=t, y=values, mode="lines", name=f"{name}: {TIME_COMPONENT_NAMES[comp]}",
+                line=dict(color=TIME_COMPONENT_COLOURS[comp], dash=dashes[i % len(dashes)],
+                          width=3 if comp == "total" else 2),
+                hovertemplate=f"{name}, {TIME_COMPONENT_NAMES[comp]}: %{{y:.4f}} of g_max "
+                              "at %{x:.3g} s<extra></extra>"))
+        here = int(np.argmin(np.abs(np.log10(t) - math.log10(c["t_device"]))))
+        fig.add_trace(go.Scatter(x=[t[here]], y=[c["total"][here]], mode="markers", showlegend=True,
+                                 name=f"{name}: chosen time", marker=dict(color="#000000", size=10,
+                                                                          symbol=["circle", "diamond"][i % 2]),
+                                 hovertemplate=f"{name} at its chosen time: total std %{{y:.4f}} of g_max "
+                                               "at %{x:.3g} s<extra></extra>"))
+    fig.update_xaxes(type="log", title="time since programming", tickvals=list(TIME_TICKS),
+                     ticktext=list(TIME_TICKS.values()))
+    fig.update_yaxes(title="per-cell noise std (fraction of g_max)", rangemode="tozero")
+    fig.update_layout(height=380, margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=-0.25))
+    return fig

@@ -22,14 +22,115 @@ MAX_MEASUREMENT_BYTES = MAX_MEASUREMENT_MB * 2**20
 # -- devices ------------------------------------------------------------------------------------
 def device_choices(ws: Workspace) -> dict[str, str]:
     """Every device the user can pick: {label: spec}, spec being a preset name or a profile path
-    (the form ``TrainConfig.device`` and ``dat.train.resolve_device`` accept)."""
+    (the form ``TrainConfig.device`` and ``dat.train.resolve_device`` accept). Listed afresh at each
+    call, so a profile saved on one page is a choice on every page at once. Each device once: a saved
+    profile named like a preset that holds exactly that preset (the demo's ``profiles/device-A.npz``)
+    is the preset, listed under the preset's name only; every other saved profile is "NAME (saved)"."""
     from dat.devices import PRESETS
 
     choices = {name: name for name in PRESETS}
     for row in ws.list_profiles():
-        label = f"{row['name']} (saved)"
-        choices[label] = row["path"]
+        if row["name"] in PRESETS and _holds_preset(row["path"], row["name"]):
+            continue
+        choices[f"{row['name']} (saved)"] = row["path"]
     return choices
+
+
+def _holds_preset(path: str, name: str) -> bool:
+    """Whether the saved profile at ``path`` is exactly the preset ``name`` (an unreadable file is not:
+    it stays a choice, so that picking it shows why it cannot be read)."""
+    from dat.devices import PRESETS
+    from dat.errors import UserError
+
+    try:
+        return load_device(path) == PRESETS[name]
+    except (UserError, OSError, ValueError):
+        return False
+
+
+def _device_specs(ws: Workspace) -> set[str]:
+    """Every spec a saved job may name: the choices, and every saved profile's path (also those
+    listed under a preset's name)."""
+    return set(device_choices(ws).values()) | {row["path"] for row in ws.list_profiles()}
+
+
+# Each CrossbarParams field in words, with its unit, for forms.
+PARAMETER_LABELS = {
+    "name": "name",
+    "kernel": "spatial kernel (shape of the correlation against cell distance)",
+    "ell": "spatial correlation length (cells)",
+    "sigma_spatial": "spatially correlated variation, std (fraction of g_max)",
+    "sigma_row": "noise shared along a word line (row), std (fraction of g_max)",
+    "sigma_col": "noise shared along a bit line (column), std (fraction of g_max)",
+    "sigma_tile": "noise shared by the whole tile, std (fraction of g_max)",
+    "prog_noise": "programming noise (multiple of the Wan et al. 2022 ReRAM std; 1 = as measured)",
+    "relax_per_decade": "mean drift per decade of time since programming (fraction of g_max; negative = decay)",
+    "grad_row": "mean gradient, first to last word line (fraction of g_max)",
+    "grad_col": "mean gradient, first to last bit line (fraction of g_max)",
+    "t_seconds": "time since programming (s)",
+    "scale": "overall noise multiplier on every std (dimensionless)",
+}
+
+# Times since programming offered as presets on the Device profiles page (seconds).
+TIME_PRESETS = {"1 s": 1.0, "1 hour": 3600.0, "1 day": 86400.0, "1 week": 604800.0}
+OTHER_TIME = "other (seconds, below)"
+
+
+def time_choice(t_seconds: float) -> str:
+    """The preset label of a time since programming, or :data:`OTHER_TIME` when it is none of them."""
+    return next((label for label, t in TIME_PRESETS.items() if t == float(t_seconds)), OTHER_TIME)
+
+
+def time_since_programming(choice: str, other: float) -> float:
+    """Seconds since programming from a preset label, or ``other`` when the choice is :data:`OTHER_TIME`."""
+    from dat.errors import expected
+
+    if choice in TIME_PRESETS:
+        return TIME_PRESETS[choice]
+    if choice != OTHER_TIME:
+        raise expected("time since programming", f"one of {list(TIME_PRESETS) + [OTHER_TIME]}", repr(choice))
+    if isinstance(other, bool) or not isinstance(other, (int, float)) or not other >= 1.0:
+        raise expected("time since programming", "a number of seconds >= 1 (the fits start at 1 s)", repr(other))
+    return float(other)
+
+
+ESTIMATOR_NAMES = {"ledoitwolf": "Ledoit-Wolf shrinkage", "oas": "OAS (oracle approximating shrinkage)"}
+
+
+def fit_summary(fitted) -> list[dict]:
+    """A fitted tile's report as rows {"quantity", "value"} in words, for a small table: the estimator,
+    the shrinkage intensity, the samples against the cells, Sigma's condition number (largest over
+    smallest eigenvalue), the variance the top k eigenvectors capture, the mean per-cell std and mean."""
+    import numpy as np
+    import torch
+
+    rep = fitted.report()
+    rows, cols = rep["tile_shape"]
+    m, n = rows * cols, rep["n_samples"]
+    evals = torch.linalg.eigvalsh(torch.from_numpy(fitted.sigma_)).numpy()
+    cond = float(evals.max() / evals.min()) if evals.min() > 0 else float("inf")
+    samples = f"{n} repeated maps of a {rows} x {cols} tile ({m} cells)"
+    if n < m:
+        samples += "; fewer maps than cells, so the shrinkage carries much of the fit"
+    return [
+        {"quantity": "estimator", "value": ESTIMATOR_NAMES.get(rep["estimator"], rep["estimator"])},
+        {"quantity": "shrinkage intensity",
+         "value": f"{rep['shrinkage']:.3f} (0: the sample covariance, 1: a scaled identity)"},
+        {"quantity": "samples", "value": samples},
+        {"quantity": "condition number of Sigma", "value": f"{cond:.3g} (largest / smallest eigenvalue)"},
+        {"quantity": "variance captured", "value": f"{100 * rep['captured_variance']:.1f} % by the top k = {rep['k']} "
+                                                   "eigenvectors"},
+        {"quantity": "mean per-cell std", "value": f"{rep['mean_std']:.4f} (fraction of g_max)"},
+        {"quantity": "mean", "value": f"{float(np.mean(fitted.mu_)):.4f} (fraction of g_max, averaged over cells)"},
+    ]
+
+
+def fit_sentence(fitted) -> str:
+    """One line saying what was fitted, for the confirmation after a fit."""
+    rep = fitted.report()
+    rows, cols = rep["tile_shape"]
+    return (f"Fitted '{fitted.name}' from {rep['n_samples']} maps of a {rows} x {cols} tile "
+            f"({ESTIMATOR_NAMES.get(rep['estimator'], rep['estimator'])}).")
 
 
 def load_device(spec: str):
@@ -92,12 +193,13 @@ def _saved_config(ws: Workspace, data: dict, paths: list[str]):
     for path in paths:
         if not isinstance(path, str) or not Path(path).resolve().is_relative_to(home):
             raise UserError(f"saved job: expected an output inside {home}, found {path!r}")
-    allowed = set(device_choices(ws).values())
+    allowed = _device_specs(ws)
     for key in ("device", "eval_device"):
         if data.get(key) is not None and data[key] not in allowed:
             raise UserError(f"saved job: expected a {key} among {sorted(allowed)}, found {data[key]!r}")
     defaults = TrainConfig()
-    own = {k: getattr(defaults, k) for k in ("data_root", "download", "verify")}
+    own = {**{k: getattr(defaults, k) for k in ("download", "verify")},
+           "data_root": str(workspace_data_root(ws))}  # where the Train page's new jobs read data too
     return TrainConfig(**{**data, **own}).validate()
 
 
@@ -123,7 +225,7 @@ def _training_work(ws: Workspace, spec: dict, config=None, resuming: bool = Fals
         devices = [spec.get("device_a"), spec.get("device_b")]
         if config is None:
             config = _saved_config(ws, spec.get("config"), [spec.get("folder")])
-            if not set(devices) <= set(device_choices(ws).values()):
+            if not set(devices) <= _device_specs(ws):
                 raise UserError(f"saved job: expected trio devices among the choices, found {devices}")
         config = replace(config, resume=True) if resuming else config
 
@@ -261,6 +363,33 @@ def workspace_data_root(ws: Workspace) -> Path:
     """The dashboard's data folder (CIFAR): the workspace's ``data/``. Data folders come from the
     user's own configuration, never from a checkpoint's metadata."""
     return ws.root / "data"
+
+
+def missing_data_message(dataset: str, root) -> str | None:
+    """None when ``dataset``'s files are in the data folder ``root`` (digits is embedded: always None);
+    otherwise one sentence naming the folder, the missing files and how to get them, for the Train
+    page to say before a job is submitted that would fail on them."""
+    import os
+
+    from dat.data import DATASETS
+    from dat.errors import expected
+
+    if dataset not in DATASETS:
+        raise expected("dataset", f"one of {DATASETS}", repr(dataset))
+    if dataset == "digits":
+        return None
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    cls = CIFAR10 if dataset == "cifar10" else CIFAR100
+    folder = Path(root) / cls.base_folder
+    needed = [n for n, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+    missing = [n for n in needed if not os.path.isfile(folder / n)]
+    if not missing:
+        return None
+    return (f"{dataset} is not in the data folder: expected {', '.join(missing)} in {folder}. Unpack the "
+            f"python-version archive from https://www.cs.toronto.edu/~kriz/cifar.html into {Path(root)} "
+            f"(it holds {cls.base_folder}/), or let the command line fetch it (`dat train --dataset {dataset} --download --data-root "
+            f"{Path(root)}` downloads it before training); a job submitted now fails.")
 
 
 def evaluate_checkpoint(path: str, device_spec: str | None = None, *, draws: int | None = None, seed: int = 0,

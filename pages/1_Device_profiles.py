@@ -5,9 +5,11 @@ import dataclasses
 import streamlit as st
 
 from dat import profile_figures as pf
-from dat.devices import CROSSBAR_UNITS, KERNELS, CrossbarParams, DenseDevice
+from dat.devices import KERNELS, CrossbarParams, DenseDevice
 from dat.errors import UserError
-from dat.ui_helpers import MAX_MEASUREMENT_MB, device_choices, fit_measurements, load_device
+from dat.ui_helpers import (MAX_MEASUREMENT_MB, OTHER_TIME, PARAMETER_LABELS, TIME_PRESETS, device_choices,
+                            fit_measurements, fit_sentence, fit_summary, load_device, time_choice,
+                            time_since_programming)
 from dat.workspace import Workspace
 
 st.set_page_config(page_title="Device profiles", layout="wide")
@@ -19,6 +21,8 @@ st.markdown(
 
 ws = Workspace.default()
 FITTED = "fitted from the upload (unsaved)"
+if "saved_message" in st.session_state:  # the confirmation of a save, shown after the re-listing rerun
+    st.success(st.session_state.pop("saved_message"))
 
 with st.sidebar:
     st.header("View settings")
@@ -47,9 +51,11 @@ with st.expander("Fit a device from measurements (.npz or .csv)"):
             st.error(f"Could not fit a device from {upload.name}: {exc}")
         else:
             st.session_state["fitted_device"] = fitted
-            st.success(f"Fitted {fitted!r}; pick '{FITTED}' for device A or B below.")
-    if "fitted_device" in st.session_state:
-        st.json(st.session_state["fitted_device"].report(), expanded=False)
+            st.session_state["fitted_summary"] = fit_summary(fitted)
+            st.success(f"{fit_sentence(fitted)} Pick '{FITTED}' for device A or B below.")
+    if "fitted_summary" in st.session_state:
+        st.markdown("**The fit**")
+        st.table(st.session_state["fitted_summary"])
 
 
 # -- choosing devices A and B -----------------------------------------------------------------------
@@ -65,8 +71,16 @@ def parameter_form(slot: str, label: str, device: CrossbarParams) -> CrossbarPar
             values = {}
             for f in dataclasses.fields(CrossbarParams):
                 current = getattr(device, f.name)
-                text = f"{f.name} ({CROSSBAR_UNITS.get(f.name, '-')})"
-                if f.name == "name":
+                text = PARAMETER_LABELS[f.name]
+                if f.name == "t_seconds":
+                    choices_t = list(TIME_PRESETS) + [OTHER_TIME]
+                    t_choice = st.selectbox("time since programming", choices_t,
+                                            index=choices_t.index(time_choice(current)),
+                                            key=f"{slot}_{label}_t_choice",
+                                            help="Programming noise grows and the mean drifts with time.")
+                    t_other = st.number_input("other time since programming (s, >= 1)", min_value=1.0,
+                                              value=float(current), format="%.0f", key=f"{slot}_{label}_t_other")
+                elif f.name == "name":
                     values[f.name] = st.text_input(text, value=f"{current}-edited", key=f"{slot}_{label}_name")
                 elif f.name == "kernel":
                     values[f.name] = st.selectbox(text, KERNELS, index=KERNELS.index(current),
@@ -77,9 +91,13 @@ def parameter_form(slot: str, label: str, device: CrossbarParams) -> CrossbarPar
                                                      key=f"{slot}_{label}_{f.name}")
             if st.form_submit_button("Apply"):
                 try:
+                    values["t_seconds"] = time_since_programming(t_choice, float(t_other))
                     st.session_state[key] = CrossbarParams(**values)
                 except (ValueError, TypeError) as exc:
                     st.error(f"Invalid parameters: {exc}")
+                else:
+                    st.success(f"Applied: device {slot} is now '{values['name']}' at "
+                               f"{values['t_seconds']:g} s after programming.")
         if key in st.session_state and st.button("Back to the unedited device", key=f"reset_{slot}"):
             del st.session_state[key]
     return st.session_state.get(key, device)
@@ -172,6 +190,17 @@ for col, (slot, r) in zip(st.columns(2), results.items()):
                     f"{100 * both['relevant'][x]:.1f} %" for x in ("captured_variance", "captured_relevant_variance")))
 
 # -- saving ---------------------------------------------------------------------------------------
+st.header("Noise against time since programming")
+crossbars = {slot: d for slot, d in devices.items() if isinstance(d, CrossbarParams)}
+if crossbars:
+    st.plotly_chart(pf.noise_over_time_figure({f"device {s}": pf.noise_over_time(d) for s, d in crossbars.items()}),
+                    key="time_figure")
+    st.caption("Per-cell std of each noise component and in total; only the programming noise grows with "
+               "time (Wan et al. 2022 fits at 1 s, 1 day and 2 days, held beyond). The marker is the "
+               "device's chosen time.")
+if len(crossbars) < len(devices):
+    st.caption("A fitted or dense device was measured at one time: it has no time model.")
+
 st.header("Save a device")
 with st.form("save_profile"):
     slot = st.radio("Which device", list(devices), horizontal=True)
@@ -183,4 +212,6 @@ with st.form("save_profile"):
         except (ValueError, TypeError, FileExistsError) as exc:
             st.error(f"Not saved: {exc}")
         else:
-            st.success(f"Saved device {slot} as {path}; it is now a choice on every page.")
+            st.session_state["saved_message"] = (f"Saved device {slot} as {path.name}; it is now a choice "
+                                                 f"on every page.")
+            st.rerun()  # list the devices again, so that this page's choices include it at once

@@ -5,7 +5,8 @@ import streamlit as st
 from dat import jobs
 from dat.config import METHODS, PRESETS, TARGET_CHOICES, resolve
 from dat.errors import UserError
-from dat.ui_helpers import device_choices, resume_job, submit_training, submit_trio, training_figure
+from dat.ui_helpers import (device_choices, missing_data_message, resume_job, submit_training, submit_trio,
+                            training_figure, workspace_data_root)
 from dat.workspace import Workspace
 
 st.set_page_config(page_title="Train", layout="wide")
@@ -24,6 +25,10 @@ labels = list(choices)
 preset = st.selectbox("Preset", list(PRESETS), help="digits: seconds on a laptop; cifar*: the paper's settings.")
 base = resolve(preset)
 p = f"{preset}_"  # widget keys per preset, so that picking a preset refills the form
+data_root = workspace_data_root(ws)
+missing = missing_data_message(base.dataset, data_root)
+if missing:  # said before anything is submitted: the job would fail on it
+    st.warning(missing)
 
 with st.form("train_form"):
     c1, c2, c3 = st.columns(3)
@@ -64,7 +69,8 @@ with st.form("train_form"):
 if one or trio:
     overrides = dict(dataset=dataset, arch=arch, width=int(width), hidden=int(hidden) if arch == "cnn6" else None,
                      targets=targets, alpha=float(alpha), k=int(k), epochs=int(epochs), batch_size=int(batch_size),
-                     lr=float(lr), weight_decay=float(weight_decay), seed=int(seed), eval_draws=int(eval_draws))
+                     lr=float(lr), weight_decay=float(weight_decay), seed=int(seed), eval_draws=int(eval_draws),
+                     data_root=str(data_root))
     if batchnorm != "follow the method":
         overrides["batchnorm"] = batchnorm == "yes"
     elif trio:
@@ -80,7 +86,8 @@ if one or trio:
     else:
         st.session_state["followed_job"] = job.id
         st.session_state["job_select"] = job.id  # show the new job in the panel below
-        st.success(f"Started {job.label} ({job.id}).")
+        # No message here: the job panel below says what the job is doing now (a "started" line
+        # here would stay on screen above a "failed" one).
 
 
 @st.fragment(run_every=2)
@@ -106,7 +113,9 @@ def job_panel():
     if job.active and st.button("Cancel this job", key=f"cancel_{job.id}"):
         job.cancel()
         st.warning("Cancel requested: the job stops after its current step.")
-    if job.state == jobs.FAILED:
+    if job.active:
+        st.info(f"{job.label} ({job.id}) is {job.state}: it runs in the background; this panel follows it.")
+    elif job.state == jobs.FAILED:
         st.error(f"The job failed: {job.error}")
     elif job.state == jobs.DONE:
         written = (job.result or {}).get("checkpoints", [])
@@ -123,7 +132,7 @@ def job_panel():
         except (UserError, TypeError) as exc:
             st.error(f"Not resumed: {exc}")
         else:
-            st.success(f"Resumed {job.label} ({job.id}).")
+            st.info(f"Resumed {job.label} ({job.id}).")
     if job.history:
         st.plotly_chart(training_figure(job), key=f"curves_{job.id}")
     st.dataframe(jobs.describe_jobs(all_jobs), hide_index=True)

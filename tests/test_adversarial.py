@@ -306,7 +306,7 @@ def test_page_shows_a_saved_dense_profile_and_a_broken_one_as_an_error(workspace
     at.selectbox(key="choice_A").set_value("dense-dev (saved)").run()
     assert not at.exception and not at.error
     assert "A dense device: its n = 24 values" in " ".join(c.value for c in at.caption)
-    assert len(at.get("plotly_chart")) == 5
+    assert len(at.get("plotly_chart")) == 6  # device B is parametric: its noise against time too
     at.selectbox(key="choice_B").set_value("broken (saved)").run()
     assert not at.exception
     assert "broken.npz" in errors(at) and "truncated or corrupted" in errors(at)
@@ -339,7 +339,7 @@ def test_page_refuses_bad_uploads_with_the_uploads_own_name(workspace, tmp_path)
         assert "allow_pickle" not in text
     assert not marker.exists()
     assert listing(workspace) == before
-    assert len(at.get("plotly_chart")) == 5  # the page kept working
+    assert len(at.get("plotly_chart")) == 6  # the page kept working
 
 
 def test_upload_limit_is_one_number_for_the_widget_and_the_library():

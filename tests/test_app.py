@@ -65,7 +65,7 @@ def test_home_on_an_empty_workspace_says_how_to_make_the_demo(empty_workspace):
 def test_profiles_page_shows_both_devices(workspace):
     at = page("pages/1_Device_profiles.py")
     charts = at.get("plotly_chart")
-    assert len(charts) == 5  # maps, Sigma A, Sigma B, correlation, spectrum
+    assert len(charts) == 6  # maps, Sigma A, Sigma B, correlation, spectrum, noise against time
     assert [m.label for m in at.metric] == ["Device A: variance captured by k = 10",
                                             "Device B: variance captured by k = 10"]
 
@@ -277,3 +277,116 @@ def test_pages_without_checkpoints_say_how_to_make_them(empty_workspace, path):
     at = page(path)
     assert "dat demo" in texts(at.info)
     assert not at.error
+
+
+# -- messages agree with state ------------------------------------------------------------------
+def test_train_page_with_a_failing_job_shows_no_success_message(workspace, monkeypatch):
+    """The job fails before the page draws (submit waits for it): the page must not say "Started"
+    in green above the red failure."""
+    from dat import ui_helpers
+
+    real = ui_helpers.submit_training
+
+    def submit_and_wait(ws, config):
+        job = real(ws, config)
+        jobs.registry().wait(job.id, timeout=TIMEOUT)
+        return job
+
+    monkeypatch.setattr(ui_helpers, "submit_training", submit_and_wait)
+    at = page("pages/2_Train.py")
+    tiny_form(at)
+    at.selectbox(key="digits_dataset").set_value("cifar10")  # no CIFAR in the workspace: the job fails
+    at.button(key="FormSubmitter:train_form-Train this model").click().run()
+    assert not at.exception
+    assert jobs.registry().get(at.session_state["followed_job"]).state == jobs.FAILED
+    assert "The job failed" in texts(at.error)
+    assert not at.success
+
+
+def test_cifar_preset_without_data_warns_before_submission(workspace):
+    at = page("pages/2_Train.py")
+    assert not at.warning  # digits is embedded
+    before = len(jobs.registry().jobs())
+    at.selectbox[0].set_value("cifar10-cnn6").run()
+    assert not at.exception
+    warning = texts(at.warning)
+    assert "cifar10" in warning and str(workspace / "data") in warning and "data_batch_1" in warning
+    assert len(jobs.registry().jobs()) == before  # said before anything was submitted
+
+
+def test_home_counts_running_jobs_of_the_workspace(workspace):
+    import threading
+
+    release = threading.Event()
+    job = jobs.submit(lambda report, should_stop: release.wait(TIMEOUT) and {}, label="held open",
+                      store=workspace / "jobs.json")
+    try:
+        at = page("app.py")
+        assert {m.label: m.value for m in at.metric}["Jobs running or queued"] == "1"
+        assert "held open" in texts(at.markdown)
+    finally:
+        release.set()
+        jobs.registry().wait(job.id, timeout=TIMEOUT)
+    at.run()
+    assert {m.label: m.value for m in at.metric}["Jobs running or queued"] == "0"
+
+
+# -- device profiles for humans -----------------------------------------------------------------
+def test_a_time_preset_changes_the_profile_and_applying_confirms(workspace):
+    from dat.devices import PRESETS
+
+    from dat.ui_helpers import time_choice
+
+    at = page("pages/1_Device_profiles.py")
+    own = PRESETS["device-A"].t_seconds
+    assert at.selectbox(key="A_device-A_t_choice").value == time_choice(own)  # the preset's own time
+    assert own > 1.0
+    at.selectbox(key="A_device-A_t_choice").set_value("1 s")
+    at.button(key="FormSubmitter:params_A-Apply").click().run()
+    assert not at.exception and not at.error
+    assert "Applied" in texts(at.success)
+    second = PRESETS["device-A"].replace(t_seconds=1.0).stds()["prog"]
+    assert f"{second:.4f}" != f"{PRESETS['device-A'].stds()['prog']:.4f}"
+    assert f"prog {second:.4f}" in at.caption[0].value
+    # a free value
+    at.selectbox(key="A_device-A_t_choice").set_value("other (seconds, below)")
+    at.number_input(key="A_device-A_t_other").set_value(10.0)
+    at.button(key="FormSubmitter:params_A-Apply").click().run()
+    ten = PRESETS["device-A"].replace(t_seconds=10.0).stds()["prog"]
+    assert f"prog {ten:.4f}" in at.caption[0].value
+    labels = [n.label for n in at.number_input]
+    assert "spatial correlation length (cells)" in labels
+    fig = json.loads(at.get("plotly_chart")[-1].proto.spec)  # noise against time, both devices
+    assert fig["layout"]["xaxis"]["type"] == "log"
+
+
+def test_a_saved_profile_is_a_choice_on_another_page_at_once_and_only_once(workspace):
+    at = page("pages/1_Device_profiles.py")
+    at.text_input[-1].set_value("lab-device")
+    at.button(key="FormSubmitter:save_profile-Save").click().run()
+    assert not at.exception and not at.error
+    assert "lab-device" in texts(at.success)
+    assert at.selectbox(key="choice_B").options.count("lab-device (saved)") == 1  # this page, re-listed
+    at.switch_page("pages/2_Train.py").run()
+    assert not at.exception
+    options = at.selectbox(key="digits_device").options
+    assert options.count("lab-device (saved)") == 1
+    # The demo's saved device-A / device-B hold the presets: listed once, under the preset's name.
+    assert [o for o in options if o.startswith("device-A")] == ["device-A"]
+
+
+def test_fit_summary_is_a_readable_table_not_raw_json(workspace):
+    at = page("pages/1_Device_profiles.py")
+    maps = np.random.default_rng(0).normal(scale=0.05, size=(40, 4, 4))
+    buf = io.BytesIO()
+    np.savez(buf, maps=maps)
+    at.file_uploader(key="measurements").set_value(("tile.npz", buf.getvalue(), "application/octet-stream")).run()
+    at.button(key="fit").click().run()
+    assert not at.exception and not at.error
+    assert not at.json
+    assert "FittedTile(" not in texts(at.success) and "{" not in texts(at.success)
+    table = at.table[0].value
+    values = dict(zip(table["quantity"], table["value"]))
+    assert values["estimator"] == "Ledoit-Wolf shrinkage"
+    assert values["samples"].startswith("40 repeated maps of a 4 x 4 tile")
+    assert "condition number of Sigma" in values

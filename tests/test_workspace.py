@@ -166,3 +166,116 @@ def test_an_upload_in_progress_is_named_after_its_process(tmp_path, monkeypatch)
     ws = Workspace(tmp_path)
     ws.store_checkpoint_upload("model.safetensors", tiny_checkpoint(tmp_path / "s.safetensors").read_bytes())
     assert seen and seen[0].startswith(f".upload.{os.getpid()}.") and seen[0].endswith(".tmp")
+
+
+def test_missing_data_message_names_the_missing_cifar_files(tmp_path):
+    from dat.errors import UserError
+
+    assert ui_helpers.missing_data_message("digits", tmp_path) is None  # embedded
+    message = ui_helpers.missing_data_message("cifar10", tmp_path)
+    assert str(tmp_path / "cifar-10-batches-py") in message and "data_batch_1" in message
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
+    for name in names:
+        (folder / name).write_bytes(b"")
+    assert ui_helpers.missing_data_message("cifar10", tmp_path) is None
+    (folder / "test_batch").unlink()
+    message = ui_helpers.missing_data_message("cifar10", tmp_path)
+    assert "test_batch" in message and "data_batch_1" not in message
+    assert "cifar-100-python" in ui_helpers.missing_data_message("cifar100", tmp_path)
+    with pytest.raises(UserError):
+        ui_helpers.missing_data_message("mnist", tmp_path)
+
+
+def test_every_crossbar_field_has_a_label_in_words_with_its_unit():
+    import dataclasses
+
+    from dat.devices import CROSSBAR_UNITS, CrossbarParams
+
+    fields = [f.name for f in dataclasses.fields(CrossbarParams)]
+    assert list(ui_helpers.PARAMETER_LABELS) == fields
+    for name, label in ui_helpers.PARAMETER_LABELS.items():
+        assert "_" not in name or name not in label  # words, not the field's code name
+        if CROSSBAR_UNITS[name] in ("cells", "s", "fraction of g_max"):
+            assert f"({CROSSBAR_UNITS[name]}" in label or f"{CROSSBAR_UNITS[name]})" in label
+
+
+def test_time_since_programming_from_a_preset_or_a_free_value():
+    from dat.errors import UserError
+
+    assert ui_helpers.time_since_programming("1 week", 5.0) == 7 * 24 * 3600
+    assert ui_helpers.time_since_programming(ui_helpers.OTHER_TIME, 42.0) == 42.0
+    assert ui_helpers.time_choice(86400.0) == "1 day" and ui_helpers.time_choice(42.0) == ui_helpers.OTHER_TIME
+    for choice, other in ((ui_helpers.OTHER_TIME, 0.5), (ui_helpers.OTHER_TIME, float("nan")), ("1 year", 1.0)):
+        with pytest.raises(UserError):
+            ui_helpers.time_since_programming(choice, other)
+
+
+def test_noise_over_time_matches_the_profile_at_each_time():
+    from dat import profile_figures as pf
+    from dat.devices import PRESETS, wan2022_prog_std
+
+    device = PRESETS["device-B"]
+    times = [1.0, 3600.0, 86400.0, 604800.0]
+    curves = pf.noise_over_time(device, times)
+    for i, t in enumerate(times):  # reference: the variance of the profile bound at time t
+        profile = pf.tile_profile(device.replace(t_seconds=t), (4, 4))
+        np.testing.assert_allclose(curves["total"][i], np.sqrt(profile.variance().numpy().mean()), rtol=1e-12)
+        np.testing.assert_allclose(curves["stds"]["prog"][i], device.scale * wan2022_prog_std(t), rtol=1e-12)
+        np.testing.assert_allclose(curves["mean_shift"][i], -0.01 * np.log10(t), atol=1e-15)
+    assert curves["total"][2] > curves["total"][1] > curves["total"][0]  # programming noise grows to a day
+    default = pf.noise_over_time(device)
+    assert device.t_seconds in default["t_seconds"] and default["t_seconds"].min() == 1.0
+    fig = pf.noise_over_time_figure({"device B": default})
+    assert fig.layout.xaxis.type == "log" and "fraction of g_max" in fig.layout.yaxis.title.text
+    with pytest.raises(ValueError):
+        pf.noise_over_time(device, [0.5])
+    fitted = ui_helpers.fit_measurements("t.npz", _maps_npz(np.random.default_rng(0).normal(size=(30, 2, 2))))
+    with pytest.raises(ValueError, match="time model"):
+        pf.noise_over_time(fitted)
+
+
+def _maps_npz(maps) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, maps=maps)
+    return buf.getvalue()
+
+
+def test_fit_summary_reads_as_words_and_its_condition_number_is_right():
+    maps = np.random.default_rng(2).normal(scale=0.05, size=(12, 3, 3))  # 12 maps, 9 cells
+    fitted = ui_helpers.fit_measurements("lab.npz", _maps_npz(maps), estimator="oas", k=2)
+    rows = {r["quantity"]: r["value"] for r in ui_helpers.fit_summary(fitted)}
+    assert rows["estimator"].startswith("OAS")
+    assert rows["samples"] == "12 repeated maps of a 3 x 3 tile (9 cells)"
+    evals = np.linalg.eigvalsh(fitted.sigma_)
+    assert rows["condition number of Sigma"].startswith(f"{evals.max() / evals.min():.3g} ")
+    assert rows["shrinkage intensity"].startswith(f"{fitted.shrinkage_:.3f} ")
+    assert all(isinstance(v, str) and "{" not in v for v in rows.values())
+    with pytest.warns(UserWarning, match="poorly determined"):
+        few = ui_helpers.fit_measurements("lab.npz", _maps_npz(maps[:5]))
+    assert "fewer maps than cells" in {r["quantity"]: r["value"] for r in ui_helpers.fit_summary(few)}["samples"]
+    assert ui_helpers.fit_sentence(fitted) == "Fitted 'lab' from 12 maps of a 3 x 3 tile (OAS (oracle approximating shrinkage))."
+
+
+def test_device_choices_list_each_device_once(tmp_path):
+    from dat.devices import PRESETS
+
+    ws = Workspace(tmp_path)
+    ws.save_profile("device-A", PRESETS["device-A"])  # the demo's copy of the preset
+    ws.save_profile("device-B", PRESETS["device-A"])  # a preset's name, another device
+    ws.save_profile("lab", PRESETS["device-B"])
+    choices = ui_helpers.device_choices(ws)
+    assert list(choices) == ["device-A", "device-B", "device-B (saved)", "lab (saved)"]
+    assert choices["device-A"] == "device-A"
+    # a saved job that named the demo's file is still accepted (the file is a saved profile)
+    assert str(tmp_path / "profiles" / "device-A.npz") in ui_helpers._device_specs(ws)
+
+
+def test_a_resumed_job_reads_data_from_the_workspace_data_folder_not_the_files(tmp_path):
+    from dat.config import resolve
+
+    ws = Workspace(tmp_path)
+    saved = resolve("digits", data_root="/somewhere/else", device="device-A").to_dict()
+    config = ui_helpers._saved_config(ws, saved, [])
+    assert config.data_root == str(tmp_path / "data") == str(ui_helpers.workspace_data_root(ws))
