@@ -110,22 +110,25 @@ class LandscapeSpec:
 TRAINED_FIELDS = ("dataset", "targets", "tile", "units", "stress")
 
 
-def trained_settings(checkpoints: dict) -> dict:
+def trained_settings(checkpoints: dict, given: dict | None = None) -> dict:
     """The dataset, noise targets, tile, units and stress the checkpoints {label: path} were trained
-    with; all must agree (a landscape compares models under one device model)."""
+    with, where ``given`` (the caller's explicit choices) does not set them; all must agree (a
+    landscape compares models under one device model)."""
     from dat.checkpoint import read_meta
     from dat.data import dataset_named_by
     from dat.errors import UserError
 
+    given = {k: v for k, v in (given or {}).items() if k in TRAINED_FIELDS and v is not None}
     if not checkpoints:
         raise UserError("a landscape needs at least one checkpoint, found none")
     found = {}
     for label, path in checkpoints.items():
         meta = read_meta(path)
         config = meta.get("config") or {}
-        found[label] = dict(dataset=dataset_named_by(meta, f"checkpoint {path}"),
+        found[label] = dict(dataset=given.get("dataset") or dataset_named_by(meta, f"checkpoint {path}"),
                             targets=config.get("targets", "last-linear"), tile=int(config.get("tile", 64)),
-                            units=config.get("units", "relative"), stress=float(config.get("stress", 1.0)))
+                            units=config.get("units", "relative"), stress=float(config.get("stress", 1.0)),
+                            **{k: v for k, v in given.items() if k != "dataset"})
     for key in TRAINED_FIELDS:
         values = {label: f[key] for label, f in found.items()}
         if len(set(values.values())) != 1:
@@ -143,8 +146,7 @@ def spec_from_checkpoints(kind: str, checkpoints: dict, devices: dict, *, data_r
 
     if len(set(map(str, devices.values()))) != len(devices):
         raise UserError(f"expected a different device for each panel, found {dict(devices)}")
-    trained = trained_settings(checkpoints)
-    trained.update({k: v for k, v in settings.items() if k in TRAINED_FIELDS and v is not None})
+    trained = trained_settings(checkpoints, settings)
     rest = {k: v for k, v in settings.items() if k not in TRAINED_FIELDS}
     return LandscapeSpec(kind=kind, checkpoints={k: str(v) for k, v in checkpoints.items()}, devices=dict(devices),
                          data_root=None if data_root is None else str(data_root), **trained, **rest)

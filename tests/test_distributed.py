@@ -36,7 +36,7 @@ def test_two_torchrun_ranks_give_the_single_process_surface(tmp_path):
         model = build_model("cnn6", batchnorm=True, in_channels=1, image_size=8, num_classes=10, width=4, hidden=16)
         paths[label] = str(save_checkpoint(tmp_path / f"{label}.safetensors", model, {"method": label}))
     args = ["landscape", "2d", "--sgd", paths["sgd"], "--dat-a", paths["dat-a"], "--dat-b", paths["dat-b"],
-            "--split", "test", "--max-samples", "64", "--draws", "2", "--resolution", "5", "4",
+            "--dataset", "digits", "--split", "test", "--max-samples", "64", "--draws", "2", "--resolution", "5", "4",
             "--formats", "none", "--no-cache", "--quiet"]
     assert cli_main([*args, "--out", str(tmp_path / "one")]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}

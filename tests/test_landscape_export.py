@@ -286,7 +286,7 @@ def test_summary_loss_increase_is_curve_at_typical_minus_clean(curves, surface):
 
 
 def test_cli_2d_and_compare_write_bundles(trio_paths, tmp_path, capsys):
-    base = ["--split", "test", "--max-samples", "60", "--draws", "2", "--quiet", "--cache-dir", str(tmp_path / "c")]
+    base = ["--dataset", "digits", "--split", "test", "--max-samples", "60", "--draws", "2", "--quiet", "--cache-dir", str(tmp_path / "c")]
     trio = ["--sgd", trio_paths["SGD"], "--dat-a", trio_paths["DAT-A"], "--dat-b", trio_paths["DAT-B"]]
     assert cli_main(["landscape", "2d", *trio, "--resolution", "3", "3", "--formats", "none",
                      "--out", str(tmp_path / "s"), *base]) == 0

@@ -67,7 +67,7 @@ def test_strength_gives_the_stated_mean_perturbation_norm(setup, device, method,
 
 
 def test_training_with_a_strength_records_it_and_the_alpha_it_resolved_to(tmp_path):
-    cfg = resolve("digits", method="dat-fast", strength=0.5, epochs=1, width=4, hidden=16, eval_draws=2,
+    cfg = resolve("digits", method="dat-fast", strength=0.5, stress=2.0, epochs=1, width=4, hidden=16, eval_draws=2,
                   out=str(tmp_path / "m.safetensors"), resume=False)
     result = train(cfg)
     s = result.meta["strength"]
