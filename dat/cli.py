@@ -188,6 +188,8 @@ def cmd_table(args) -> int:
         if unknown or not methods:
             raise UserError(f"--methods: expected a comma-separated list from {', '.join(METHODS)}, found {args.methods!r}")
         overrides = {"epochs": args.epochs} if args.epochs else {}
+        if args.stress is not None:  # the named stress knob (off = 1 unless asked), recorded in every row
+            overrides["stress"] = args.stress
         result = table.reproduce(args.reproduce, seeds=seeds, folder=args.folder, methods=methods,
                                  draws=args.draws or table.DEFAULT_DRAWS, threads=args.threads,
                                  eval_seed=args.eval_seed, callbacks=[_progress_callback(args.quiet)], **overrides)
@@ -276,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train the methods for device A and B over the seeds, then tabulate")
     p.add_argument("--seeds", default="0,1,2,3,4,5,6,7,8,9", help="seeds for --reproduce (comma-separated)")
     p.add_argument("--methods", default="sgd,sgd-bn,dat-fast,dat-full", help="methods for --reproduce")
+    p.add_argument("--stress", type=float, default=None,
+                   help="multiply every device std by this for --reproduce (a named experiment knob; default: "
+                        "the preset's, 1 = the physical devices)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads inside --reproduce (fixed so the numbers do not depend on the machine's)")
     p.add_argument("--epochs", type=int, default=None, help="epochs for --reproduce (default: the preset's)")

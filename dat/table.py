@@ -273,7 +273,16 @@ def _draws_note(rows: list[dict]) -> str:
     seeds = sorted({str(r["eval_seed"]) for r in rows})
     return (f"Noisy: each model's mean accuracy over R = {'/'.join(map(str, draws))} noise draws (simulated chips; "
             f"eval seed {'/'.join(seeds)}, the same chips for every model); p5: its {WORST_CHIP_PERCENTILE}th "
-            f"percentile over the draws (the worst chips). Accuracy in %.")
+            f"percentile over the draws (the worst chips). Accuracy in %.{stress_note(rows)}")
+
+
+def stress_note(rows: list[dict]) -> str:
+    """" Devices at stress S ..." when any row's devices were stressed (the named knob), else ""."""
+    stresses = sorted({float(r["_fields"].get("stress", 1.0)) for r in rows if "_fields" in r})
+    if stresses in ([], [1.0]):
+        return ""
+    return (f" Devices at stress {'/'.join(f'{s:g}' for s in stresses)} (every device std multiplied by it: an "
+            f"experiment knob, not the physical device; 1 = the device as it is).")
 
 
 def to_markdown(rows: list[dict]) -> str:
@@ -457,7 +466,7 @@ def layout_table(rows: list[dict], digits: int = 1) -> LaidOutTable:
                "training seeds ± the half-width of the 95 % t-interval over those n seeds (no ± for n = 1). "
                f"With noise: each model's mean over R = {'/'.join(map(str, draws))} noise draws (simulated chips, "
                f"eval seed {'/'.join(seeds)}, the same chips for every model). Time: training time in minutes, "
-               "same statistics.") if rows else "No checkpoints to tabulate."
+               f"same statistics.{stress_note(rows)}") if rows else "No checkpoints to tabulate."
     return LaidOutTable(columns, cells, values, devices, caption, digits)
 
 

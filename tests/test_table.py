@@ -270,3 +270,12 @@ def test_models_page_offers_table_one_as_latex_csv_and_markdown(demo_workspace, 
     assert len(laid) == 3 and set(laid["Method"]) == {"SGD-BN", "DAT-Fast"}
     assert set(laid["Trained on"]) == {"-", "device-A", "device-B"}
     assert {"device-A w/ noise", "device-B w/ noise"} <= set(laid.columns)
+
+
+def test_a_stressed_experiment_says_so_in_every_caption():
+    """The stress knob is printed wherever a result used it, and nowhere else."""
+    from dat.table import stress_note
+
+    row = {"_fields": {"stress": 2.0}}
+    assert "stress 2" in stress_note([row]) and stress_note([{"_fields": {"stress": 1.0}}]) == ""
+    assert stress_note([{"_fields": {}}]) == ""
