@@ -41,19 +41,21 @@ def main(argv=None) -> None:
     parser.add_argument("--devices", default="device-A,device-B", help="comma-separated device profiles")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {list(METHODS)}")
     parser.add_argument("--epochs", type=int, default=None, help="epochs (default: the digits preset's)")
+    parser.add_argument("--stress", type=float, default=2.0,
+                        help="the stress knob (default 2: the Table I experiment; 1 = the physical devices)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     seeds = [int(s) for s in args.seeds.split(",")]
     knob = "alpha" if args.alphas else "strength"
     values = [float(a) for a in (args.alphas or args.strengths).split(",")]
-    base = resolve("digits")
+    base = resolve("digits", stress=args.stress)
     print(f"torch {torch.__version__}, 1 thread; digits preset: width {base.width}, hidden {base.hidden}, "
           f"targets {base.targets}, stress {base.stress:g}, epochs {args.epochs or base.epochs}, "
           f"momentum {base.momentum}, eval_draws {base.eval_draws}; seeds {seeds}")
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         def run(seed, device, **kw):
-            r = train(resolve("digits", seed=seed, device=device, epochs=args.epochs, resume=False,
+            r = train(resolve("digits", seed=seed, device=device, epochs=args.epochs, resume=False, stress=args.stress,
                               out=f"{tmp}/run.safetensors", **kw))
             return (100 * r.metrics["test"]["clean"]["acc"], 100 * r.metrics["test"]["noisy"]["acc_mean"],
                     r.meta["alpha"])
