@@ -195,6 +195,7 @@ def table_rows(metas: Iterable[dict], device: str | None = None, *, draws: int |
         group = groups.setdefault(key, {"per_seed": defaultdict(list), "paths": [], "meta": meta})
         group["per_seed"][_seed(meta)].append(_values(meta, metrics))
         group["paths"].append(str(meta.get("path", "")))
+        group.setdefault("alphas", []).append(meta.get("alpha"))
     rows = []
     for key, group in groups.items():
         dev, dev_hash, dataset, arch, method, trained_name, trained_hash, fields, n_draws, seed = key
@@ -205,6 +206,12 @@ def table_rows(metas: Iterable[dict], device: str | None = None, *, draws: int |
                "_comparison": _comparison_identity(group["meta"]), "n_seeds": len(per_seed),
                "seeds": sorted(per_seed), "n_checkpoints": len(group["paths"]), "draws": n_draws, "eval_seed": seed,
                "per_seed": per_seed}
+        # DAT's strength (a stated fraction of the device's noise norm) and the alpha it resolved to
+        # per seed (calibrated at the start of each run): a table says at what strength it compared.
+        alphas = [float(a) for a in group["alphas"] if isinstance(a, (int, float)) and not isinstance(a, bool)]
+        dat_like = method in ("dat-fast", "dat-full")
+        row["strength"] = row["_fields"].get("strength") if dat_like else None
+        row["alpha_mean"] = float(np.mean(alphas)) if dat_like and alphas else None
         for q in QUANTITIES:
             stats = mean_interval(v[q] for v in per_seed.values())
             row.update({f"{q}_mean": stats["mean"], f"{q}_sd": stats["sd"], f"{q}_ci95_low": stats["ci_low"],
@@ -285,20 +292,28 @@ def stress_note(rows: list[dict]) -> str:
             f"experiment knob, not the physical device; 1 = the device as it is).")
 
 
+def _strength(r: dict) -> str:
+    """"s (alpha a)": the strength and the mean alpha it resolved to over the row's seeds; a raw
+    alpha alone when no strength was set; "-" for methods without a DAT perturbation."""
+    if r.get("alpha_mean") is None:
+        return "-"
+    return f"{r['strength']:g} (alpha {r['alpha_mean']:.3g})" if r.get("strength") else f"alpha {r['alpha_mean']:.3g}"
+
+
 def to_markdown(rows: list[dict]) -> str:
     """Table I (with n and a note on what ± is over) and the paired differences to SGD-BN."""
     if not rows:
         return "No checkpoints to tabulate.\n"
     lines = [f"Table I. Mean over seeds; {INTERVAL_NOTE}. {_draws_note(rows)}", "",
              "| Device | Trained on | Dataset | Model | Method | Run | n (seeds) | Train acc. (wo / w noise) "
-             "| Test acc. (wo / w noise) | Test noisy p5 | Train time (min) |",
-             "|---|---|---|---|---|---|---:|---|---|---|---:|"]
+             "| Test acc. (wo / w noise) | Test noisy p5 | Train time (min) | DAT strength (alpha) |",
+             "|---|---|---|---|---|---|---:|---|---|---|---:|---|"]
     for r in rows:
         lines.append(f"| {r['device']} | {r['trained_on'] or '-'} | {r['dataset']} | "
                      f"{MODEL_LABEL.get(r['model'], r['model'])} | {METHOD_LABEL.get(r['method'], r['method'])} | "
                      f"{r['run'] or '-'} | {r['n_seeds']} | {_pm(r, 'train_clean')} / {_pm(r, 'train_noisy')} | "
                      f"{_pm(r, 'test_clean')} / {_pm(r, 'test_noisy')} | {_pm(r, 'test_noisy_p5')} | "
-                     f"{_pm(r, 'train_time_min', 3)} |")
+                     f"{_pm(r, 'train_time_min', 3)} | {_strength(r)} |")
     paired = [r for r in rows if r.get("paired")]
     if paired:
         lines += ["", f"Paired difference to {METHOD_LABEL[BASELINE]} in test accuracy under noise (points), over the "
@@ -316,7 +331,7 @@ def to_markdown(rows: list[dict]) -> str:
 
 
 CSV_FIELDS = (["device", "device_hash", "trained_on", "trained_on_hash", "dataset", "model", "method", "run",
-               "n_seeds", "seeds", "n_checkpoints", "interval", "draws", "eval_seed", "noisy_over"]
+               "strength", "alpha_mean", "n_seeds", "seeds", "n_checkpoints", "interval", "draws", "eval_seed", "noisy_over"]
               + [f"{q}_{s}" for q in QUANTITIES for s in ("mean", "sd", "ci95_low", "ci95_high")]
               + [f"diff_vs_sgd_bn_{PAIRED_QUANTITY}_{s}" for s in ("n", "mean", "ci95_low", "ci95_high", "p")])
 

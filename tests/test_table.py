@@ -279,3 +279,17 @@ def test_a_stressed_experiment_says_so_in_every_caption():
     row = {"_fields": {"stress": 2.0}}
     assert "stress 2" in stress_note([row]) and stress_note([{"_fields": {"stress": 1.0}}]) == ""
     assert stress_note([{"_fields": {}}]) == ""
+
+
+def test_table_reports_the_dat_strength_and_the_alpha_it_resolved_to(runs):
+    """Methods are compared at a stated strength: each DAT row carries the preset's strength and the
+    alpha each checkpoint calibrated (its own metadata), in the rows, the Markdown and the CSV."""
+    rows = table_rows([runs["fast-A"], runs["bn-e1-s0"]], device="device-A")
+    fast = next(r for r in rows if r["method"] == "dat-fast")
+    bn = next(r for r in rows if r["method"] == "sgd-bn")
+    assert fast["strength"] == runs["fast-A"]["config"]["strength"] == runs["fast-A"]["strength"]["strength"]
+    assert fast["alpha_mean"] == runs["fast-A"]["alpha"] == runs["fast-A"]["strength"]["alpha"]
+    assert bn["strength"] is None and bn["alpha_mean"] is None
+    assert f"{fast['strength']:g} (alpha {fast['alpha_mean']:.3g})" in to_markdown(rows)
+    line = next(r for r in csv.DictReader(io.StringIO(to_csv(rows))) if r["method"] == "dat-fast")
+    assert float(line["alpha_mean"]) == fast["alpha_mean"] and float(line["strength"]) == fast["strength"]
