@@ -16,6 +16,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from dat.errors import expected
+from dat.figure_layout import tag
 
 from . import export
 
@@ -71,6 +72,7 @@ def ablation_figure(rows: list[dict], *, title: str | None = None) -> go.Figure:
         err = dict(type="data", array=np.nan_to_num(hi - y), arrayminus=np.nan_to_num(y - lo), visible=True)
         fig.add_bar(x=x, y=y, name=name, marker_color=colour, error_y=err)
     fig.update_layout(barmode="group", legend=dict(orientation="h", y=-0.25))
+    tag(fig, "lines", legend=True)
     fig.update_yaxes(title="test accuracy under that device (%)")
     return _style(fig, title or "Does correlation matter?<br><sup>full device vs its twins; bars: 95 % CI over seeds</sup>")
 
@@ -95,7 +97,8 @@ def aging_figure(result, metric: str = "acc", *, title: str | None = None) -> go
                 vals = result.loss[i, j]
                 mean, lo, hi = vals.mean(1), vals.min(1), vals.max(1)
             fig.add_scatter(x=np.concatenate([t, t[::-1]]), y=np.concatenate([hi, lo[::-1]]), fill="toself", mode="lines",
-                            fillcolor=_rgba(colour, 0.12), line=dict(width=0), hoverinfo="skip", showlegend=False,
+                            fillcolor=_rgba(colour, 0.12), line=dict(width=0, color=_rgba(colour, 0.35)),
+                            hoverinfo="skip", showlegend=False,
                             legendgroup=name)
             fig.add_scatter(x=t, y=mean, mode="lines+markers", name=name, legendgroup=name,
                             line=dict(color=colour, dash=DASHES[j % len(DASHES)]))
@@ -103,6 +106,7 @@ def aging_figure(result, metric: str = "acc", *, title: str | None = None) -> go
     band = "band: 5th-95th percentile over draws and seeds" if metric == "acc" else "band: range over seeds"
     fig.update_yaxes(title="test accuracy (%)" if metric == "acc" else "test loss (cross-entropy, nats)")
     fig.update_layout(legend=dict(orientation="h", y=-0.3))
+    tag(fig, "lines", legend=True)  # print layouts keep room for the legend under the axis
     what = "Accuracy" if metric == "acc" else "Loss"
     return _style(fig, title or f"{what} against time since programming<br><sup>{band}</sup>")
 
@@ -123,14 +127,15 @@ def sharpness_figure(result, *, title: str | None = None) -> go.Figure:
                         error_y=dict(type="data", array=[r["measured_se"]], visible=True))
     xs = [r["sharpness"] for r in result.rows] + [r["measured_increase"] for r in result.rows]
     lo, hi = min(xs + [0.0]), max(xs + [1e-12])
-    fig.add_scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(color="#999999", dash="dot"), name="y = x")
-    fig.update_xaxes(title="device sharpness ½ tr(H Σ<sub>w</sub>) (nats)")
-    fig.update_yaxes(title="measured loss increase (nats)")
+    fig.add_scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(color="#999999", dash="dot"), name="y = x",
+                    showlegend=False)  # named in the axis title: one legend row fewer
+    fig.update_xaxes(title="device sharpness ½ tr(H Σ<sub>w</sub>) (nats; bars ±1 SE)")
+    fig.update_yaxes(title="measured loss increase (nats; dotted: y = x)")
     rho = result.correlation["sharpness"]
     rho_text = "n/a (< 3 pairs)" if np.isnan(rho["spearman"]) else f"{rho['spearman']:.2f} (p = {rho['p_value']:.2g}, {rho['pairs']} pairs)"
     fig.update_layout(legend=dict(orientation="h", y=-0.3))
-    return _style(fig, title or f"Device sharpness predicts the loss increase<br><sup>Spearman ρ = {rho_text}; "
-                                f"error bars: 1 SE</sup>")
+    tag(fig, "lines", legend=True)
+    return _style(fig, title or f"Sharpness vs loss increase, Spearman ρ = {rho_text}")
 
 
 def default_figures(result, ablation_rows=None) -> dict[str, go.Figure]:
