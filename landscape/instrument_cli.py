@@ -157,26 +157,14 @@ def cmd_aging(args) -> int:
 
 
 def cmd_sharpness(args) -> int:
-    from dat.checkpoint import load_checkpoint
-    from dat.data import load_dataset
-
-    from landscape.compute import as_tensors
     from landscape.instruments import sharpness_figure
-    from landscape.sharpness import sharpness_study
+    from landscape.sharpness import sharpness_study, study_inputs
 
-    models, dataset = {}, None
     paths = _models(args.model, args.checkpoints)
     for label, files in paths.items():
         if len(files) != 1:
             raise expected(f"--model {label}", "one checkpoint (sharpness is per model)", f"{len(files)} paths")
-        ckpt = load_checkpoint(files[0])
-        models[label] = (ckpt.model, ckpt.noise_targets())
-        name = ckpt.meta.get("config", {}).get("dataset", "digits")
-        if dataset not in (None, name):
-            raise expected("models' datasets", "one dataset for every model", f"{dataset} and {name}")
-        dataset = name
-    bundle = load_dataset(dataset)
-    X, Y = as_tensors(bundle.train_eval, args.samples or None)
+    models, X, Y = study_inputs({label: files[0] for label, files in paths.items()}, samples=args.samples)
     result = sharpness_study(models, _device_labels(args.devices), X, Y, probes=args.probes, draws=args.draws,
                              seed=args.seed, eigenvalues=args.eigenvalues, progress=_progress(args.quiet, "pair"))
     print(markdown_table(list(result.rows), ["model", "device", "sharpness", "se", "predicted_increase",

@@ -215,6 +215,31 @@ def rank_correlation(x, y) -> dict:
     return {"spearman": float(res.statistic), "p_value": float(res.pvalue), "pairs": int(x.size)}
 
 
+def study_inputs(paths: dict, *, samples: int | None = None, data_root=None):
+    """The inputs of :func:`sharpness_study` from checkpoint files {label: path}: ({label: (model,
+    its trained noise targets)}, X, Y), the first ``samples`` images of their one dataset's
+    un-augmented training split, read from the user's ``data_root`` (never the checkpoint's)."""
+    from dat.checkpoint import load_checkpoint
+    from dat.data import dataset_named_by, load_dataset_named_by
+    from dat.errors import expected
+
+    from .compute import as_tensors
+
+    if not paths:
+        raise expected("models", "at least one checkpoint", "none")
+    models, names = {}, {}
+    for label, path in paths.items():
+        ckpt = load_checkpoint(path)
+        models[label] = (ckpt.model, ckpt.noise_targets())
+        names[label] = dataset_named_by(ckpt.meta, f"checkpoint {path}")
+    if len(set(names.values())) != 1:
+        raise expected("models' datasets", "one dataset for every model", names)
+    name = next(iter(names.values()))
+    bundle = load_dataset_named_by(name, data_root, source="the sharpness models")
+    X, Y = as_tensors(bundle.train_eval, samples or None)
+    return models, X, Y
+
+
 def sharpness_study(models: dict, devices: dict, X: torch.Tensor, Y: torch.Tensor, *, probes: int = 32,
                     draws: int = 20, seed: int = 0, eigenvalues: int = 5, batch_size: int = 512,
                     progress=None) -> SharpnessResult:

@@ -188,19 +188,11 @@ with sharp_tab:
             run = st.form_submit_button("Compute sharpness", type="primary")
         if run:
             try:
-                from dat.checkpoint import load_checkpoint
-                from dat.data import load_dataset
-                from landscape.compute import as_tensors
-                from landscape.sharpness import sharpness_study
+                from dat.ui_helpers import workspace_data_root
+                from landscape.sharpness import sharpness_study, study_inputs
 
-                models, dataset = {}, None
-                for n in picked:
-                    ckpt = load_checkpoint(paths[n])
-                    models[f"{labels[n]} · {n}"] = (ckpt.model, ckpt.noise_targets())
-                    dataset = ckpt.meta.get("config", {}).get("dataset", "digits")
-                if not models:
-                    raise UserError("models: expected at least one, found none")
-                X, Y = as_tensors(load_dataset(dataset).train_eval, int(samples) or None)
+                models, X, Y = study_inputs({f"{labels[n]} · {n}": paths[n] for n in picked}, samples=int(samples),
+                                            data_root=workspace_data_root(ws))
                 bar, cb = progress_bar("Model-device pairs...")
                 result = sharpness_study(models, {d: choices[d] for d in devices}, X, Y, probes=int(probes),
                                          draws=int(draws), eigenvalues=int(eigen), progress=cb)
