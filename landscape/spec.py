@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
-from dat.errors import expected
+from dat.errors import UserError, expected
 
 from . import compute as _compute
 from .compute import Curves, Surface, free_plane, noise_curves, plane_surface
@@ -116,7 +116,6 @@ def trained_settings(checkpoints: dict, given: dict | None = None) -> dict:
     landscape compares models under one device model)."""
     from dat.checkpoint import read_meta
     from dat.data import dataset_named_by
-    from dat.errors import UserError
 
     given = {k: v for k, v in (given or {}).items() if k in TRAINED_FIELDS and v is not None}
     if not checkpoints:
@@ -142,7 +141,6 @@ def spec_from_checkpoints(kind: str, checkpoints: dict, devices: dict, *, data_r
     come from the checkpoints (:func:`trained_settings`; a setting given here overrides one of
     them), the data folder from the caller (the user's --data-root or the workspace), everything
     else from ``settings``."""
-    from dat.errors import UserError
 
     if len(set(map(str, devices.values()))) != len(devices):
         raise UserError(f"expected a different device for each panel, found {dict(devices)}")
@@ -160,7 +158,6 @@ def load_models(spec: LandscapeSpec) -> dict:
 
 def load_profiles(spec: LandscapeSpec, model) -> dict:
     """label -> NoiseProfile bound to ``model``'s targets; a device is a preset name or a saved file."""
-    from dat.errors import UserError
     from dat.profile_io import make_profile
     from dat.targets import find_targets
 
