@@ -78,6 +78,21 @@ def config_targets(config: TrainConfig, bundle):
     return find_targets(model, config.targets, tile=(config.tile, config.tile), units=config.units)
 
 
+def preset_profile(source: str, preset: str, *, data_root=None, name: str | None = None, **overrides):
+    """(profile, targets): the device ``source`` (preset, saved file or twin reference) bound to the
+    noise targets of a model the training ``preset`` (with ``overrides``) builds. The dataset's
+    shapes come from the user's ``data_root`` (None: the configuration's own folder)."""
+    from dat.config import resolve
+    from dat.data import load_dataset_named_by
+    from dat.profiles import bind
+
+    config = resolve(preset, **overrides)
+    bundle = load_dataset_named_by(config.dataset, config.data_root if data_root is None else data_root,
+                                   source=f"training preset {preset}")
+    targets = config_targets(config, bundle)
+    return bind(base_device(source), targets, name=name), targets
+
+
 def materialise(refs, targets, folder) -> dict[str, str]:
     """Write every referenced device as a profile file in ``folder``; {reference: path}."""
     from dat.profile_io import save_device

@@ -32,18 +32,14 @@ def add_twin_parser(sub) -> None:
 
 
 def run_twin_command(args) -> int:
-    from dat.config import resolve
-    from dat.data import load_dataset
-    from dat.profiles import bind
-    from dat.transfer import base_device, config_targets
+    from dat.transfer import preset_profile
     from dat.twins import save_twin
 
-    config = resolve(args.preset, targets=args.targets, tile=args.tile)
-    targets = config_targets(config, load_dataset(config.dataset, config.data_root, verify=config.verify))
-    profile = bind(base_device(args.source), targets, name=Path(args.source).stem)
+    profile, targets = preset_profile(args.source, args.preset, name=Path(args.source).stem, targets=args.targets,
+                                      tile=args.tile)
     name = args.name or f"{Path(args.source).stem}:{args.kind}"
     out = Path(args.out) if args.out else Path("profiles") / f"{Path(args.source).stem}-{args.kind}.npz"
     meta = save_twin(out, profile, args.kind, name=name)
-    print(f"saved {name} (n = {profile.n}, {args.kind} twin of {args.source} on {config.arch} "
+    print(f"saved {name} (n = {profile.n}, {args.kind} twin of {args.source} on "
           f"{', '.join(l.name for l in targets.layers)}) to {out}; hash {meta['content_hash'][:12]}")
     return 0

@@ -67,15 +67,11 @@ with twins_tab:
         make = st.form_submit_button("Make twin", type="primary")
     if make:
         try:
-            from dat.config import resolve
-            from dat.data import load_dataset
-            from dat.profiles import bind
-            from dat.transfer import base_device, config_targets
+            from dat.transfer import preset_profile
             from dat.twins import twin
+            from dat.ui_helpers import workspace_data_root
 
-            config = resolve(preset)
-            targets = config_targets(config, load_dataset(config.dataset, config.data_root, verify=config.verify))
-            full = bind(base_device(choices[source]), targets, name=source)
+            full, targets = preset_profile(choices[source], preset, name=source, data_root=workspace_data_root(ws))
             t = twin(full, kind)
             k = min(10, full.n)
             st.session_state["twin_view"] = [
