@@ -3,7 +3,7 @@ what the tool does, the workflow, and the workspace's state."""
 
 import streamlit as st
 
-from dat.workspace import Workspace
+from faces.dashboard.workspace import Workspace
 
 
 PAGES = {  # file -> (menu title, URL path, link text on the home page)
@@ -61,7 +61,7 @@ def home() -> None:
                 "on two idle cores) with `dat demo` in a terminal, or with the button below; the landscape pages "
                 "use it at once.")
         if st.button("Make demo checkpoints", key="make_demo"):
-            from dat.ui_helpers import submit_demo
+            from faces.dashboard.helpers import submit_demo
 
             try:
                 job = submit_demo(ws)

@@ -2,7 +2,7 @@
 
 Raised at each boundary where outside input enters (files, command-line options, dashboard
 forms) with a message that says what was expected and what was found. The CLI catches it once
-(`dat.cli.main`: message on stderr, exit status 2, no traceback); each dashboard page catches it
+(`faces.cli.main`: message on stderr, exit status 2, no traceback); each dashboard page catches it
 once (`st.error`, the page keeps running). Anything else that escapes is a bug in this project and
 keeps its traceback.
 

@@ -26,6 +26,22 @@ from typing import Callable, Iterator
 
 from dat.errors import UserError
 
+# A user-chosen name becomes part of a file name (profiles/NAME.npz, checkpoint stems): one rule.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """A user-chosen file name part: letters, digits, '-', '_', '.', at most 64, no path parts."""
+    if not isinstance(name, str):
+        raise TypeError(f"{what} must be a string, found {type(name).__name__}")
+    name = name.strip()
+    if not _NAME.match(name) or ".." in name:
+        raise ValueError(
+            f"{what} must be 1-64 characters from letters, digits, '-', '_' and '.', starting with "
+            f"a letter or digit (no folders), found {name!r}")
+    return name
+
+
 # .NAME.PID.RANDOM.tmp, RANDOM being tempfile.mkstemp's 8 characters.
 _TEMP = re.compile(r"^\..+\.(?P<pid>[0-9]+)\.[a-z0-9_]{8}\.tmp$")
 # Temporary files of older versions carried no process id (.NAME.RANDOM.tmp, .upload-RANDOM.part):

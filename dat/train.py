@@ -429,7 +429,7 @@ def train_trio(config: TrainConfig, device_a="device-A", device_b="device-B", fo
     plan = {"sgd": (sgd_method, device_a), "dat-a": (dat_method, device_a), "dat-b": (dat_method, device_b)}
     runs = {role: replace(config, method=method, device=str(device), batchnorm=config.uses_batchnorm,
                           out=os.path.join(folder, f"{role}.safetensors"))
-            for role, (method, device) in plan.items()}  # roles: dat.workspace.TRIO_ROLES
+            for role, (method, device) in plan.items()}  # roles: faces.dashboard.workspace.TRIO_ROLES
     results = {}
     for label, run in runs.items():
         tagged = [lambda event, payload, label=label, cb=cb: cb(event, {**payload, "run": label}) for cb in callbacks]

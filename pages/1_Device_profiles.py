@@ -7,10 +7,10 @@ import streamlit as st
 from dat import profile_figures as pf
 from dat.devices import KERNELS, CrossbarParams, DenseDevice
 from dat.errors import UserError
-from dat.ui_helpers import (MAX_MEASUREMENT_MB, OTHER_TIME, PARAMETER_LABELS, TIME_PRESETS, device_choices,
+from faces.dashboard.helpers import (MAX_MEASUREMENT_MB, OTHER_TIME, PARAMETER_LABELS, TIME_PRESETS, device_choices,
                             fit_measurements, fit_sentence, fit_summary, load_device, time_choice,
                             time_since_programming)
-from dat.workspace import Workspace
+from faces.dashboard.workspace import Workspace
 
 st.set_page_config(page_title="Device profiles", layout="wide")
 st.title("Device profiles")

@@ -2,12 +2,12 @@
 
 import streamlit as st
 
-from dat import jobs
+from faces.dashboard import jobs
 from dat.config import METHODS, PRESETS, TARGET_CHOICES, resolve
 from dat.errors import UserError
-from dat.ui_helpers import (device_choices, missing_data_message, resume_job, submit_training, submit_trio,
+from faces.dashboard.helpers import (device_choices, missing_data_message, resume_job, submit_training, submit_trio,
                             training_figure, workspace_data_root)
-from dat.workspace import Workspace
+from faces.dashboard.workspace import Workspace
 
 st.set_page_config(page_title="Train", layout="wide")
 st.title("Train")

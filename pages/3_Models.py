@@ -4,10 +4,10 @@ import os
 
 import streamlit as st
 
-from dat.ui_helpers import (checkpoint_rows, device_choices, evaluate_checkpoint, evaluation_row, table_one,
+from faces.dashboard.helpers import (checkpoint_rows, device_choices, evaluate_checkpoint, evaluation_row, table_one,
                             workspace_data_root)
 from dat.table import layout_table, layout_to_csv, layout_to_markdown, to_latex
-from dat.workspace import MAX_UPLOAD_BYTES, Workspace
+from faces.dashboard.workspace import MAX_UPLOAD_BYTES, Workspace
 
 st.set_page_config(page_title="Models", layout="wide")
 st.title("Models")

@@ -2,12 +2,12 @@
 
 import streamlit as st
 
-from dat.ui_helpers import device_choices, landscape_spec, model_labels
-from dat.workspace import Workspace
+from faces.dashboard.helpers import device_choices, landscape_spec, model_labels
+from faces.dashboard.workspace import Workspace
 from landscape.figures import curves_figure
 from landscape.summary import compare_devices
-from pages.widgets.export import export_panel
-from pages.widgets.workspace import compute_with_progress
+from faces.dashboard.widgets.export import export_panel
+from faces.dashboard.widgets.workspace import compute_with_progress
 
 st.set_page_config(page_title="Noise curves", layout="wide")
 st.title("Noise curves")

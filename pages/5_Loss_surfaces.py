@@ -2,11 +2,11 @@
 
 import streamlit as st
 
-from dat.ui_helpers import TRIO_LABELS, TRIO_ROLES, device_choices, trio_spec
-from dat.workspace import Workspace
+from faces.dashboard.helpers import TRIO_LABELS, TRIO_ROLES, device_choices, trio_spec
+from faces.dashboard.workspace import Workspace
 from landscape.figures import fig1_figure, surface_figure
-from pages.widgets.export import export_panel
-from pages.widgets.workspace import compute_with_progress, trios_or_stop
+from faces.dashboard.widgets.export import export_panel
+from faces.dashboard.widgets.workspace import compute_with_progress, trios_or_stop
 
 st.set_page_config(page_title="Loss surfaces", layout="wide")
 st.title("Loss surfaces")

@@ -2,13 +2,13 @@
 
 import streamlit as st
 
-from dat.ui_helpers import SURFACE_LABELS, TRIO_ROLES, device_choices, landscape_spec, trio_spec
-from dat.workspace import Workspace
+from faces.dashboard.helpers import SURFACE_LABELS, TRIO_ROLES, device_choices, landscape_spec, trio_spec
+from faces.dashboard.workspace import Workspace
 from landscape.figures import comparison_figure
 from landscape.spec import load_inputs
 from landscape.summary import compare_devices
-from pages.widgets.export import export_panel
-from pages.widgets.workspace import compute_with_progress, trios_or_stop
+from faces.dashboard.widgets.export import export_panel
+from faces.dashboard.widgets.workspace import compute_with_progress, trios_or_stop
 
 st.set_page_config(page_title="Compare devices", layout="wide")
 st.title("Compare devices")

@@ -4,8 +4,8 @@ on Y), how accuracy ages after programming, and a curvature that predicts the lo
 import streamlit as st
 
 from dat.errors import UserError
-from dat.ui_helpers import device_choices, model_labels
-from dat.workspace import Workspace
+from faces.dashboard.helpers import device_choices, model_labels
+from faces.dashboard.workspace import Workspace
 
 st.set_page_config(page_title="Instruments", layout="wide")
 st.title("Research instruments")
@@ -69,7 +69,7 @@ with twins_tab:
         try:
             from dat.transfer import preset_profile
             from dat.twins import twin
-            from dat.ui_helpers import workspace_data_root
+            from faces.dashboard.helpers import workspace_data_root
 
             full, targets = preset_profile(choices[source], preset, name=source, data_root=workspace_data_root(ws))
             t = twin(full, kind)
@@ -184,7 +184,7 @@ with sharp_tab:
             run = st.form_submit_button("Compute sharpness", type="primary")
         if run:
             try:
-                from dat.ui_helpers import workspace_data_root
+                from faces.dashboard.helpers import workspace_data_root
                 from landscape.sharpness import sharpness_study, study_inputs
 
                 models, X, Y = study_inputs({f"{labels[n]} · {n}": paths[n] for n in picked}, samples=int(samples),

@@ -1,6 +1,6 @@
 """Adversarial inputs at every file boundary, through both faces.
 
-The CLI (`python -m dat.cli ...` in a subprocess, or `dat.cli.main` in process for the many
+The CLI (`python -m faces.cli ...` in a subprocess, or `faces.cli.main` in process for the many
 variants) must answer a bad file with exit status 2 and a message on stderr that names the file and
 says what was expected, never a traceback. The Device profiles page (Streamlit's AppTest) must show
 `st.error` and keep running. In every case: nothing is written outside the working folder, no
@@ -135,7 +135,7 @@ def bad_files(tmp: Path, marker: Path) -> list[tuple[str, Path, str]]:
 
 def run_main(argv, cwd: Path, capsys) -> tuple[int, str]:
     """`dat ARGV` in process from ``cwd`` (the same code as the console script, minus start-up)."""
-    from dat.cli import main
+    from faces.cli import main
 
     old = os.getcwd()
     os.chdir(cwd)
@@ -148,7 +148,7 @@ def run_main(argv, cwd: Path, capsys) -> tuple[int, str]:
 
 def run_cli(argv, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "dat.cli", *argv], cwd=cwd, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "faces.cli", *argv], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=300)
 
 
@@ -201,10 +201,10 @@ def test_the_console_command_exits_2_with_a_message_and_no_traceback(tmp_path, k
 
 
 def test_the_profile_module_entry_point_catches_user_errors_too(tmp_path, capsys):
-    from dat.profile_cli import main
+    from faces.cli import main
 
     (tmp_path / "empty.npz").write_bytes(b"")
-    assert main(["inspect", str(tmp_path / "empty.npz")]) == 2
+    assert main(["profile", "inspect", str(tmp_path / "empty.npz")]) == 2
     assert "empty.npz: expected a .npz archive" in capsys.readouterr().err
 
 
@@ -223,7 +223,7 @@ def test_make_accepts_a_name(tmp_path, capsys, flag):
     ["profile", "dense", "SIGMA", "--name", "ABSOLUTE"],
 ])
 def test_a_name_with_a_folder_is_refused_by_the_dashboards_rule(tmp_path, capsys, argv):
-    from dat.workspace import check_name
+    from dat.fileio import check_name
 
     work = tmp_path / "a" / "b"
     work.mkdir(parents=True)
@@ -345,7 +345,7 @@ def test_page_refuses_bad_uploads_with_the_uploads_own_name(workspace, tmp_path)
 def test_upload_limit_is_one_number_for_the_widget_and_the_library():
     from streamlit.testing.v1 import AppTest
 
-    from dat.ui_helpers import MAX_MEASUREMENT_BYTES, MAX_MEASUREMENT_MB, fit_measurements
+    from faces.dashboard.helpers import MAX_MEASUREMENT_BYTES, MAX_MEASUREMENT_MB, fit_measurements
 
     assert MAX_MEASUREMENT_BYTES == MAX_MEASUREMENT_MB * 2**20  # Streamlit's MB are 2**20 bytes
     at = AppTest.from_file(str(ROOT / "pages" / "1_Device_profiles.py"), default_timeout=TIMEOUT).run()
@@ -383,7 +383,7 @@ def test_noise_curves_page_shows_a_broken_profile_as_an_error(demo_with_broken_p
 
 
 def test_the_landscape_entry_point_exits_2_on_a_broken_profile(demo_with_broken_profile, tmp_path, capsys):
-    from landscape.cli import main
+    from faces.cli import main
 
     ckpt = demo_with_broken_profile / "checkpoints" / "sgd.safetensors"
     broken = demo_with_broken_profile / "profiles" / "broken.npz"
@@ -396,7 +396,7 @@ def test_the_landscape_entry_point_exits_2_on_a_broken_profile(demo_with_broken_
 
 @pytest.mark.parametrize("data", [b"\x80\x04pickle", b"\0" * 16, PNG])
 def test_a_bad_checkpoint_upload_is_named_as_uploaded_not_by_a_temporary_path(tmp_path, data):
-    from dat.workspace import Workspace
+    from faces.dashboard.workspace import Workspace
 
     ws = Workspace(tmp_path)
     with pytest.raises(ValueError) as info:
@@ -416,7 +416,7 @@ def test_the_planted_pickle_runs_under_an_unsafe_loader(tmp_path):
 def test_checkpoint_upload_limit_is_the_servers_in_the_same_megabytes():
     import tomllib
 
-    from dat.workspace import MAX_UPLOAD_BYTES, Workspace
+    from faces.dashboard.workspace import MAX_UPLOAD_BYTES, Workspace
 
     config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
     assert config["server"]["maxUploadSize"] * 2**20 == MAX_UPLOAD_BYTES  # the widget's limit is the library's

@@ -11,7 +11,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from dat import jobs
+from faces.dashboard import jobs
 
 TIMEOUT = 240
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -283,7 +283,7 @@ def test_pages_without_checkpoints_say_how_to_make_them(empty_workspace, path):
 def test_train_page_with_a_failing_job_shows_no_success_message(workspace, monkeypatch):
     """The job fails before the page draws (submit waits for it): the page must not say "Started"
     in green above the red failure."""
-    from dat import ui_helpers
+    from faces.dashboard import helpers as ui_helpers
 
     real = ui_helpers.submit_training
 
@@ -335,7 +335,7 @@ def test_home_counts_running_jobs_of_the_workspace(workspace):
 def test_a_time_preset_changes_the_profile_and_applying_confirms(workspace):
     from dat.devices import PRESETS
 
-    from dat.ui_helpers import time_choice
+    from faces.dashboard.helpers import time_choice
 
     at = page("pages/1_Device_profiles.py")
     own = PRESETS["device-A"].t_seconds

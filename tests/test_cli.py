@@ -8,7 +8,7 @@ import os
 import pytest
 
 from dat.checkpoint import read_meta
-from dat.cli import FIELD_HELP, build_parser, main
+from faces.cli import FIELD_HELP, build_parser, main
 
 TINY = ["--epochs", "1", "--width", "4", "--hidden", "16", "--eval-draws", "2", "--quiet"]
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from dat.checkpoint import save_checkpoint
-from dat.cli import main as cli_main
+from faces.cli import main as cli_main
 from dat.models import build_model
 from dat.parallel import rank_and_world
 from landscape.parallel import map_chunks
@@ -40,7 +40,7 @@ def test_two_torchrun_ranks_give_the_single_process_surface(tmp_path):
             "--formats", "none", "--no-cache", "--quiet"]
     assert cli_main([*args, "--out", str(tmp_path / "one")]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    run = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "-m", "dat.cli", *args,
+    run = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "-m", "faces.cli", *args,
                           "--out", str(tmp_path / "two")], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=240)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -59,7 +59,7 @@ def test_dat_train_under_torchrun_learns_and_rank_zero_writes_one_checkpoint(tmp
     if torchrun is None:
         pytest.skip("torchrun is not installed next to this Python")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    run = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "-m", "dat.cli", "train", "--preset",
+    run = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "-m", "faces.cli", "train", "--preset",
                           "digits", "--method", "dat-fast", "--epochs", "4", "--eval-draws", "2", "--quiet",
                           "--out", str(tmp_path / "ddp.safetensors")], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=240)

@@ -8,11 +8,11 @@ import json
 import pytest
 
 from dat.checkpoint import read_meta
-from dat.cli import main
+from faces.cli import main
 from dat.evaluate import evaluate_checkpoint as evaluate_by_rule
 from dat.table import table_rows, to_csv
-from dat.ui_helpers import evaluate_checkpoint as dashboard_evaluate
-from dat.ui_helpers import evaluation_row
+from faces.dashboard.helpers import evaluate_checkpoint as dashboard_evaluate
+from faces.dashboard.helpers import evaluation_row
 
 TINY = ["--epochs", "1", "--width", "4", "--hidden", "8", "--eval-draws", "5", "--quiet"]
 

@@ -237,7 +237,7 @@ def transfer_run(tmp_path_factory):
 
 
 def test_transfer_diagonal_is_the_ordinary_noisy_evaluation_dat_eval_prints(transfer_run, capsys):
-    from dat.cli import main
+    from faces.cli import main
 
     result, folder = transfer_run
     for row, device in (("DAT-Full on device-A", "device-A"), ("DAT-Full on device-A:diagonal", "device-A:diagonal")):

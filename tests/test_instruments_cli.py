@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dat.cli import main
+from faces.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 SGD = str(ROOT / "checkpoints" / "sgd.safetensors")

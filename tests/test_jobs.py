@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from dat import jobs
+from faces.dashboard import jobs
 
 
 @pytest.fixture

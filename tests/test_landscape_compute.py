@@ -440,7 +440,9 @@ def test_memory_stays_bounded_for_a_huge_alpha_grid(tmp_path):
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr
-    assert int(out.stdout.split()[-1]) < 400  # MiB of growth: results and pieces, not [S, A, B, K] logits
+    # MiB of growth: results and pieces (about 0.4-0.55 GB with the allocator's slack), not the 1.6 GB of
+    # [S, A, K] head logits an unchunked evaluation holds
+    assert int(out.stdout.split()[-1]) < 800
 
 
 def test_evaluation_limit_is_enforced_and_can_be_lifted(trio, data):
@@ -476,7 +478,7 @@ ONE_ARGS = ["--checkpoint", "SGD=checkpoints/sgd.safetensors", "--formats", "non
 ], ids=["num-alphas", "resolution-1e6x3", "resolution-1e6x1e6", "span", "draws-1d", "draws-2d", "resolution-1",
         "memory"])
 def test_cli_refuses_bad_sizes(argv, message, tmp_path, capsys):
-    from dat.cli import main
+    from faces.cli import main
 
     code = main(["landscape", *argv, "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
@@ -486,7 +488,7 @@ def test_cli_refuses_bad_sizes(argv, message, tmp_path, capsys):
 
 
 def test_cli_limit_can_be_lifted(tmp_path, capsys, monkeypatch):
-    from dat.cli import main
+    from faces.cli import main
 
     monkeypatch.setattr(C, "MAX_EVALUATIONS", 10)
     argv = ["landscape", "1d", *ONE_ARGS, "--device", "A=device-A", "--num-alphas", "5", "--draws", "2",
@@ -500,7 +502,7 @@ def test_cli_refusal_in_a_subprocess_has_no_traceback(tmp_path):
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "dat.cli", "landscape", "2d", *TRIO_ARGS, "--resolution", "1000000",
+    out = subprocess.run([sys.executable, "-m", "faces.cli", "landscape", "2d", *TRIO_ARGS, "--resolution", "1000000",
                           "3", "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
     assert out.returncode == 2 and "51,000,051 model evaluations" in out.stderr
     assert "Traceback" not in out.stderr

@@ -14,7 +14,7 @@ import torch
 from dat.checkpoint import save_checkpoint
 from dat.models import build_model
 from landscape import export, figures
-from landscape.cli import main as cli_main
+from faces.cli import main as cli_main
 from landscape.spec import LandscapeSpec, run_spec
 from landscape.summary import basin_width, compare_devices
 

@@ -9,7 +9,7 @@ import torch
 from dat.checkpoint import save_checkpoint
 from dat.errors import UserError
 from dat.models import build_model
-from landscape.cli import main as cli_main
+from faces.cli import main as cli_main
 from landscape.export import load_numbers
 from landscape.spec import run_spec, spec_from_checkpoints
 
@@ -35,7 +35,7 @@ def test_spec_takes_targets_tile_units_and_stress_as_trained(trio):
 
 
 def test_cli_and_dashboard_give_identical_curves(trio, tmp_path):
-    from dat.ui_helpers import landscape_spec
+    from faces.dashboard.helpers import landscape_spec
 
     settings = dict(split="test", max_samples=40, num_alphas=5, draws=2, seed=3)
     dash = run_spec(landscape_spec("curves", trio, {"device-A": "device-A", "device-B": "device-B"}, **settings))

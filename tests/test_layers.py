@@ -19,8 +19,10 @@ LAYERS = {
     3: ["landscape.__init__", "landscape.cache", "landscape.compute", "landscape.directions", "landscape.evaluator",
         "landscape.parallel", "landscape.spec", "landscape.summary", "landscape.figures", "landscape.export",
         "landscape.sharpness", "landscape.instruments"],
-    4: ["dat.cli", "dat.profile_cli", "dat.twin_cli", "landscape.cli", "landscape.instrument_cli", "dat.ui_helpers",
-        "dat.workspace", "dat.jobs"],
+    4: ["faces.__init__", "faces.cli.__init__", "faces.cli.__main__", "faces.cli.profile", "faces.cli.twin",
+        "faces.cli.landscape", "faces.cli.instruments", "faces.dashboard.__init__", "faces.dashboard.helpers",
+        "faces.dashboard.workspace", "faces.dashboard.jobs", "faces.dashboard.widgets.__init__",
+        "faces.dashboard.widgets.export", "faces.dashboard.widgets.workspace"],
 }
 NAMES = ("noise profile and base", "noise profile", "training", "landscape", "faces")
 LAYER_OF = {m: layer for layer, mods in LAYERS.items() for m in mods}
@@ -28,7 +30,7 @@ LAYER_OF = {m: layer for layer, mods in LAYERS.items() for m in mods}
 
 def _modules() -> dict:
     return {".".join(p.relative_to(ROOT).with_suffix("").parts): p
-            for pkg in ("dat", "landscape") for p in sorted((ROOT / pkg).glob("*.py"))}
+            for pkg in ("dat", "landscape", "faces") for p in sorted((ROOT / pkg).rglob("*.py"))}
 
 
 def _imports(name: str, path: Path, known) -> set:
@@ -89,6 +91,16 @@ def test_no_module_imports_a_higher_layer():
 def test_no_import_cycle_between_files():
     cycles = _cycles(_graph())
     assert not cycles, "\n".join(cycles)
+
+
+def test_no_import_cycle_between_packages():
+    """dat (noise profile, training) <- landscape <- faces: a package never imports one that imports it."""
+    top = {}
+    for m, deps in _graph().items():
+        top.setdefault(m.split(".")[0], set()).update(d.split(".")[0] for d in deps if d.split(".")[0] != m.split(".")[0])
+    assert top["dat"] == set(), f"dat imports {sorted(top['dat'])}"
+    assert top["landscape"] <= {"dat"}, f"landscape imports {sorted(top['landscape'])}"
+    assert not _cycles(top), _cycles(top)
 
 
 def test_the_checker_sees_an_upward_import_and_a_cycle():

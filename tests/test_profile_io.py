@@ -10,7 +10,7 @@ import torch
 from dat.devices import PRESETS, DenseDevice
 from dat.errors import UserError
 from dat.measure import FittedTile
-from dat.profile_cli import add_profile_parser, run_profile_command
+from faces.cli.profile import add_profile_parser, run_profile_command
 from dat.profile_io import device_hash, load_dense, load_device, read_metadata, save_device
 from dat.profiles import bind
 from dat.targets import Targets

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from dat import jobs
-from dat.cli import main as cli_main
+from faces.dashboard import jobs
+from faces.cli import main as cli_main
 from dat.fileio import atomic_write_bytes, lock_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,7 +92,7 @@ def test_invalid_hyperparameters_are_refused_before_anything_is_written(tmp_path
 
 
 def test_the_cli_refuses_lr_inf_with_exit_2_and_no_traceback():
-    run = subprocess.run([sys.executable, "-m", "dat.cli", "train", "--lr", "inf", "--out", "never.safetensors"],
+    run = subprocess.run([sys.executable, "-m", "faces.cli", "train", "--lr", "inf", "--out", "never.safetensors"],
                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert run.returncode == 2
     assert "Invalid lr: expected a finite number, found inf" in run.stderr and "Traceback" not in run.stderr
@@ -101,8 +101,8 @@ def test_the_cli_refuses_lr_inf_with_exit_2_and_no_traceback():
 
 def test_a_diverged_dashboard_job_is_failed_with_the_message_and_lists_no_model(tmp_path):
     from dat.config import resolve
-    from dat.ui_helpers import submit_training
-    from dat.workspace import Workspace
+    from faces.dashboard.helpers import submit_training
+    from faces.dashboard.workspace import Workspace
 
     ws = Workspace(tmp_path)
     job = submit_training(ws, resolve("digits", lr=1e6, epochs=1, width=4, hidden=8, eval_draws=1))
@@ -122,7 +122,7 @@ def _torchrun():
 
 def test_under_torchrun_every_rank_stops_at_the_diverged_step_and_none_writes(tmp_path):
     out = tmp_path / "ddp.safetensors"
-    run = subprocess.run([_torchrun(), "--standalone", "--nproc_per_node=2", "-m", "dat.cli", "train", *TINY,
+    run = subprocess.run([_torchrun(), "--standalone", "--nproc_per_node=2", "-m", "faces.cli", "train", *TINY,
                           "--lr", "1e6", "--out", str(out)], cwd=ROOT, env=ENV, capture_output=True, text=True,
                          timeout=300)
     assert run.returncode != 0
@@ -134,7 +134,7 @@ def test_under_torchrun_every_rank_stops_at_the_diverged_step_and_none_writes(tm
 # -- item 6: one run per output ----------------------------------------------------------------
 def test_a_second_run_into_a_live_runs_output_refuses_and_a_killed_runs_lock_does_not_block(tmp_path, capsys):
     out = tmp_path / "shared.safetensors"
-    first = subprocess.Popen([sys.executable, "-m", "dat.cli", "train", "--preset", "digits", "--epochs", "200",
+    first = subprocess.Popen([sys.executable, "-m", "faces.cli", "train", "--preset", "digits", "--epochs", "200",
                               "--width", "4", "--hidden", "8", "--quiet", "--out", str(out)],
                              cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -172,7 +172,7 @@ def test_under_torchrun_a_held_lock_stops_every_rank(tmp_path):
 
     out = tmp_path / "ddp.safetensors"
     with exclusive_lock(out):
-        run = subprocess.run([_torchrun(), "--standalone", "--nproc_per_node=2", "-m", "dat.cli", "train", *TINY,
+        run = subprocess.run([_torchrun(), "--standalone", "--nproc_per_node=2", "-m", "faces.cli", "train", *TINY,
                               "--out", str(out)], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert run.returncode != 0
     # Count the refusals, not lines: the two ranks write stderr at once and their lines can run together.
@@ -182,8 +182,8 @@ def test_under_torchrun_a_held_lock_stops_every_rank(tmp_path):
 
 def test_the_dashboards_training_jobs_respect_the_lock(tmp_path):
     from dat.fileio import exclusive_lock
-    from dat.ui_helpers import submit_demo
-    from dat.workspace import Workspace
+    from faces.dashboard.helpers import submit_demo
+    from faces.dashboard.workspace import Workspace
 
     ws = Workspace(tmp_path)
     with exclusive_lock(ws.checkpoints_dir / "sgd.safetensors"):  # e.g. `dat demo` in a terminal
@@ -217,8 +217,8 @@ def test_a_temporary_file_of_a_writer_killed_mid_write_is_removed_by_the_next_wr
 SERVER = """
 import json, os, signal, sys, time
 from dat.config import resolve
-from dat.ui_helpers import submit_training
-from dat.workspace import Workspace
+from faces.dashboard.helpers import submit_training
+from faces.dashboard.workspace import Workspace
 ws = Workspace.default()
 job = submit_training(ws, resolve("digits", epochs=3, width=4, hidden=8, eval_draws=1, lr_decay_every=1))
 while True:  # once the jobs file shows a finished epoch, the server dies (kill -9)
@@ -270,8 +270,8 @@ def test_a_job_of_a_killed_server_is_shown_interrupted_and_resumes_on_the_train_
 def test_a_tampered_jobs_file_cannot_choose_where_a_resumed_job_reads_or_writes(tmp_path, change, message):
     from dat.config import resolve
     from dat.errors import UserError
-    from dat.ui_helpers import resume_job
-    from dat.workspace import Workspace
+    from faces.dashboard.helpers import resume_job
+    from faces.dashboard.workspace import Workspace
 
     ws = Workspace(tmp_path)
     config = {**resolve("digits", out=str(ws.checkpoints_dir / "m.safetensors")).to_dict(), **change}

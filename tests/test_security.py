@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from dat.checkpoint import read_meta, save_checkpoint
-from dat.cli import main
+from faces.cli import main
 from dat.config import TrainConfig
 from dat.errors import UserError
 from dat.models import build_model
@@ -78,7 +78,7 @@ def test_users_own_folder_is_md5_checked_before_anything_is_unpickled(crafted, c
 
 
 def test_dashboard_helpers_use_the_workspace_folder(crafted, tmp_path):
-    from dat.ui_helpers import evaluate_checkpoint, table_one
+    from faces.dashboard.helpers import evaluate_checkpoint, table_one
 
     path, marker = crafted
     meta = {**read_meta(path), "path": str(path)}

@@ -125,7 +125,7 @@ def test_reproduce_pairs_each_method_with_sgd_bn_over_common_seeds(tmp_path):
 def _reproduce_in_subprocess(folder: Path, omp_threads: int) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": str(omp_threads), "MKL_NUM_THREADS": str(omp_threads),
            "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "dat.cli", "table", "--reproduce", "digits", "--seeds", "0", "--epochs", "1",
+    cmd = [sys.executable, "-m", "faces.cli", "table", "--reproduce", "digits", "--seeds", "0", "--epochs", "1",
            "--draws", "4", "--methods", "sgd-bn,dat-fast", "--folder", str(folder), "--quiet"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=str(folder.parent))
     assert done.returncode == 0, done.stderr
@@ -243,7 +243,7 @@ def test_csv_round_trip_keeps_column_order_and_labels_and_files_are_written(runs
 
 
 def test_cli_writes_the_latex_table(runs, tmp_path, capsys):
-    from dat.cli import main
+    from faces.cli import main
 
     out = tmp_path / "table1.tex"
     paths = [runs[k]["path"] for k in ("bn-e1-s0", "bn-e1-s1")]

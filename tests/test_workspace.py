@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from dat import ui_helpers
+from faces.dashboard import helpers as ui_helpers
 from dat.checkpoint import read_meta, save_checkpoint
 from dat.models import build_model
-from dat.workspace import Workspace, check_name
+from dat.fileio import check_name
+from faces.dashboard.workspace import Workspace
 
 
 def tiny_checkpoint(path, width=4):

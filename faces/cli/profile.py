@@ -15,6 +15,7 @@ from pathlib import Path
 
 from dat.devices import PRESETS, CrossbarParams, DenseDevice, preset
 from dat.errors import UserError
+from dat.fileio import check_name
 from dat.measure import ESTIMATORS, FittedTile, fit_file
 from dat.profile_io import load_dense, load_device, read_metadata, save_device
 from dat.profiles import bind
@@ -36,10 +37,8 @@ def _positive_int(text: str) -> int:
 
 
 def profile_name(name: str, source: str = "--name") -> str:
-    """A profile name under the dashboard's rule (`dat.workspace.check_name`): it becomes the file
+    """A profile name under the workspace's rule (`dat.fileio.check_name`): it becomes the file
     name profiles/NAME.npz, so it can never hold a folder or leave profiles/."""
-    from dat.workspace import check_name
-
     try:
         return check_name(name, f"profile name ({source})")
     except (TypeError, ValueError) as err:
@@ -113,7 +112,7 @@ def add_profile_parser(subparsers) -> argparse.ArgumentParser:
     i.add_argument("-k", type=_positive_int, default=10, help="rank for the captured variance (default: 10)")
     i.add_argument("--top", type=_positive_int, default=10, help="how many top eigenvalues to print (default: 10)")
     i.add_argument("--repair", action="store_true", help="for a dense profile, clip negative eigenvalues")
-    from dat.twin_cli import add_twin_parser
+    from faces.cli.twin import add_twin_parser
     add_twin_parser(sub)  # dat profile twin
     p.set_defaults(func=run_profile_command)
     return p
@@ -201,27 +200,9 @@ def run_profile_command(args) -> int:
             print(f"{mode} low rank (k = {k}, k_used = {lr.k_used}{tie}): captured variance "
                   f"{lr.captured_variance:.4f}, captured loss-relevant variance {lr.captured_relevant_variance:.4f}")
     elif cmd == "twin":
-        from dat.twin_cli import run_twin_command
+        from faces.cli.twin import run_twin_command
         return run_twin_command(args)
     else:  # argparse enforces the choice; reaching here is a programming error
         raise ValueError(f"unknown profile command {cmd!r}")
     return 0
 
-
-def main(argv=None) -> int:
-    """`python -m dat.profile_cli inspect ...`: the same as `dat profile inspect ...`."""
-    import sys
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    ap = argparse.ArgumentParser(prog="dat")
-    add_profile_parser(ap.add_subparsers(dest="command", required=True))
-    args = ap.parse_args(argv if argv[:1] == ["profile"] else ["profile", *argv])
-    try:
-        return run_profile_command(args)
-    except (UserError, ValueError, FileNotFoundError) as err:  # as `dat ...` (dat.cli.main): exit 2
-        print(f"dat profile: error: {err}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -9,8 +9,8 @@ import io
 from dataclasses import replace
 from pathlib import Path
 
-from dat import jobs
-from dat.workspace import TRIO_ROLES, Workspace
+from faces.dashboard import jobs
+from faces.dashboard.workspace import TRIO_ROLES, Workspace
 TRIO_LABELS = {"sgd": "SGD", "dat-a": "DAT on device A", "dat-b": "DAT on device B"}
 MEASUREMENT_SUFFIXES = (".npz", ".csv")
 # Measurement files are small (a few hundred repeats of a 64 x 64 tile is about 10 MB as float64).

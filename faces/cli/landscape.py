@@ -159,8 +159,8 @@ def _progress(args, what: str):
 
 
 def _run(spec, args, what: str, inputs=None):
-    from . import compute
-    from .spec import check_size, run_spec
+    from landscape import compute
+    from landscape.spec import check_size, run_spec
 
     check_size(spec, None if args.allow_large else compute.MAX_EVALUATIONS)  # before a progress bar shows
     cb, close = _progress(args, what)
@@ -172,7 +172,7 @@ def _run(spec, args, what: str, inputs=None):
 
 
 def _export(result, args, folder, spec, comparison=None, figures=None):
-    from .export import export_bundle
+    from landscape.export import export_bundle
     from dat.parallel import rank_and_world
 
     if rank_and_world()[0] != 0:  # every rank holds the whole result; one of them writes it
@@ -187,8 +187,8 @@ def _export(result, args, folder, spec, comparison=None, figures=None):
 
 def run_landscape_command(args) -> int:
     from dat.parallel import init_from_env
-    from .spec import load_inputs, spec_from_checkpoints
-    from .summary import compare_devices
+    from landscape.spec import load_inputs, spec_from_checkpoints
+    from landscape.summary import compare_devices
 
     cmd = args.landscape_command
     # Under torchrun the surface's grid is shared between the ranks; rank 0 alone writes and prints.
@@ -231,7 +231,7 @@ def run_landscape_command(args) -> int:
 
 
 def _reproduce(args) -> int:
-    from .export import load_numbers, reproduce
+    from landscape.export import load_numbers, reproduce
 
     path = Path(args.json)
     record = json.loads(path.read_text())
@@ -244,20 +244,3 @@ def _reproduce(args) -> int:
     print(f"recomputed {record['kind']}: largest absolute difference from the bundle's numbers {worst:.3g}")
     return 0
 
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="dat")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_landscape_parser(sub)
-    args = parser.parse_args(argv)
-    from dat.errors import UserError
-
-    try:
-        return args.func(args)
-    except (UserError, ValueError, FileNotFoundError) as err:  # as `dat ...` (dat.cli.main): exit 2
-        print(f"dat {args.command}: error: {err}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -296,11 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_demo)
 
-    from dat.profile_cli import add_profile_parser
+    from faces.cli.profile import add_profile_parser
     add_profile_parser(sub)
-    from landscape.cli import add_landscape_parser
+    from faces.cli.landscape import add_landscape_parser
     add_landscape_parser(sub)
-    from landscape.instrument_cli import add_instrument_parsers
+    from faces.cli.instruments import add_instrument_parsers
     add_instrument_parsers(sub)  # dat transfer | aging | sharpness
     return parser
 
@@ -317,6 +317,3 @@ def main(argv=None) -> int:
     shutdown()  # ranks of a torchrun leave the process group together
     return code
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,30 +13,15 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from dat import jobs
+from faces.dashboard import jobs
 from dat.errors import UserError
-from dat.fileio import clean_stale_temps, temp_file, workspace_root
+from dat.fileio import check_name, clean_stale_temps, temp_file, workspace_root
 
 # Uploaded checkpoints larger than this are refused before anything is written: the digits and
 # CIFAR CNN6 models are a few MB, ResNet18 about 45 MB.
 MAX_UPLOAD_BYTES = 200 * 1024 * 1024
 # The file stems of a trio (``dat.train.train_trio`` and ``make_demo`` write them side by side).
 TRIO_ROLES = ("sgd", "dat-a", "dat-b")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-def check_name(name: str, what: str = "name") -> str:
-    """A user-chosen file name part: letters, digits, '-', '_', '.', at most 64, no path parts."""
-    if not isinstance(name, str):
-        raise TypeError(f"{what} must be a string, found {type(name).__name__}")
-    name = name.strip()
-    if not _NAME.match(name) or ".." in name:
-        raise ValueError(
-            f"{what} must be 1-64 characters from letters, digits, '-', '_' and '.', starting with "
-            f"a letter or digit (no folders), found {name!r}")
-    return name
-
-
 @dataclass(frozen=True)
 class Workspace:
     """The folders the dashboard reads and writes, under one root."""

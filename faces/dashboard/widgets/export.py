@@ -3,7 +3,7 @@
 import streamlit as st
 
 from dat.figure_layout import CSS_PX_PER_IN, WIDTHS_IN
-from dat.ui_helpers import data_files, figure_files, mime_of, zip_files
+from faces.dashboard.helpers import data_files, figure_files, mime_of, zip_files
 
 WIDTH_NAMES = {"single": "single column (3.5 in)", "double": "double column (7.16 in)", "slide": "slide (13.33 in)"}
 

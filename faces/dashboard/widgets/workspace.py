@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from dat.ui_helpers import compute_landscape
-from dat.workspace import Workspace
+from faces.dashboard.helpers import compute_landscape
+from faces.dashboard.workspace import Workspace
 
 
 def trios_or_stop(ws: Workspace, rows: list[dict] | None = None) -> dict:
