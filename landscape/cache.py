@@ -10,6 +10,11 @@ without ``sort_keys``, and labels whose order is an axis are lists (a surface's 
 [name, alpha, beta] rows), so a cached result has each value under the same model, device, panel
 and marker as the fresh one. Only the key's hash sorts keys, where order carries no meaning (the
 inputs record every ordered axis as a list as well).
+
+A surface in progress keeps its completed chunks of grid points in ``partial/<key>-c<size>x<count>/``
+(:class:`ChunkStore`, one ``<index>.npz`` per chunk, written atomically): a computation stopped by a
+crash, a restart or a cancel starts again from the chunks it has, and the finished result removes
+them. The folder is keyed like the result plus the chunking, since a chunk's points depend on it.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import hashlib
 import json
 import os
 import platform
+import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +109,11 @@ class ResultCache:
         meta = dict(record["meta"], cache={"hit": True, "key": npz.stem})
         return cls.from_arrays(arrays, record["labels"], meta)
 
+    def partial(self, inputs: dict, chunk_size: int, count: int) -> "ChunkStore":
+        """The store of completed chunks of the result for ``inputs`` when computed in ``count``
+        chunks of ``chunk_size`` points."""
+        return ChunkStore(self.folder / "partial" / f"{key_of(inputs)}-c{int(chunk_size)}x{int(count)}")
+
     def save(self, inputs: dict, result) -> Path:
         npz, js = self.paths(inputs)
         # Arrays first, then the JSON that makes the entry visible to `load`.
@@ -110,7 +122,46 @@ class ResultCache:
                   "labels": result.labels(), "meta": result.meta}
         # No sort_keys: the labels' order is the order of the arrays' axes.
         atomic_write_bytes(js, json.dumps(record, indent=1).encode())
+        # The whole result is stored: its partial chunks (any chunking) are no longer needed.
+        partial = self.folder / "partial"
+        if partial.is_dir():
+            for folder in partial.glob(f"{npz.stem}-c*"):
+                shutil.rmtree(folder, ignore_errors=True)
         return npz
+
+
+class ChunkStore:
+    """Completed chunks of one computation: ``load(j, n)`` gives chunk j's arrays (each with n points
+    along its last axis) or None, ``save(j, arrays)`` keeps them. Read without pickle; a chunk file
+    that cannot be read or has the wrong shape counts as missing and is computed again."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+
+    def _path(self, j: int) -> Path:
+        return self.folder / f"{int(j):06d}.npz"
+
+    def load(self, j: int, points: int) -> dict | None:
+        path = self._path(j)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                arrays = {k: f[k] for k in f.files}
+        except (OSError, ValueError, zipfile.BadZipFile):
+            return None
+        if not arrays or any(a.ndim < 1 or a.shape[-1] != int(points) for a in arrays.values()):
+            return None
+        return arrays
+
+    def save(self, j: int, arrays: dict) -> None:
+        atomic_write_bytes(self._path(j), npz_bytes(arrays))
+
+    def completed(self) -> list[int]:
+        """Indices of the chunks on disk."""
+        if not self.folder.is_dir():
+            return []
+        return sorted(int(p.stem) for p in self.folder.glob("*.npz") if p.stem.isdigit())
 
 
 def as_cache(cache) -> ResultCache | None:

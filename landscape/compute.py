@@ -505,7 +505,8 @@ def surface_on_plane(plane: Plane, model: nn.Module, dataset, *, profiles: Mappi
         chunk_size = ev.points_per_chunk(per_point, n_t)
     chunks = GridChunks(alphas, betas, marks, int(chunk_size))
     # Under torchrun the chunks are shared between ranks; every rank gets the whole surface.
-    parts = map_chunks(lambda c: evaluate_chunk(job, c), chunks, progress)
+    partial = None if store is None else store.partial(inputs, chunks.size, len(chunks))  # resumes a stopped run
+    parts = map_chunks(lambda c: evaluate_chunk(job, c), chunks, progress, store=partial)
     try:
         full = {k: np.concatenate([p[k] for p in parts], axis=1) for k in parts[0]}
     except MemoryError as err:

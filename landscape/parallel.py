@@ -14,17 +14,25 @@ import torch.distributed as dist
 from dat.parallel import rank_and_world
 
 
-def map_chunks(fn: Callable, chunks: Sequence, progress: Callable[[int, int], None] | None = None) -> list:
+def map_chunks(fn: Callable, chunks: Sequence, progress: Callable[[int, int], None] | None = None,
+               store=None) -> list:
     """[fn(c) for c in chunks], the chunks shared round-robin between the ranks of the process group.
 
     progress(done, total) counts the points this rank has evaluated against the rank's share.
+    ``store`` (a ``landscape.cache.ChunkStore`` or None): chunks found there are taken as they are,
+    each chunk computed here is kept there, so a computation stopped midway resumes where it was.
     """
     rank, world = rank_and_world()
     mine = list(range(rank, len(chunks), world))
     total = sum(len(chunks[j]) for j in mine)
     done, results = 0, {}
     for j in mine:
-        results[j] = fn(chunks[j])
+        found = None if store is None else store.load(j, len(chunks[j]))
+        if found is None:
+            found = fn(chunks[j])
+            if store is not None:
+                store.save(j, found)
+        results[j] = found
         done += len(chunks[j])
         if progress is not None:
             progress(done, total)

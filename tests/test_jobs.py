@@ -234,3 +234,146 @@ def test_the_jobs_file_keeps_every_epoch_and_a_bounded_number_of_steps(reg, tmp_
     steps = [h["step"] for h in kept if h["event"] == "step"]
     assert len(job.history) == 2020 and [h["epoch"] for h in kept if h["event"] == "epoch"] == list(range(1, 21))
     assert len(steps) == jobs.STORED_STEPS and steps[0] == 1 and steps[-1] == 2000 and steps == sorted(steps)
+
+
+# -- landscape jobs -----------------------------------------------------------------------------
+def test_lanes_run_side_by_side_and_stopped_work_is_cancelled_not_failed(reg):
+    gate = threading.Event()
+    training = reg.submit(lambda r, s: gate.wait(10) and {}, label="long training")
+    landscape = reg.submit(lambda r, s: ({"n": 1}, object()), label="surface", lane=jobs.LANDSCAPE_LANE)
+    reg.wait(landscape.id, timeout=10)  # does not wait behind the training lane's job
+    assert landscape.state == jobs.DONE and landscape.result == {"n": 1} and landscape.output is not None
+    assert "output" not in landscape.to_json()  # kept in memory only
+    assert training.state == jobs.RUNNING
+    gate.set()
+
+    def stops(report, should_stop):
+        raise jobs.Stopped()
+
+    stopped = reg.wait(reg.submit(stops, label="stops", lane=jobs.LANDSCAPE_LANE).id, timeout=10)
+    assert stopped.state == jobs.CANCELLED and stopped.error is None
+    with pytest.raises(ValueError, match="lane"):
+        reg.submit(lambda r, s: {}, label="x", lane="elsewhere")
+
+
+@pytest.fixture
+def ws(demo_workspace, tmp_path, monkeypatch):
+    """A private copy of the miniature demo workspace (the trio and the saved profiles)."""
+    import shutil
+
+    from faces.dashboard.workspace import Workspace
+
+    root = tmp_path / "ws"
+    shutil.copytree(demo_workspace, root)
+    monkeypatch.setenv("DAT_WORKSPACE", str(root))
+    return Workspace(root)
+
+
+def _count_points(monkeypatch, after=None, then=None):
+    """Count the plane points the evaluator is asked for (one call per chunk); ``then()`` runs once
+    ``after`` chunks have been evaluated."""
+    from landscape.evaluator import Evaluator
+
+    seen = {"calls": 0, "points": 0}
+    real = Evaluator.at_points
+
+    def counting(self, points, *args, **kwargs):
+        out = real(self, points, *args, **kwargs)
+        seen["calls"] += 1
+        seen["points"] += int(next(iter(points.values())).shape[0])
+        if after is not None and seen["calls"] == after:
+            then()
+        return out
+
+    monkeypatch.setattr(Evaluator, "at_points", counting)
+    return seen
+
+
+def test_a_landscape_job_stopped_mid_grid_resumes_from_its_cached_chunks(ws, monkeypatch):
+    import numpy as np
+
+    from faces.dashboard import helpers
+    from landscape.spec import run_spec
+
+    spec = helpers.trio_spec(ws.trios()[""], {"device-A": "device-A"}, resolution=(3, 3), draws=2,
+                             max_samples=64, chunk_size=2)  # 9 grid points + 3 markers = 6 chunks of 2
+
+    def cancel_landscape_jobs():
+        for job in jobs.registry().active(ws.jobs_file):
+            if job.lane == jobs.LANDSCAPE_LANE:
+                job.cancel()
+
+    seen = _count_points(monkeypatch, after=2, then=cancel_landscape_jobs)
+    job = helpers.submit_landscape(ws, "test", {"surface": spec}, "surface for the test")
+    jobs.registry().wait(job.id, timeout=120)
+    assert job.state == jobs.CANCELLED and job.error is None, job.error
+    assert seen == {"calls": 2, "points": 4}  # stopped after its second chunk
+    assert job.resumable
+
+    seen = _count_points(monkeypatch)
+    resumed = helpers.resume_job(ws, job.id)
+    jobs.registry().wait(resumed.id, timeout=120)
+    assert resumed.state == jobs.DONE, resumed.error
+    assert seen == {"calls": 4, "points": 8}  # only the four chunks the store did not hold
+    assert not list((ws.cache_dir / "landscape" / "partial").glob("*/*.npz"))  # the whole result replaced them
+
+    # Reference: the same spec computed in one go without any cache.
+    seen = _count_points(monkeypatch)
+    fresh = run_spec(spec)
+    assert seen == {"calls": 6, "points": 12}
+    got = resumed.output["surface"]
+    for name, array in fresh.to_arrays().items():
+        np.testing.assert_array_equal(got.to_arrays()[name], array, err_msg=name)
+
+
+def test_a_crashed_landscape_job_fails_with_its_error_and_a_new_one_resumes(ws, monkeypatch):
+    from faces.dashboard import helpers
+
+    spec = helpers.trio_spec(ws.trios()[""], {"device-B": "device-B"}, resolution=(3, 3), draws=2,
+                             max_samples=64, chunk_size=4)  # 12 points in 3 chunks
+
+    def crash():
+        raise RuntimeError("the machine went away")
+
+    _count_points(monkeypatch, after=2, then=crash)
+    job = helpers.submit_landscape(ws, "test", {"surface": spec}, "surface for the test")
+    jobs.registry().wait(job.id, timeout=120)
+    assert job.state == jobs.FAILED and "the machine went away" in job.error
+    seen = _count_points(monkeypatch)
+    again = helpers.submit_landscape(ws, "test", {"surface": spec}, "surface for the test")
+    assert again.id != job.id  # a failed job is not reused
+    jobs.registry().wait(again.id, timeout=120)
+    assert again.state == jobs.DONE and seen["points"] == 8  # the first chunk was kept (the crash was in the second)
+    # The same specs again: the finished job is followed, nothing computed.
+    assert helpers.submit_landscape(ws, "test", {"surface": spec}, "surface for the test") is again
+
+
+def test_a_saved_landscape_job_naming_files_outside_the_workspace_is_refused(ws):
+    from dat.errors import UserError
+    from faces.dashboard import helpers
+
+    spec = helpers.trio_spec(ws.trios()[""], {"device-A": "device-A"}, resolution=(3, 3), draws=1)
+    job_spec = helpers.landscape_job_spec("test", {"surface": spec})
+    good = helpers._saved_landscape_specs(ws, job_spec)["surface"]
+    assert good.checkpoints == spec.checkpoints and good.data_root == str(ws.root / "data")
+    outside = {**job_spec["specs"]["surface"], "checkpoints": {**spec.checkpoints, "SGD": "/etc/passwd"}}
+    with pytest.raises(UserError, match="inside"):
+        helpers._saved_landscape_specs(ws, {**job_spec, "specs": {"surface": outside}})
+    strange = {**job_spec["specs"]["surface"], "devices": {"device-A": "/tmp/elsewhere.npz"}}
+    with pytest.raises(UserError, match="devices among"):
+        helpers._saved_landscape_specs(ws, {**job_spec, "specs": {"surface": strange}})
+    with pytest.raises(UserError, match="not a landscape spec"):
+        helpers._saved_landscape_specs(ws, {**job_spec, "specs": {"surface": {"kind": "nonsense"}}})
+
+
+def test_a_chunk_file_that_cannot_be_read_or_has_the_wrong_shape_is_computed_again(tmp_path):
+    import numpy as np
+
+    from landscape.cache import ChunkStore
+
+    store = ChunkStore(tmp_path / "chunks")
+    store.save(0, {"loss": np.ones((3, 2))})
+    assert store.load(0, 2)["loss"].shape == (3, 2) and store.completed() == [0]
+    assert store.load(0, 5) is None  # another chunking's points
+    (tmp_path / "chunks" / "000001.npz").write_bytes(b"not a zip")
+    assert store.load(1, 2) is None and store.load(2, 2) is None

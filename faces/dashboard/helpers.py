@@ -1,4 +1,5 @@
-"""The dashboard's glue that is not UI: device choices, uploads, background training, table rows.
+"""The dashboard's glue that is not UI: device choices, uploads, background training and landscape
+jobs, table rows.
 
 Pages stay thin by calling these; each function is plain Python and tested without Streamlit.
 """
@@ -284,14 +285,17 @@ def submit_demo(ws: Workspace, **overrides) -> jobs.Job:
 
 
 def resume_job(ws: Workspace, job_id: str) -> jobs.Job:
-    """Start an interrupted (or cancelled) training job of this workspace again: each model continues
-    from its resume state (``<checkpoint>.resume.pt``), models already finished are kept."""
+    """Start an interrupted (or cancelled) job of this workspace again: each model of a training job
+    continues from its resume state (``<checkpoint>.resume.pt``), models already finished are kept;
+    a landscape job computes only the grid chunks its cache does not hold yet."""
     from dat.errors import UserError
 
     job = next((j for j in ws.list_jobs() if j.id == job_id), None)
     if job is None or job.spec is None:
         raise UserError(f"job {job_id}: expected a job of this workspace with a saved description, found "
                         f"{'none' if job is None else 'a job without one'}")
+    if job.spec.get("kind") == LANDSCAPE_KIND:  # computes what its chunk store does not hold yet
+        return jobs.registry().resume(job_id, _landscape_work(ws, _saved_landscape_specs(ws, job.spec)))
     return jobs.registry().resume(job_id, _training_work(ws, job.spec, resuming=True))
 
 
@@ -516,3 +520,110 @@ def table_one(checkpoints: list[dict], device: str | None = None, *, data_root=N
 
     rows = table.table_rows(checkpoints, device=device, data_root=data_root)
     return {"rows": rows, "markdown": table.to_markdown(rows), "csv": table.to_csv(rows)}
+
+
+# -- landscape jobs -----------------------------------------------------------------------------
+LANDSCAPE_KIND = "landscape"
+# What load_inputs reads: specs equal in these fields can share one load (a trio's surface and curves).
+_INPUT_FIELDS = ("checkpoints", "devices", "dataset", "data_root", "split", "targets", "tile", "units", "stress")
+
+
+def landscape_job_spec(page: str, specs: dict) -> dict:
+    """The JSON description of a landscape job: the page that asked for it and its specs {name: spec},
+    as the jobs file keeps it (so that a job of equal spec is found again, :func:`find_landscape_job`)."""
+    import json
+
+    return json.loads(json.dumps({"kind": LANDSCAPE_KIND, "page": page,
+                                  "specs": {name: spec.to_dict() for name, spec in specs.items()}}))
+
+
+def _saved_landscape_specs(ws: Workspace, spec: dict) -> dict:
+    """The LandscapeSpecs of a landscape job read back from the jobs file. The file is data: its
+    checkpoints must lie in ``checkpoints/``, its devices must be choices the pages offer, and the
+    data folder is this server's own, never the file's."""
+    from dat.errors import UserError
+    from landscape.spec import LandscapeSpec
+
+    saved = spec.get("specs") if isinstance(spec, dict) else None
+    if not isinstance(saved, dict) or not saved:
+        raise UserError(f"saved job: expected landscape specs {{name: spec}}, found {type(saved).__name__}")
+    home, allowed, out = ws.checkpoints_dir.resolve(), _device_specs(ws), {}
+    for name, data in saved.items():
+        if not isinstance(data, dict):
+            raise UserError(f"saved job: expected spec {name!r} as an object, found {type(data).__name__}")
+        try:
+            one = LandscapeSpec.from_dict({**data, "data_root": str(workspace_data_root(ws))})
+        except (ValueError, TypeError) as exc:
+            raise UserError(f"saved job: spec {name!r} is not a landscape spec: {exc}") from exc
+        for path in one.checkpoints.values():
+            if not isinstance(path, str) or not Path(path).resolve().is_relative_to(home):
+                raise UserError(f"saved job: expected checkpoints inside {home}, found {path!r}")
+        if not set(map(str, one.devices.values())) <= allowed:
+            raise UserError(f"saved job: expected devices among {sorted(allowed)}, found {one.devices}")
+        out[str(name)] = one
+    return out
+
+
+def _evaluations(spec) -> int:
+    """Model evaluations of a spec (the count ``landscape.spec.check_size`` limits), to share a
+    progress bar between the specs of one job in proportion to their work."""
+    if spec.kind == "curves":
+        num_a = len(spec.alphas) if spec.alphas is not None else int(spec.num_alphas)
+        return len(spec.checkpoints) * len(spec.devices) * spec.draws * (num_a + 2)
+    na, nb = spec.resolution
+    return (na * nb + 3) * (1 + len(spec.devices) * spec.draws)
+
+
+def _landscape_work(ws: Workspace, specs: dict):
+    """The work of a landscape job: each spec through :func:`compute_landscape` (the workspace's
+    cache, so a stopped surface resumes from its completed chunks), one progress bar over all of
+    them, stopping between two chunks on a cancel request. Returns ({name: what was computed} for
+    the jobs file, {name: result} kept in memory)."""
+    from landscape.spec import load_inputs
+
+    def work(report, should_stop):
+        weights = {name: _evaluations(s) for name, s in specs.items()}
+        total, before, results, shared = sum(weights.values()), 0, {}, None
+        for name, spec in specs.items():
+            if should_stop():
+                raise jobs.Stopped()
+            lo, width = before / total, weights[name] / total
+            unit = "grid points" if spec.kind != "curves" else "model-device pairs"
+
+            def progress(done, count, lo=lo, width=width, name=name, unit=unit):
+                report("progress", {"progress": lo + width * done / count, "stage": f"{name}: {done} of {count} {unit}"})
+                if should_stop() and done < count:
+                    raise jobs.Stopped()
+
+            first = next(iter(results), None)
+            if shared is None or any(getattr(spec, f) != getattr(specs[first], f) for f in _INPUT_FIELDS):
+                shared = load_inputs(spec)
+            report("progress", {"progress": lo, "stage": f"{name}: starting"})
+            results[name] = compute_landscape(ws, spec, progress=progress, inputs=shared)
+            before += weights[name]
+        summary = {name: {"kind": r.kind, "cached": bool(r.meta.get("cache", {}).get("hit")),
+                          "seconds": r.meta.get("seconds")} for name, r in results.items()}
+        return {"kind": LANDSCAPE_KIND, "results": summary}, results
+    return work
+
+
+def find_landscape_job(ws: Workspace, job_spec: dict) -> jobs.Job | None:
+    """This server's job for exactly ``job_spec`` that is queued, running, or done with its result in
+    memory (newest first); None when there is none, so the caller submits one."""
+    for job in jobs.registry().jobs(ws.jobs_file):
+        if job.spec == job_spec and (job.active or (job.state == jobs.DONE and job.output is not None)):
+            return job
+    return None
+
+
+def submit_landscape(ws: Workspace, page: str, specs: dict, label: str) -> jobs.Job:
+    """Compute ``specs`` {name: LandscapeSpec} in the background (the landscape lane, so it never
+    waits for training), kept in the workspace's jobs file. A job for the same specs already queued,
+    running or done is returned instead of a new one, so a page that is opened again (or a shared
+    link) follows it rather than computing twice."""
+    job_spec = landscape_job_spec(page, specs)
+    found = find_landscape_job(ws, job_spec)
+    if found is not None:
+        return found
+    return jobs.submit(_landscape_work(ws, dict(specs)), label=label, spec=job_spec, store=ws.jobs_file,
+                       lane=jobs.LANDSCAPE_LANE)

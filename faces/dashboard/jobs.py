@@ -7,7 +7,8 @@ its id, and later pages (or the same page after a rerun, or another browser tab)
 A job is a callable ``work(report, should_stop) -> dict``. It runs on a worker thread; ``report``
 is a training callback (``cb(event, payload)``, the interface of ``dat.train.train``) that records
 progress and metrics on the job; ``should_stop`` returns True once the user pressed cancel. What a
-job returns (for training: the checkpoint paths it wrote) is kept on the job. A job that raises is
+job returns (for training: the checkpoint paths it wrote) is kept on the job; work may return a pair
+(that dict, an object kept in memory only as ``Job.output``). A job that raises is
 marked failed with the error's message, and the dashboard shows it; nothing else is affected.
 
 Every job that writes files gets its own output paths from :func:`reserve_path`, which never hands
@@ -22,6 +23,12 @@ description of its work, e.g. the training config and output path) can be starte
 description (:meth:`JobRegistry.resume`); training continues from its resume state. The list is one
 server's: two dashboard servers on one workspace would overwrite each other's list (the outputs
 stay safe: each training run holds the lock on its files).
+
+Jobs run in lanes, each with its own worker: training in ``"train"``, landscape computations in
+``"landscape"``, so a surface need not wait for a long training run (and each lane still runs one
+job at a time). A job keeps in memory what its work made (``Job.output``, e.g. a computed surface)
+next to the JSON ``result`` that goes into the file. Work that sees ``should_stop()`` between two
+units of work may raise :class:`Stopped`: the job is then cancelled, not failed.
 """
 
 from __future__ import annotations
@@ -49,9 +56,16 @@ FINISHED_STATES = (DONE, FAILED, CANCELLED, INTERRUPTED)
 # States from which a job with a spec can be started again (training continues from its resume state).
 RESUMABLE_STATES = (INTERRUPTED, CANCELLED)
 STORE_FORMAT, STORE_VERSION = "dat-jobs", 1
+# Lanes: each has its own worker thread (see the module's docstring).
+TRAIN_LANE, LANDSCAPE_LANE = "train", "landscape"
+LANES = (TRAIN_LANE, LANDSCAPE_LANE)
+
+
+class Stopped(Exception):
+    """Raised by a job's work when it stops on a cancel request between units of work."""
 
 Report = Callable[[str, dict], None]
-Work = Callable[[Report, Callable[[], bool]], dict | None]
+Work = Callable[[Report, Callable[[], bool]], dict | tuple[dict, object] | None]
 
 # Keep at most this many numeric history points per job: enough for a smooth live curve,
 # bounded so a long run cannot grow the server's memory without limit.
@@ -81,6 +95,8 @@ class Job:
     finished: float | None = None
     spec: dict | None = None  # JSON description of the work, from which it can be started again
     store: str | None = None  # the jobs file that keeps this job on disk (None: memory only)
+    lane: str = TRAIN_LANE  # which worker runs it
+    output: object = field(default=None, repr=False)  # what the work made, in memory only (not in the file)
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     # Clear while a worker owns the job: set once its final state is also on disk.
     _settled: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -125,7 +141,7 @@ class Job:
 
 
 _STORED_FIELDS = ("id", "label", "state", "progress", "stage", "history", "events", "result", "error", "traceback",
-                  "outputs", "submitted", "started", "finished", "spec")
+                  "outputs", "submitted", "started", "finished", "spec", "lane")
 _STATES = (QUEUED, RUNNING, DONE, FAILED, CANCELLED, INTERRUPTED)
 
 
@@ -139,6 +155,8 @@ def _job_from_json(entry, store: str, where: str) -> Job:
             raise UserError(f"{where}: expected field {key!r} of type {kinds}, found {entry.get(key)!r}")
     if entry["state"] not in _STATES:
         raise UserError(f"{where}: expected a state in {_STATES}, found {entry['state']!r}")
+    if entry.get("lane", TRAIN_LANE) not in LANES:
+        raise UserError(f"{where}: expected a lane in {LANES}, found {entry.get('lane')!r}")
     for key, kinds in (("history", list), ("outputs", list), ("result", (dict, type(None))),
                        ("spec", (dict, type(None)))):
         if key in entry and not isinstance(entry[key], kinds):
@@ -163,14 +181,16 @@ def _progress_from(payload: dict) -> float | None:
 class JobRegistry:
     """Runs jobs on a small thread pool and remembers them for the life of the process.
 
-    ``max_workers`` defaults to 1: training already uses every core through torch's intra-op
-    threads, so two concurrent runs would only slow each other down; later jobs wait in the queue.
+    ``max_workers`` (per lane) defaults to 1: training already uses every core through torch's
+    intra-op threads, so two concurrent runs would only slow each other down; later jobs of a lane
+    wait in its queue.
     """
 
     def __init__(self, max_workers: int = 1):
         if not isinstance(max_workers, int) or max_workers < 1:
             raise ValueError(f"max_workers must be a positive int, found {max_workers!r}")
-        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="dat-job")
+        self._pools = {lane: ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=f"dat-{lane}")
+                       for lane in LANES}
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
         self._save_lock = threading.Lock()  # one writer per jobs file at a time
@@ -180,10 +200,12 @@ class JobRegistry:
 
     # -- submitting and looking up -------------------------------------------------------------
     def submit(self, work: Work, *, label: str, outputs: list[str] | tuple = (), spec: dict | None = None,
-               store: str | os.PathLike | None = None) -> Job:
-        """Queue ``work`` and return its :class:`Job` at once. ``store``: keep the job in this jobs
-        file (read in first, see :meth:`adopt`); ``spec``: a JSON-able description of ``work`` that
-        :meth:`resume` can start again after an interruption."""
+               store: str | os.PathLike | None = None, lane: str = TRAIN_LANE) -> Job:
+        """Queue ``work`` in ``lane`` and return its :class:`Job` at once. ``store``: keep the job in
+        this jobs file (read in first, see :meth:`adopt`); ``spec``: a JSON-able description of
+        ``work`` that :meth:`resume` can start again after an interruption."""
+        if lane not in LANES:
+            raise ValueError(f"lane must be one of {LANES}, found {lane!r}")
         if not callable(work):
             raise TypeError(f"work must be callable, found {type(work).__name__}")
         if not isinstance(label, str) or not label.strip():
@@ -195,11 +217,11 @@ class JobRegistry:
             self.adopt(store)
         with self._lock:
             job_id = f"job{next(self._counter):04d}-{secrets.token_hex(3)}"
-            job = Job(id=job_id, label=label, outputs=[str(p) for p in outputs], spec=spec, store=store)
+            job = Job(id=job_id, label=label, outputs=[str(p) for p in outputs], spec=spec, store=store, lane=lane)
             job._settled.clear()
             self._jobs[job_id] = job
         self._save(job.store)
-        self._pool.submit(self._run, job, work)
+        self._pools[lane].submit(self._run, job, work)
         return job
 
     def resume(self, job_id: str, work: Work) -> Job:
@@ -211,11 +233,11 @@ class JobRegistry:
                 state = "unknown" if job is None else job.state
                 raise UserError(f"job {job_id}: expected an interrupted or cancelled job with a saved "
                                 f"description, found {state}{'' if job is None or job.spec else ' without one'}")
-            job.state, job.error, job.traceback, job.finished = QUEUED, None, None, None
+            job.state, job.error, job.traceback, job.finished, job.output = QUEUED, None, None, None, None
             job._stop = threading.Event()
             job._settled.clear()
         self._save(job.store)
-        self._pool.submit(self._run, job, work)
+        self._pools[job.lane].submit(self._run, job, work)
         return job
 
     # -- the jobs file -------------------------------------------------------------------------
@@ -349,11 +371,15 @@ class JobRegistry:
 
         try:
             result = work(report, job._stop.is_set)
+        except Stopped:  # stopped between two units of work on a cancel request
+            job.state = CANCELLED
         except Exception as exc:  # the job's own failure: recorded, shown, never re-raised
             job.error = f"{type(exc).__name__}: {exc}"
             job.traceback = traceback.format_exc()
             job.state = FAILED
         else:
+            if isinstance(result, tuple):  # (JSON result for the file, object kept in memory)
+                result, job.output = result
             job.result = dict(result) if result is not None else {}
             job.state = CANCELLED if job.cancel_requested else DONE
             if job.state == DONE:
@@ -421,9 +447,9 @@ def registry() -> JobRegistry:
 
 
 def submit(work: Work, *, label: str, outputs: list[str] | tuple = (), spec: dict | None = None,
-           store: str | os.PathLike | None = None) -> Job:
+           store: str | os.PathLike | None = None, lane: str = TRAIN_LANE) -> Job:
     """Submit to the process-wide registry."""
-    return registry().submit(work, label=label, outputs=outputs, spec=spec, store=store)
+    return registry().submit(work, label=label, outputs=outputs, spec=spec, store=store, lane=lane)
 
 
 def describe_jobs(jobs: list[Job]) -> list[dict]:
