@@ -3,6 +3,7 @@ what the tool does, the workflow, and the workspace's state."""
 
 import streamlit as st
 
+from faces.dashboard.widgets.landscape_jobs import running_jobs
 from faces.dashboard.workspace import Workspace
 
 
@@ -83,5 +84,8 @@ def home() -> None:
         st.warning(f"{summary['jobs_failed']} job(s) failed; see the Train page for their messages.")
 
 
-st.navigation([st.Page(home, title="Home", default=True)]
-              + [st.Page(path, title=title, url_path=url) for path, (title, url, _) in PAGES.items()]).run()
+page = st.navigation([st.Page(home, title="Home", default=True)]
+                     + [st.Page(path, title=title, url_path=url) for path, (title, url, _) in PAGES.items()])
+# Every page shows the workspace's running jobs (training and landscapes) in its sidebar.
+running_jobs(Workspace.default())
+page.run()

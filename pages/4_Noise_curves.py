@@ -7,7 +7,8 @@ from faces.dashboard.workspace import Workspace
 from landscape.figures import curves_figure
 from landscape.summary import compare_devices
 from faces.dashboard.widgets.export import export_panel
-from faces.dashboard.widgets.workspace import compute_with_progress
+from faces.dashboard.widgets import landscape_jobs
+from faces.dashboard.widgets import form_state as fs
 
 st.set_page_config(page_title="Noise curves", layout="wide")
 st.title("Noise curves")
@@ -27,42 +28,59 @@ paths = {row["name"]: row["path"] for row in rows}
 default = [n for n, lab in labels.items() if lab in ("SGD", "DAT-A", "DAT-B")] or list(labels)[:3]
 choices = device_choices(ws)
 
-with st.form("curves_form"):
-    picked = st.multiselect("Models (one architecture)", list(labels), default=default,
-                            format_func=lambda n: f"{labels[n]}  ·  {n}", key="curve_models")
-    devices = st.multiselect("Devices", list(choices), default=["device-A", "device-B"], key="curve_devices")
-    c1, c2, c3 = st.columns(3)
-    num_alphas = c1.slider("Points per curve", 5, 121, 41, key="curve_points")
-    span = c1.number_input("Half-width of the α grid (in typical noise norms r)", 0.5, 20.0, 3.0)
+BANDS = {"std": "± 1 std", "p10-p90": "10-90 %"}
+# The settings survive page switches and are the page's URL (a link to this selection).
+form = fs.PageForm("curves", [
+    fs.choices("curve_models", "models", list(labels), default),
+    fs.choices("curve_devices", "devices", list(choices), ["device-A", "device-B"]),
+    fs.integer("curve_points", "points", 5, 121, 41),
+    fs.number("curve_span", "span", 0.5, 20.0, 3.0),
     # 16 directions resolve the demo trio's device-to-device differences (2 SE); smaller model-to-model
     # differences get a warning under the summary saying how many draws they would need.
-    draws = c2.number_input("Noise directions per device", 2, 200, 16, key="curve_draws",
-                            help="More directions shrink the standard errors as 1/√draws.")
-    band = c2.selectbox("Band", ["std", "p10-p90"], format_func={"std": "± 1 std", "p10-p90": "10-90 %"}.get)
-    max_samples = c3.number_input("Training images used (0: all)", 0, 100_000, 0, step=128)
-    seed = c3.number_input("Seed of the noise draws", 0, 1_000_000, 0)
-    go = st.form_submit_button("Compute curves", type="primary")
+    fs.integer("curve_draws", "draws", 2, 200, 16),
+    fs.choice("curve_band", "band", list(BANDS), "std"),
+    fs.integer("curve_samples", "samples", 0, 100_000, 0),
+    fs.integer("curve_seed", "seed", 0, 1_000_000, 0),
+    fs.choice("curve_metric", "quantity", ["loss", "accuracy"], "loss"),
+])
 
-if go:
+with st.form("curves_form"):
+    picked = st.multiselect("Models (one architecture)", list(labels),
+                            format_func=lambda n: f"{labels[n]}  ·  {n}", key="curve_models")
+    devices = st.multiselect("Devices", list(choices), key="curve_devices")
+    c1, c2, c3 = st.columns(3)
+    num_alphas = c1.slider("Points per curve", 5, 121, key="curve_points")
+    span = c1.number_input("Half-width of the α grid (in typical noise norms r)", 0.5, 20.0, key="curve_span")
+    draws = c2.number_input("Noise directions per device", 2, 200, key="curve_draws",
+                            help="More directions shrink the standard errors as 1/√draws.")
+    band = c2.selectbox("Band", list(BANDS), format_func=BANDS.get, key="curve_band")
+    max_samples = c3.number_input("Training images used (0: all)", 0, 100_000, step=128, key="curve_samples")
+    seed = c3.number_input("Seed of the noise draws", 0, 1_000_000, key="curve_seed")
+    go = st.form_submit_button("Compute curves", type="primary")
+metric = st.radio("Quantity", ["loss", "accuracy"], horizontal=True, key="curve_metric")
+form.remember()
+
+if go or form.applied_link:  # a shared link shows its figure (at once when it is in the cache)
     try:
         if not picked or not devices:
             raise ValueError("pick at least one model and one device")
         spec = landscape_spec("curves", {labels[n]: paths[n] for n in picked}, {d: choices[d] for d in devices},
                               num_alphas=int(num_alphas), span=float(span), draws=int(draws), band=band,
                               seed=int(seed), max_samples=int(max_samples) or None)
-        curves = compute_with_progress(ws, spec, "model-device pairs")
     except (ValueError, TypeError, FileNotFoundError) as exc:
         st.error(f"Could not compute the curves: {exc}")
     else:
-        st.session_state["curves"] = (spec, curves)
-        st.session_state.pop("curves_files", None)
+        landscape_jobs.submit(ws, "curves", {"curves": spec},
+                              f"noise curves: {len(picked)} models x {len(devices)} devices, {int(draws)} draws")
 
-if "curves" not in st.session_state:
-    st.info("Pick models and devices, then press **Compute curves**.")
+done = landscape_jobs.result_of(ws, "curves", "curves")
+if done is None:
+    if landscape_jobs.followed("curves") is None:
+        st.info("Pick models and devices, then press **Compute curves**.")
     st.stop()
 
-spec, curves = st.session_state["curves"]
-metric = st.radio("Quantity", ["loss", "accuracy"], horizontal=True, key="curve_metric")
+specs, outputs = done
+spec, curves = specs["curves"], outputs["curves"]
 # Legends show the models' names without the folder they were trained in, where that stays unique.
 short = {m: m.split(" [")[0] for m in curves.models}
 names = short if len(set(short.values())) == len(short) else None

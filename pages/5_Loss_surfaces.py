@@ -6,7 +6,8 @@ from faces.dashboard.helpers import TRIO_LABELS, TRIO_ROLES, device_choices, tri
 from faces.dashboard.workspace import Workspace
 from landscape.figures import fig1_figure, surface_figure
 from faces.dashboard.widgets.export import export_panel
-from faces.dashboard.widgets.workspace import compute_with_progress, trios_or_stop
+from faces.dashboard.widgets import form_state as fs, landscape_jobs
+from faces.dashboard.widgets.workspace import trios_or_stop
 
 st.set_page_config(page_title="Loss surfaces", layout="wide")
 st.title("Loss surfaces")
@@ -22,31 +23,50 @@ trios = trios_or_stop(ws, rows)
 
 names = {row["name"]: row["path"] for row in rows}
 groups = list(trios)
-group = st.selectbox("Trio", groups, format_func=lambda g: g or "demo (checkpoints/)")
+choices = device_choices(ws)
+labels = list(choices)
+VIEWS = {"contour": "contour", "heatmap": "heatmap", "surface3d": "3D"}
+# The settings survive page switches and are the page's URL (a link to this selection).
+form = fs.PageForm("surface", [
+    fs.choice("surface_trio", "trio", groups, groups[0]),
+    fs.choice("surface_dev_a", "a", labels, "device-A"),
+    fs.choice("surface_dev_b", "b", labels, "device-B"),
+    fs.integer("surface_points", "points", 3, 61, 21),
+    fs.integer("surface_draws", "draws", 1, 200, 8),
+    fs.integer("surface_samples", "samples", 0, 100_000, 512),
+    fs.interval("surface_alpha", "alpha", -2.0, 3.0, (-0.5, 1.5)),
+    fs.interval("surface_beta", "beta", -2.0, 3.0, (-0.3, 0.8)),
+    fs.integer("surface_seed", "seed", 0, 1_000_000, 0),
+    fs.choice("surface_view", "view", list(VIEWS), "contour"),
+    fs.choice("surface_metric", "quantity", ["loss", "accuracy"], "loss"),
+])
+
+group = st.selectbox("Trio", groups, format_func=lambda g: g or "demo (checkpoints/)", key="surface_trio")
+form.restore([fs.choice(f"{group}_{role}", role, list(names),
+                        next(n for n, p in names.items() if p == trios[group][role])) for role in TRIO_ROLES])
 cols = st.columns(3)
 picked = {}
 for col, role in zip(cols, TRIO_ROLES):
-    default = next(n for n, p in names.items() if p == trios[group][role])
-    picked[role] = names[col.selectbox(TRIO_LABELS[role], list(names), index=list(names).index(default),
-                                       key=f"{group}_{role}")]
+    picked[role] = names[col.selectbox(TRIO_LABELS[role], list(names), key=f"{group}_{role}")]
 
-choices = device_choices(ws)
-labels = list(choices)
 with st.form("surface_form"):
     c1, c2, c3 = st.columns(3)
-    dev_a = c1.selectbox("Device A", labels, index=labels.index("device-A"))
-    dev_b = c1.selectbox("Device B", labels, index=labels.index("device-B"))
-    resolution = c2.slider("Grid points per axis", 3, 61, 21)
-    draws = c2.number_input("Noise draws per grid point (S)", 1, 200, 8,
+    dev_a = c1.selectbox("Device A", labels, key="surface_dev_a")
+    dev_b = c1.selectbox("Device B", labels, key="surface_dev_b")
+    resolution = c2.slider("Grid points per axis", 3, 61, key="surface_points")
+    draws = c2.number_input("Noise draws per grid point (S)", 1, 200, key="surface_draws",
                             help="The hover gives each point's standard error, std / √S.")
-    max_samples = c2.number_input("Training images used (0: all)", 0, 100_000, 512, step=128,
+    max_samples = c2.number_input("Training images used (0: all)", 0, 100_000, step=128, key="surface_samples",
                                   help="A subset keeps a fine grid quick; the JSON records the choice.")
-    a_lo, a_hi = c3.slider("α range", -2.0, 3.0, (-0.5, 1.5), step=0.1)
-    b_lo, b_hi = c3.slider("β range", -2.0, 3.0, (-0.3, 0.8), step=0.1)
-    seed = c3.number_input("Seed of the noise draws", 0, 1_000_000, 0)
+    a_lo, a_hi = c3.slider("α range", -2.0, 3.0, step=0.1, key="surface_alpha")
+    b_lo, b_hi = c3.slider("β range", -2.0, 3.0, step=0.1, key="surface_beta")
+    seed = c3.number_input("Seed of the noise draws", 0, 1_000_000, key="surface_seed")
     go = st.form_submit_button("Compute surface", type="primary")
+kind = st.radio("View", list(VIEWS), horizontal=True, format_func=VIEWS.get, key="surface_view")
+metric = st.radio("Quantity", ["loss", "accuracy"], horizontal=True, key="surface_metric")
+form.remember()
 
-if go:
+if go or form.applied_link:  # a shared link shows its figure (at once when it is in the cache)
     try:
         if dev_a == dev_b:
             raise ValueError(f"expected two different devices, found {dev_a!r} twice")
@@ -55,22 +75,21 @@ if go:
                          resolution=(resolution, resolution), draws=int(draws), seed=int(seed),
                          alpha_range=(a_lo, a_hi), beta_range=(b_lo, b_hi),
                          max_samples=int(max_samples) or None)
-        surface = compute_with_progress(ws, spec, "grid points evaluated")
     except (ValueError, TypeError, FileNotFoundError) as exc:
         st.error(f"Could not compute the surface: {exc}")
     else:
-        st.session_state["surface"] = (spec, surface)
-        st.session_state.pop("surface_files", None)
+        landscape_jobs.submit(ws, "surface", {"surface": spec},
+                              f"loss surface: {resolution} x {resolution} grid, S = {int(draws)}")
 
-if "surface" not in st.session_state:
-    st.info("Pick the three checkpoints and the devices, then press **Compute surface** "
-            "(on the demo trio, 21 x 21 points take well under a minute and are cached).")
+done = landscape_jobs.result_of(ws, "surface", "surface")
+if done is None:
+    if landscape_jobs.followed("surface") is None:
+        st.info("Pick the three checkpoints and the devices, then press **Compute surface** "
+                "(on the demo trio, 21 x 21 points take well under a minute and are cached).")
     st.stop()
 
-spec, surface = st.session_state["surface"]
-kind = st.radio("View", ["contour", "heatmap", "surface3d"], horizontal=True,
-                format_func={"contour": "contour", "heatmap": "heatmap", "surface3d": "3D"}.get)
-metric = st.radio("Quantity", ["loss", "accuracy"], horizontal=True)
+specs, outputs = done
+spec, surface = specs["surface"], outputs["surface"]
 if kind == "surface3d":
     figures = {f"surface3d_{p.replace(' ', '_')}": surface_figure(surface, p, "surface3d", metric)
                for p in surface.panels}

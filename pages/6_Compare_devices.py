@@ -5,10 +5,10 @@ import streamlit as st
 from faces.dashboard.helpers import SURFACE_LABELS, TRIO_ROLES, device_choices, landscape_spec, trio_spec
 from faces.dashboard.workspace import Workspace
 from landscape.figures import comparison_figure
-from landscape.spec import load_inputs
 from landscape.summary import compare_devices
 from faces.dashboard.widgets.export import export_panel
-from faces.dashboard.widgets.workspace import compute_with_progress, trios_or_stop
+from faces.dashboard.widgets import form_state as fs, landscape_jobs
+from faces.dashboard.widgets.workspace import trios_or_stop
 
 st.set_page_config(page_title="Compare devices", layout="wide")
 st.title("Compare devices")
@@ -23,21 +23,35 @@ trios = trios_or_stop(ws)
 
 choices = device_choices(ws)
 labels = list(choices)
-with st.form("compare_form"):
-    group = st.selectbox("Trio", list(trios), format_func=lambda g: g or "demo (checkpoints/)")
-    c1, c2, c3 = st.columns(3)
-    dev_a = c1.selectbox("Device A", labels, index=labels.index("device-A"))
-    dev_b = c1.selectbox("Device B", labels, index=labels.index("device-B"))
-    resolution = c2.slider("Grid points per axis", 3, 61, 21, key="compare_points")
+groups = list(trios)
+# The settings survive page switches and are the page's URL (a link to this selection).
+form = fs.PageForm("compare", [
+    fs.choice("compare_trio", "trio", groups, groups[0]),
+    fs.choice("compare_dev_a", "a", labels, "device-A"),
+    fs.choice("compare_dev_b", "b", labels, "device-B"),
+    fs.integer("compare_points", "points", 3, 61, 21),
     # 16 resolve the demo trio's device-to-device differences at 2 SE (see the warnings for the rest).
-    draws = c2.number_input("Noise draws (S per point, directions per curve)", 2, 200, 16, key="compare_draws",
+    fs.integer("compare_draws", "draws", 2, 200, 16),
+    fs.integer("compare_samples", "samples", 0, 100_000, 512),
+    fs.number("compare_threshold", "threshold", 0.001, 10.0, 0.1),
+    fs.choice("compare_view", "view", ["contour", "heatmap"], "contour"),
+])
+with st.form("compare_form"):
+    group = st.selectbox("Trio", groups, format_func=lambda g: g or "demo (checkpoints/)", key="compare_trio")
+    c1, c2, c3 = st.columns(3)
+    dev_a = c1.selectbox("Device A", labels, key="compare_dev_a")
+    dev_b = c1.selectbox("Device B", labels, key="compare_dev_b")
+    resolution = c2.slider("Grid points per axis", 3, 61, key="compare_points")
+    draws = c2.number_input("Noise draws (S per point, directions per curve)", 2, 200, key="compare_draws",
                             help="The summary numbers carry standard errors, std / √draws.")
-    max_samples = c3.number_input("Training images used (0: all)", 0, 100_000, 512, step=128)
-    threshold = c3.number_input("Basin threshold (loss above the clean loss, nats)", 0.001, 10.0, 0.1)
-    kind = c3.radio("View", ["contour", "heatmap"], horizontal=True)
+    max_samples = c3.number_input("Training images used (0: all)", 0, 100_000, step=128, key="compare_samples")
+    threshold = c3.number_input("Basin threshold (loss above the clean loss, nats)", 0.001, 10.0,
+                                key="compare_threshold")
+    kind = c3.radio("View", ["contour", "heatmap"], horizontal=True, key="compare_view")
     go = st.form_submit_button("Compare", type="primary")
+form.remember()
 
-if go:
+if go or form.applied_link:  # a shared link shows its figure (at once when it is in the cache)
     try:
         if dev_a == dev_b:
             raise ValueError(f"expected two different devices, found {dev_a!r} twice")
@@ -46,23 +60,26 @@ if go:
         surface_spec = trio_spec(trios[group], devices, resolution=(resolution, resolution), **common)
         curves_spec = landscape_spec("curves", {SURFACE_LABELS[r]: trios[group][r] for r in TRIO_ROLES},
                                      devices, num_alphas=41, **common)
-        bar = st.progress(0.0, text="Evaluating the plane...")
-        inputs = load_inputs(surface_spec)  # the trio, data and devices, loaded once for both
-        surface = compute_with_progress(ws, surface_spec, "plane points", bar, (0.0, 0.8), inputs)
-        curves = compute_with_progress(ws, curves_spec, "model-device pairs for the curves", bar, (0.8, 1.0), inputs)
-        bar.empty()
-        summary = compare_devices(curves, surface, threshold=float(threshold))
     except (ValueError, TypeError, FileNotFoundError) as exc:
         st.error(f"Could not compare the devices: {exc}")
     else:
-        st.session_state["comparison"] = (surface_spec, surface, summary)
-        st.session_state.pop("compare_files", None)
+        # The trio, data and devices are loaded once for both (the job shares them).
+        landscape_jobs.submit(ws, "compare", {"surface": surface_spec, "curves": curves_spec},
+                              f"compare {dev_a} and {dev_b}: {resolution} x {resolution} grid, {int(draws)} draws")
 
-if "comparison" not in st.session_state:
-    st.info("Pick a trio and two devices, then press **Compare**.")
+done = landscape_jobs.result_of(ws, "compare", "comparison")
+if done is None:
+    if landscape_jobs.followed("compare") is None:
+        st.info("Pick a trio and two devices, then press **Compare**.")
     st.stop()
 
-spec, surface, summary = st.session_state["comparison"]
+specs, outputs = done
+spec, surface, curves = specs["surface"], outputs["surface"], outputs["curves"]
+try:
+    summary = compare_devices(curves, surface, threshold=float(threshold))
+except ValueError as exc:
+    st.error(f"Could not summarise the comparison: {exc}")
+    st.stop()
 dev_a, dev_b = [p for p in surface.panels if p != "none"][:2]
 figures = {"compare_devices": comparison_figure(surface, dev_a, dev_b, kind)}
 st.plotly_chart(figures["compare_devices"], key="compare_figure")

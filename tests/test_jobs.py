@@ -354,16 +354,16 @@ def test_a_saved_landscape_job_naming_files_outside_the_workspace_is_refused(ws)
 
     spec = helpers.trio_spec(ws.trios()[""], {"device-A": "device-A"}, resolution=(3, 3), draws=1)
     job_spec = helpers.landscape_job_spec("test", {"surface": spec})
-    good = helpers._saved_landscape_specs(ws, job_spec)["surface"]
+    good = helpers.landscape_specs_of(ws, job_spec)["surface"]
     assert good.checkpoints == spec.checkpoints and good.data_root == str(ws.root / "data")
     outside = {**job_spec["specs"]["surface"], "checkpoints": {**spec.checkpoints, "SGD": "/etc/passwd"}}
     with pytest.raises(UserError, match="inside"):
-        helpers._saved_landscape_specs(ws, {**job_spec, "specs": {"surface": outside}})
+        helpers.landscape_specs_of(ws, {**job_spec, "specs": {"surface": outside}})
     strange = {**job_spec["specs"]["surface"], "devices": {"device-A": "/tmp/elsewhere.npz"}}
     with pytest.raises(UserError, match="devices among"):
-        helpers._saved_landscape_specs(ws, {**job_spec, "specs": {"surface": strange}})
+        helpers.landscape_specs_of(ws, {**job_spec, "specs": {"surface": strange}})
     with pytest.raises(UserError, match="not a landscape spec"):
-        helpers._saved_landscape_specs(ws, {**job_spec, "specs": {"surface": {"kind": "nonsense"}}})
+        helpers.landscape_specs_of(ws, {**job_spec, "specs": {"surface": {"kind": "nonsense"}}})
 
 
 def test_a_chunk_file_that_cannot_be_read_or_has_the_wrong_shape_is_computed_again(tmp_path):

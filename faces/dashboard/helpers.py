@@ -295,7 +295,7 @@ def resume_job(ws: Workspace, job_id: str) -> jobs.Job:
         raise UserError(f"job {job_id}: expected a job of this workspace with a saved description, found "
                         f"{'none' if job is None else 'a job without one'}")
     if job.spec.get("kind") == LANDSCAPE_KIND:  # computes what its chunk store does not hold yet
-        return jobs.registry().resume(job_id, _landscape_work(ws, _saved_landscape_specs(ws, job.spec)))
+        return jobs.registry().resume(job_id, _landscape_work(ws, landscape_specs_of(ws, job.spec)))
     return jobs.registry().resume(job_id, _training_work(ws, job.spec, resuming=True))
 
 
@@ -537,7 +537,7 @@ def landscape_job_spec(page: str, specs: dict) -> dict:
                                   "specs": {name: spec.to_dict() for name, spec in specs.items()}}))
 
 
-def _saved_landscape_specs(ws: Workspace, spec: dict) -> dict:
+def landscape_specs_of(ws: Workspace, spec: dict) -> dict:
     """The LandscapeSpecs of a landscape job read back from the jobs file. The file is data: its
     checkpoints must lie in ``checkpoints/``, its devices must be choices the pages offer, and the
     data folder is this server's own, never the file's."""
