@@ -46,6 +46,10 @@ def texts(elements) -> str:
     return " | ".join(str(e.value) for e in elements)
 
 
+def bars(elements) -> str:
+    return " | ".join(e.text for e in elements)
+
+
 def finished(at: AppTest) -> AppTest:
     """Wait for the landscape jobs the page submitted, then run the page again (as its progress
     fragment does once a job ends)."""
@@ -403,3 +407,135 @@ def test_fit_summary_is_a_readable_table_not_raw_json(workspace):
     assert values["estimator"] == "Ledoit-Wolf shrinkage"
     assert values["samples"].startswith("40 repeated maps of a 4 x 4 tile")
     assert "condition number of Sigma" in values
+
+
+# -- work that survives -------------------------------------------------------------------------
+@pytest.fixture
+def held(monkeypatch):
+    """Landscape jobs wait at their start until the test releases them (so the test sees them run)."""
+    import threading
+
+    from faces.dashboard import helpers as ui_helpers
+
+    gate = threading.Event()
+    real = ui_helpers.compute_landscape
+
+    def waiting(*args, **kwargs):
+        assert gate.wait(TIMEOUT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ui_helpers, "compute_landscape", waiting)
+    yield gate
+    gate.set()
+
+
+def tiny_surface(at: AppTest) -> None:
+    at.slider(key="surface_points").set_value(3)
+    at.number_input(key="surface_draws").set_value(1)
+    at.number_input(key="surface_samples").set_value(128)
+
+
+def test_a_landscape_job_survives_a_page_switch_and_its_result_is_shown_on_return(workspace, held):
+    at = page("pages/5_Loss_surfaces.py")
+    tiny_surface(at)
+    at.selectbox(key="surface_dev_b").set_value("device-A")
+    at.selectbox(key="surface_dev_a").set_value("device-B")  # a setting that differs from the default
+    at.button(key="FormSubmitter:surface_form-Compute surface").click().run()
+    assert not at.exception and not at.error
+    assert "loss surface: 3 x 3 grid" in bars(at.get("progress"))  # the page follows its job
+    assert not at.get("plotly_chart")
+
+    at.switch_page("pages/4_Noise_curves.py").run()  # away, while the job waits
+    assert not at.exception
+    running = [j for j in jobs.registry().active() if j.lane == jobs.LANDSCAPE_LANE]
+    assert len(running) == 1
+    # app.py's frame lists it in the sidebar of every page (AppTest runs that frame for the home page).
+    assert "loss surface: 3 x 3 grid" in bars(page("app.py").sidebar.get("progress"))
+
+    held.set()
+    jobs.registry().wait(running[0].id, timeout=TIMEOUT)
+    at.switch_page("pages/5_Loss_surfaces.py").run()  # back: the result, and the form as it was
+    assert not at.exception and not at.error
+    assert len(at.get("plotly_chart")) == 1
+    assert at.slider(key="surface_points").value == 3 and at.number_input(key="surface_draws").value == 1
+    assert at.selectbox(key="surface_dev_a").value == "device-B"
+    assert list(at.dataframe[0].value["panel"]) == ["none", "device-B", "device-A"]
+    assert not page("app.py").sidebar.get("progress")  # nothing runs any more
+
+
+def test_a_cancelled_landscape_job_says_so_and_resumes(workspace, held):
+    at = page("pages/5_Loss_surfaces.py")
+    tiny_surface(at)
+    at.button(key="FormSubmitter:surface_form-Compute surface").click().run()
+    job = next(j for j in jobs.registry().active() if j.lane == jobs.LANDSCAPE_LANE)
+    at.button(key=f"cancel_{job.id}").click().run()
+    held.set()
+    finished(at)
+    assert job.state == jobs.CANCELLED
+    assert "was cancelled" in texts(at.warning) and not at.get("plotly_chart") and not at.success
+    at.button(key=f"resume_{job.id}").click().run()
+    finished(at)
+    assert job.state == jobs.DONE and not at.exception and not at.warning
+    assert len(at.get("plotly_chart")) == 1
+
+
+def linked(params: dict, path: str = "pages/5_Loss_surfaces.py") -> AppTest:
+    """A new session opening the app at ``path`` with the URL query ``params`` (a shared link)."""
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params.update(params)
+    at.run()
+    at.switch_page(path).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_a_link_restores_the_selection_and_shows_the_same_figure(workspace):
+    at = page("pages/5_Loss_surfaces.py")
+    tiny_surface(at)
+    at.selectbox(key="surface_dev_a").set_value("device-B")
+    at.selectbox(key="surface_dev_b").set_value("device-A")
+    at.number_input(key="surface_seed").set_value(7)
+    at.button(key="FormSubmitter:surface_form-Compute surface").click().run()
+    finished(at)
+    url = dict(at.query_params)
+    assert url["points"] == "3" and url["a"] == "device-B" and url["seed"] == "7" and url["sgd"] == "sgd.safetensors"
+    first = json.loads(at.get("plotly_chart")[0].proto.spec)
+
+    before = len(jobs.registry().jobs())
+    other = linked(url)  # a new session: the same form ...
+    assert other.slider(key="surface_points").value == 3 and other.number_input(key="surface_seed").value == 7
+    assert other.selectbox(key="surface_dev_a").value == "device-B"
+    assert other.slider(key="surface_alpha").value == (-0.5, 1.5)
+    assert not other.warning
+    finished(other)  # ... and the same figure, from the job the first session ran
+    assert len(jobs.registry().jobs()) == before
+    assert json.loads(other.get("plotly_chart")[0].proto.spec) == first
+
+    curves = linked({"models": "sgd.safetensors,dat-a.safetensors", "devices": "device-B", "points": "5",
+                     "draws": "2", "samples": "64"}, "pages/4_Noise_curves.py")
+    assert curves.multiselect(key="curve_models").value == ["sgd.safetensors", "dat-a.safetensors"]
+    assert curves.multiselect(key="curve_devices").value == ["device-B"]
+    finished(curves)
+    assert not curves.exception and len(curves.get("plotly_chart")) == 1
+    assert set(curves.dataframe[0].value["device"]) == {"device-B"}
+
+
+@pytest.mark.parametrize("path, params, named", [
+    ("pages/5_Loss_surfaces.py", {"points": "999", "a": "no-such-device", "alpha": "2,1", "bogus": "1"},
+     ["points", "no-such-device", "alpha", "bogus"]),
+    ("pages/4_Noise_curves.py", {"models": "../../etc/passwd", "draws": "many", "quantity": "joy"},
+     ["models", "draws", "quantity"]),
+    ("pages/6_Compare_devices.py", {"trio": "nowhere", "threshold": "-1", "view": ""}, ["trio", "threshold", "view"]),
+])
+def test_bad_link_values_warn_and_fall_back_to_the_defaults(workspace, path, params, named):
+    before = len(jobs.registry().jobs())
+    at = linked(params, path)
+    assert not at.exception and not at.error
+    warning = texts(at.warning)
+    assert "could not all be used" in warning and all(n in warning for n in named), warning
+    assert len(jobs.registry().jobs()) == before  # a link with refused values computes nothing
+    if path.startswith("pages/5"):
+        assert at.slider(key="surface_points").value == 21 and at.selectbox(key="surface_dev_a").value == "device-A"
+        assert at.slider(key="surface_alpha").value == (-0.5, 1.5)
+    if path.startswith("pages/4"):
+        assert at.number_input(key="curve_draws").value == 16 and at.radio(key="curve_metric").value == "loss"

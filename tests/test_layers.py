@@ -22,7 +22,8 @@ LAYERS = {
     4: ["faces.__init__", "faces.cli.__init__", "faces.cli.__main__", "faces.cli.profile", "faces.cli.twin",
         "faces.cli.landscape", "faces.cli.instruments", "faces.dashboard.__init__", "faces.dashboard.helpers",
         "faces.dashboard.workspace", "faces.dashboard.jobs", "faces.dashboard.widgets.__init__",
-        "faces.dashboard.widgets.export", "faces.dashboard.widgets.workspace"],
+        "faces.dashboard.widgets.export", "faces.dashboard.widgets.workspace",
+        "faces.dashboard.widgets.form_state", "faces.dashboard.widgets.landscape_jobs"],
 }
 NAMES = ("noise profile and base", "noise profile", "training", "landscape", "faces")
 LAYER_OF = {m: layer for layer, mods in LAYERS.items() for m in mods}
