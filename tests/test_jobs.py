@@ -377,3 +377,14 @@ def test_a_chunk_file_that_cannot_be_read_or_has_the_wrong_shape_is_computed_aga
     assert store.load(0, 5) is None  # another chunking's points
     (tmp_path / "chunks" / "000001.npz").write_bytes(b"not a zip")
     assert store.load(1, 2) is None and store.load(2, 2) is None
+
+
+def test_a_landscape_job_runs_even_when_the_jobs_file_is_damaged_and_leaves_the_file_alone(ws):
+    from faces.dashboard import helpers
+
+    ws.jobs_file.write_bytes(b"{damaged")
+    spec = helpers.trio_spec(ws.trios()[""], {"device-A": "device-A"}, resolution=(2, 2), draws=1, max_samples=32)
+    job = helpers.submit_landscape(ws, "test", {"surface": spec}, "surface for the test")
+    jobs.registry().wait(job.id, timeout=120)
+    assert job.state == jobs.DONE and job.output["surface"].loss.shape == (2, 2, 2)
+    assert ws.jobs_file.read_bytes() == b"{damaged"  # kept for the user to look at, never overwritten

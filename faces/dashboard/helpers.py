@@ -610,7 +610,9 @@ def _landscape_work(ws: Workspace, specs: dict):
 def find_landscape_job(ws: Workspace, job_spec: dict) -> jobs.Job | None:
     """This server's job for exactly ``job_spec`` that is queued, running, or done with its result in
     memory (newest first); None when there is none, so the caller submits one."""
-    for job in jobs.registry().jobs(ws.jobs_file):
+    for job in jobs.registry().jobs():
+        if job.store not in (None, str(ws.jobs_file)):
+            continue
         if job.spec == job_spec and (job.active or (job.state == jobs.DONE and job.output is not None)):
             return job
     return None
@@ -625,5 +627,10 @@ def submit_landscape(ws: Workspace, page: str, specs: dict, label: str) -> jobs.
     found = find_landscape_job(ws, job_spec)
     if found is not None:
         return found
-    return jobs.submit(_landscape_work(ws, dict(specs)), label=label, spec=job_spec, store=ws.jobs_file,
-                       lane=jobs.LANDSCAPE_LANE)
+    from dat.errors import UserError
+
+    work = _landscape_work(ws, dict(specs))
+    try:
+        return jobs.submit(work, label=label, spec=job_spec, store=ws.jobs_file, lane=jobs.LANDSCAPE_LANE)
+    except UserError:  # a damaged jobs file (the home page says so): the job runs, kept in memory only
+        return jobs.submit(work, label=label, spec=job_spec, lane=jobs.LANDSCAPE_LANE)
