@@ -539,3 +539,20 @@ def test_bad_link_values_warn_and_fall_back_to_the_defaults(workspace, path, par
         assert at.slider(key="surface_alpha").value == (-0.5, 1.5)
     if path.startswith("pages/4"):
         assert at.number_input(key="curve_draws").value == 16 and at.radio(key="curve_metric").value == "loss"
+
+
+def test_a_new_threshold_on_the_same_comparison_reuses_the_job_and_refreshes_the_exported_summary(workspace):
+    at = page("pages/6_Compare_devices.py")
+    at.slider(key="compare_points").set_value(3)
+    at.number_input(key="compare_draws").set_value(2)
+    at.number_input(key="compare_samples").set_value(128)
+    at.button(key="FormSubmitter:compare_form-Compare").click().run()
+    finished(at)
+    first = at.session_state["compare_numbers"][1]["summary.csv"]
+    count = len(jobs.registry().jobs())
+    at.number_input(key="compare_threshold").set_value(5.0)
+    at.button(key="FormSubmitter:compare_form-Compare").click().run()
+    finished(at)
+    assert not at.exception and not at.error
+    assert len(jobs.registry().jobs()) == count  # the same surface and curves: the finished job is followed
+    assert at.session_state["compare_numbers"][1]["summary.csv"] != first  # the summary of the new threshold

@@ -13,12 +13,14 @@ def export_panel(prefix: str, result, figures: dict, spec, comparison=None) -> N
     figures through Plotly's static export, then buttons for each image and for the whole zip.
     ``prefix`` names the files and keeps this page's widget keys apart."""
     st.subheader("Export")
-    # Built once per result, not on every rerun (a view toggle reruns the page). The comparison is
-    # a function of the result, so the result's identity keys both.
+    # Built once per result and summary, not on every rerun (a view toggle reruns the page). The
+    # summary depends on the result and on settings such as the basin threshold: its rows key it.
+    key = (id(result), None if comparison is None else repr(getattr(comparison, "rows", comparison)))
     stored = st.session_state.get(f"{prefix}_numbers")
-    if stored is None or stored[0] != id(result):
-        stored = (id(result), data_files(result, spec, comparison))
+    if stored is None or stored[0] != key:
+        stored = (key, data_files(result, spec, comparison))
         st.session_state[f"{prefix}_numbers"] = stored
+        st.session_state.pop(f"{prefix}_files", None)  # figure files of an earlier result: gone
     numbers = stored[1]
     for col, (name, data) in zip(st.columns(len(numbers)), numbers.items()):
         col.download_button(name, data, file_name=f"{prefix}_{name}", mime=mime_of(name), key=f"dl_{name}")
