@@ -556,3 +556,20 @@ def test_a_new_threshold_on_the_same_comparison_reuses_the_job_and_refreshes_the
     assert not at.exception and not at.error
     assert len(jobs.registry().jobs()) == count  # the same surface and curves: the finished job is followed
     assert at.session_state["compare_numbers"][1]["summary.csv"] != first  # the summary of the new threshold
+
+
+def test_a_rerun_carrying_an_older_query_string_keeps_the_form(workspace):
+    """The query string a browser sends with a rerun can lag behind the one the last run wrote: only
+    a session's first run reads the URL, later ones keep what the user set."""
+    at = page("pages/5_Loss_surfaces.py")
+    stale = dict(at.query_params)
+    assert stale["points"] == "21"
+    tiny_surface(at)
+    at.button(key="FormSubmitter:surface_form-Compute surface").click().run()
+    assert at.query_params["points"] == "3"
+    at.query_params.clear()
+    at.query_params.update(stale)  # the rerun arrives with the query string of before the submit
+    at.run()
+    assert not at.exception and not at.warning
+    assert at.slider(key="surface_points").value == 3 and at.query_params["points"] == "3"
+    finished(at)

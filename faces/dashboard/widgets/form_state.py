@@ -11,7 +11,7 @@ its widgets with those keys and no defaults of their own, and brackets them with
     ... widgets with key=... and no value/index/default ...
     form.remember()          # after them: keep the values for later runs and write them to the URL
 
-A URL the page did not write itself (a shared link, opened in a new session) sets the form once;
+A URL that a session opens with (a shared link) sets the form in its first run;
 a value that is unknown or out of range is named in a warning and replaced by the default. The URL
 holds checkpoints by their name in the workspace (``FOLDER/FILE``), devices by their name in the
 device lists, and numbers as text.
@@ -129,9 +129,11 @@ class PageForm:
         self.page, self.fields = page, []
         self._kept = st.session_state.setdefault(f"_form_{page}", {})
         params = st.query_params.to_dict()
-        # A URL this session did not write (a shared link) sets the form; one a page of this session
-        # wrote does not (also where a page switch keeps the previous page's parameters).
-        self.from_url = bool(params) and params != st.session_state.get(_LAST_URL)
+        # A link is opened in a new session: the URL sets the form in a session's first run, before
+        # any page of it has written its URL. Later runs never read it back, since the query string
+        # a rerun carries can lag behind the one the last run wrote, and a page switch may keep the
+        # previous page's parameters.
+        self.from_url = bool(params) and _LAST_URL not in st.session_state
         self.params = params
         self.warnings: list[str] = []
         if fields:
