@@ -4,7 +4,7 @@ import streamlit as st
 
 from faces.dashboard.helpers import TRIO_LABELS, TRIO_ROLES, device_choices, trio_spec
 from faces.dashboard.workspace import Workspace
-from landscape.figures import fig1_figure, surface_figure
+from landscape.figures import fig1_figure, marker_rows, surface_figure
 from faces.dashboard.widgets.export import export_panel
 from faces.dashboard.widgets.workspace import compute_with_progress, trios_or_stop
 
@@ -84,9 +84,8 @@ st.caption(f"{len(surface.alphas)} x {len(surface.betas)} grid, {spec.draws} dra
            "The hover gives each point's expected loss ± its standard error over the draws.")
 
 st.subheader("Loss at the models")
-st.caption(f"Expected loss under each device's noise, mean of {spec.draws} draws at the model's point "
-           "(its standard error is not kept for the markers; the Noise curves and Compare pages give it).")
-st.dataframe([{"panel": p, **{m: float(surface.marker_loss[i, j]) for j, m in enumerate(surface.markers)}}
-              for i, p in enumerate(surface.panels)], hide_index=True)
+st.caption(f"Expected loss and accuracy under each device's noise at each model's point: mean of {spec.draws} "
+           "draws ± its standard error (std / √draws); without noise one exact evaluation (SE 0).")
+st.dataframe(marker_rows(surface), hide_index=True)
 
 export_panel("surface", surface, figures, spec)

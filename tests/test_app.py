@@ -225,12 +225,16 @@ def test_loss_surface_page_marks_the_models_at_their_clean_loss(workspace):
 
     at = page("pages/5_Loss_surfaces.py")
     at.slider[0].set_value(3)
-    at.number_input[0].set_value(1)
+    at.number_input[0].set_value(2)
     at.button(key="FormSubmitter:surface_form-Compute surface").click().run()
     assert not at.exception and not at.error
     assert len(at.get("plotly_chart")) == 1
-    markers = at.dataframe[0].value.set_index("panel")
-    assert list(markers.index) == ["none", "device-A", "device-B"]  # devices by their own names
+    table = at.dataframe[0].value
+    assert list(dict.fromkeys(table["panel"])) == ["none", "device-A", "device-B"]  # devices by their own names
+    assert {"loss_se", "accuracy_se"} <= set(table.columns)
+    noisy = table[table["panel"] != "none"]
+    assert (noisy["loss_se"] > 0).all() and (table[table["panel"] == "none"]["loss_se"] == 0).all()
+    markers = table.pivot(index="panel", columns="model", values="loss")
     # Reference: the SGD checkpoint's own loss on the same 512 training images, without noise.
     bundle = load_dataset("digits")
     x, y = bundle.train_eval.tensors
