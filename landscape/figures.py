@@ -47,6 +47,23 @@ def _display(names: dict | None, label: str) -> str:
     return (names or {}).get(label, label)
 
 
+def shared_ending(names: list[str]) -> tuple[list[str], str]:
+    """Legend names without the words every one of them ends with, and those words: "SGD-BN digits
+    CNN6, 20 epochs" and "DAT-Fast (device-A) digits CNN6, 20 epochs" become "SGD-BN" and
+    "DAT-Fast (device-A)", with "digits CNN6, 20 epochs" said once. Names stay as they are when
+    fewer than two, or when the short forms would be empty or no longer distinct."""
+    words = [n.split() for n in names]
+    if len(names) < 2:
+        return list(names), ""
+    k = 0
+    while all(len(w) > k + 1 for w in words) and len({tuple(w[len(w) - k - 1:]) for w in words}) == 1:
+        k += 1
+    short = [" ".join(w[: len(w) - k]).rstrip(",;:·") for w in words]
+    if k == 0 or not all(short) or len(set(short)) != len(short):
+        return list(names), ""
+    return short, " ".join(words[0][len(words[0]) - k:])
+
+
 # ----------------------------------------------------------------------------------------------
 # Colour scales
 # ----------------------------------------------------------------------------------------------
@@ -162,9 +179,11 @@ def curves_figure(curves: Curves, metric: str = "loss", *, title: str | None = N
                         subplot_titles=list(curves.devices))
     name_panel_titles(fig, len(curves.devices))
     x = curves.alphas[None, :, :] / curves.typical_norm[:, :, None]     # [M, D, A] in units of r
+    # What every model's name shares ("digits CNN6, 20 epochs") is said once, in the legend's title.
+    legend_names, shared = shared_ending([_display(names, m) for m in curves.models])
     for j, device in enumerate(curves.devices):
         for i, model in enumerate(curves.models):
-            st, name = style(i), _display(names, model)
+            st, name, full = style(i), legend_names[i], _display(names, model)
             xs = x[i, j]
             edge = dict(color=rgba(st["color"], 0.55), width=0.6, dash=st["dash"])
             fig.add_trace(go.Scatter(x=xs, y=hi[i, j], mode="lines", line=edge, hoverinfo="skip",
@@ -176,14 +195,14 @@ def curves_figure(curves: Curves, metric: str = "loss", *, title: str | None = N
             fig.add_trace(go.Scatter(
                 x=xs, y=mean[i, j], mode="lines", line=dict(color=st["color"], width=1.6, dash=st["dash"]),
                 name=name, legendgroup=model, showlegend=j == 0, customdata=custom,
-                hovertemplate=(f"{name} under {device}<br>α / r %{{x:.2f}} (α %{{customdata[0]:.3g}})<br>"
+                hovertemplate=(f"{full} under {device}<br>α / r %{{x:.2f}} (α %{{customdata[0]:.3g}})<br>"
                                f"{word} %{{y:.3g}} ± %{{customdata[1]:.2g}}{unit} (mean ± SE over {draws} "
                                "directions)<extra></extra>")), row=1, col=j + 1)
             fig.add_trace(go.Scatter(
                 x=[1.0], y=[at_mean[i, j]], mode="markers", showlegend=False, legendgroup=model,
                 marker=dict(color=st["color"], symbol=st["symbol"], size=7, line=dict(color="white", width=0.8)),
                 error_y=dict(type="data", array=[at_se[i, j]], color=st["color"], thickness=1, width=3),
-                hovertemplate=(f"{name} under {device} at α = r = {curves.typical_norm[i, j]:.3g}<br>{word} "
+                hovertemplate=(f"{full} under {device} at α = r = {curves.typical_norm[i, j]:.3g}<br>{word} "
                                f"{at_mean[i, j]:.3g} ± {at_se[i, j]:.2g}{unit} (mean ± SE over {draws} "
                                "directions)<extra></extra>")), row=1, col=j + 1)
         for v in (-1.0, 1.0):
@@ -205,7 +224,8 @@ def curves_figure(curves: Curves, metric: str = "loss", *, title: str | None = N
     else:
         fig.update_yaxes(range=[-0.04, 1.04])  # "0" clear of the x axis' first tick label
     fig.update_layout(title=dict(text=title) if title else None,
-                      legend=dict(title=dict(text=f"band: {band_name}; marker: at α = r ± SE", side="top")))
+                      legend=dict(title=dict(text=(f"{shared} · " if shared else "")
+                                                  + f"band: {band_name}; marker: at α = r ± SE", side="top")))
     rows = 2 if len(curves.models) > 3 else 1
     tag(fig, "curves", ncols=len(curves.devices), aspect=0.85, legend=True, legend_rows=rows + 1,
         left_em=4.4)

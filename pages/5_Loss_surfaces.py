@@ -2,7 +2,9 @@
 
 import streamlit as st
 
-from faces.dashboard.helpers import TRIO_LABELS, TRIO_ROLES, device_choices, trio_spec
+from faces.dashboard.helpers import (TRIO_LABELS, TRIO_ROLES, device_choices, model_labels, trio_labels,
+                                     trio_role_choices, trio_spec)
+from dat.checkpoint import name_slug
 from faces.dashboard.workspace import Workspace
 from landscape.figures import fig1_figure, marker_rows, surface_figure
 from faces.dashboard.widgets.export import export_panel
@@ -22,13 +24,15 @@ trios = trios_or_stop(ws, rows)
 
 names = {row["name"]: row["path"] for row in rows}
 groups = list(trios)
-group = st.selectbox("Trio", groups, format_func=lambda g: g or "demo (checkpoints/)")
+labels, trio_names = model_labels(rows), trio_labels(trios, rows)
+group = st.selectbox("Trio", groups, format_func=trio_names.get)
+options = trio_role_choices(rows, trios[group])  # only checkpoints that can share this trio's plane
 cols = st.columns(3)
 picked = {}
 for col, role in zip(cols, TRIO_ROLES):
     default = next(n for n, p in names.items() if p == trios[group][role])
-    picked[role] = names[col.selectbox(TRIO_LABELS[role], list(names), index=list(names).index(default),
-                                       key=f"{group}_{role}")]
+    picked[role] = names[col.selectbox(TRIO_LABELS[role], options, index=options.index(default),
+                                       format_func=lambda n: f"{labels[n]}  ·  {n}", key=f"{group}_{role}")]
 
 choices = device_choices(ws)
 labels = list(choices)
@@ -60,6 +64,7 @@ if go:
         st.error(f"Could not compute the surface: {exc}")
     else:
         st.session_state["surface"] = (spec, surface)
+        st.session_state["surface_name"] = trio_names[group]
         st.session_state.pop("surface_files", None)
 
 if "surface" not in st.session_state:
@@ -88,4 +93,4 @@ st.caption(f"Expected loss and accuracy under each device's noise at each model'
            "draws ± its standard error (std / √draws); without noise one exact evaluation (SE 0).")
 st.dataframe(marker_rows(surface), hide_index=True)
 
-export_panel("surface", surface, figures, spec)
+export_panel("surface", surface, figures, spec, stem=name_slug(st.session_state.get("surface_name", ""), "surface"))

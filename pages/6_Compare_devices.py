@@ -2,7 +2,9 @@
 
 import streamlit as st
 
-from faces.dashboard.helpers import SURFACE_LABELS, TRIO_ROLES, device_choices, landscape_spec, trio_spec
+from dat.checkpoint import name_slug
+from faces.dashboard.helpers import (SURFACE_LABELS, TRIO_ROLES, device_choices, landscape_spec, trio_labels,
+                                     trio_spec)
 from faces.dashboard.workspace import Workspace
 from landscape.figures import comparison_figure
 from landscape.spec import load_inputs
@@ -19,12 +21,14 @@ st.markdown(
     "noise directions, and the loss increase at the model's own point of the plane.")
 
 ws = Workspace.default()
-trios = trios_or_stop(ws)
+rows = ws.list_checkpoints()  # read every header once per run
+trios = trios_or_stop(ws, rows)
+trio_names = trio_labels(trios, rows)  # each trio by its name
 
 choices = device_choices(ws)
 labels = list(choices)
 with st.form("compare_form"):
-    group = st.selectbox("Trio", list(trios), format_func=lambda g: g or "demo (checkpoints/)")
+    group = st.selectbox("Trio", list(trios), format_func=trio_names.get)
     c1, c2, c3 = st.columns(3)
     dev_a = c1.selectbox("Device A", labels, index=labels.index("device-A"))
     dev_b = c1.selectbox("Device B", labels, index=labels.index("device-B"))
@@ -56,6 +60,7 @@ if go:
         st.error(f"Could not compare the devices: {exc}")
     else:
         st.session_state["comparison"] = (surface_spec, surface, summary)
+        st.session_state["comparison_name"] = trio_names[group]
         st.session_state.pop("compare_files", None)
 
 if "comparison" not in st.session_state:
@@ -82,4 +87,5 @@ if summary.warnings:  # differences within 2 standard errors of zero: more draws
     st.warning("Not resolved by these draws:\n" + "\n".join(f"- {m}" for m in summary.warnings))
 st.dataframe(summary.rows, hide_index=True)
 
-export_panel("compare", surface, figures, spec, summary)
+export_panel("compare", surface, figures, spec, summary,
+             stem=name_slug(st.session_state.get("comparison_name", ""), "compare"))
