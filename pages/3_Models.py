@@ -52,9 +52,10 @@ st.dataframe(checkpoint_rows(rows), hide_index=True)
 by_name = {row["name"]: row for row in rows}
 names = list(by_name)
 labels = model_labels(rows)  # each checkpoint by its name (as trained, or the readable default)
+shown = {n: f"{labels[n]}  ·  {n}" for n in names}
 
 st.header("One checkpoint")
-name = st.selectbox("Checkpoint", names, key="one_checkpoint", format_func=lambda n: f"{labels[n]}  ·  {n}")
+name = st.selectbox("Checkpoint", names, key="one_checkpoint", format_func=shown.get)
 row = by_name[name]
 c1, c2 = st.columns([3, 1])
 with c1.expander("Metadata", expanded=False):
@@ -67,7 +68,7 @@ st.header("Evaluate with and without noise")
 choices = device_choices(ws)
 with st.form("evaluate_form"):
     picked = st.multiselect("Checkpoints", names, default=[name], key="eval_models",
-                            format_func=lambda n: f"{labels[n]}  ·  {n}")
+                            format_func=shown.get)
     device = st.selectbox("Device profile", list(choices), key="eval_device")
     c1, c2 = st.columns(2)
     draws = c1.number_input("Noise draws R", 1, 1000, 20, key="eval_draws")
@@ -91,7 +92,7 @@ if st.session_state.get("evaluations"):
 
 st.header("Table I")
 selected = st.multiselect("Models in the table", names, default=names, key="table_models",
-                          format_func=lambda n: f"{labels[n]}  ·  {n}")
+                          format_func=shown.get)
 AS_TRAINED = "each model's own evaluation device"
 table_device = st.selectbox("Noise in the table", [AS_TRAINED] + list(choices), key="table_device",
                             help="Models evaluated under another device are re-evaluated by the same rule as `dat eval` "

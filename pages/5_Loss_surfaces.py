@@ -25,6 +25,7 @@ trios = trios_or_stop(ws, rows)
 names = {row["name"]: row["path"] for row in rows}
 groups = list(trios)
 labels, trio_names = model_labels(rows), trio_labels(trios, rows)
+shown = {n: f"{labels[n]}  ·  {n}" for n in names}  # each checkpoint by its name and file
 group = st.selectbox("Trio", groups, format_func=trio_names.get)
 options = trio_role_choices(rows, trios[group])  # only checkpoints that can share this trio's plane
 cols = st.columns(3)
@@ -32,7 +33,7 @@ picked = {}
 for col, role in zip(cols, TRIO_ROLES):
     default = next(n for n, p in names.items() if p == trios[group][role])
     picked[role] = names[col.selectbox(TRIO_LABELS[role], options, index=options.index(default),
-                                       format_func=lambda n: f"{labels[n]}  ·  {n}", key=f"{group}_{role}")]
+                                       format_func=shown.get, key=f"{group}_{role}")]
 
 choices = device_choices(ws)
 labels = list(choices)
