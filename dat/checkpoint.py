@@ -181,3 +181,153 @@ def load_resume(path: str | os.PathLike, required: tuple = RESUME_KEYS) -> dict:
         raise UserError(f"{path} is not a resume state of this version: expected the keys {list(required)}, "
                         f"missing {missing} (found {found}); delete it or train with --no-resume")
     return state
+
+
+# -- names ------------------------------------------------------------------------------------------
+# A run's name is data: shown in legends, tables and file names, never used as a path itself (file
+# names derived from it go through name_slug). Checkpoints written before names existed get the
+# readable default from their own metadata.
+METHOD_NAMES = {"sgd": "SGD", "sgd-bn": "SGD-BN", "dat-fast": "DAT-Fast", "dat-full": "DAT-Full", "sam": "SAM",
+                "noise-injection": "noise injection"}
+ARCH_NAMES = {"cnn6": "CNN6", "resnet18": "ResNet18"}
+DATASET_NAMES = {"digits": "digits", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
+MAX_NAME_LENGTH = 80
+
+
+def check_display_name(name, what: str = "name") -> str | None:
+    """A user-chosen name, stripped: printable text of 1 to MAX_NAME_LENGTH characters; None or an
+    empty text means "use the default" (None)."""
+    if name is None:
+        return None
+    if not isinstance(name, str):
+        raise UserError(f"{what}: expected text, found {type(name).__name__}")
+    name = " ".join(name.split())  # tabs, newlines and runs of spaces become one space
+    if not name:
+        return None
+    if len(name) > MAX_NAME_LENGTH or not name.isprintable():
+        raise UserError(f"{what}: expected printable text of at most {MAX_NAME_LENGTH} characters, found {name!r} "
+                        f"({len(name)} characters)")
+    return name
+
+
+def _setting(meta: dict, key: str, default=None):
+    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    value = meta.get(key, config.get(key, default))
+    return value if value is not None else default
+
+
+def _dataset_of(meta: dict) -> str:
+    dataset = meta.get("dataset")
+    name = dataset.get("dataset") if isinstance(dataset, dict) else dataset
+    if not name:
+        name = _setting(meta, "dataset", "")
+    return str(name or "")
+
+
+def _device_short(spec) -> str:
+    """A device as a name shows it: a preset's name, or a saved profile's file stem."""
+    return os.path.splitext(os.path.basename(str(spec)))[0]
+
+
+def _model_words(meta: dict) -> str:
+    dataset = _dataset_of(meta)
+    model = meta.get("model") if isinstance(meta.get("model"), dict) else {}
+    arch = str(_setting(meta, "arch", "") or model.get("arch", ""))
+    words = [DATASET_NAMES.get(dataset, dataset), ARCH_NAMES.get(arch, arch)]
+    return " ".join(w for w in words if w)
+
+
+def _epochs_words(meta: dict) -> str:
+    epochs = _setting(meta, "epochs")
+    if epochs is None and isinstance(meta.get("history"), list):
+        epochs = len(meta["history"]) or None
+    return f"{epochs} epoch{'' if epochs == 1 else 's'}" if epochs is not None else ""
+
+
+def default_run_name(meta: dict) -> str:
+    """The readable default name of a run from its metadata (or a resolved config's ``to_dict()``):
+    "SGD-BN digits CNN6, 20 epochs", "DAT-Fast (device-A) digits CNN6, 20 epochs"."""
+    method = str(_setting(meta, "method", ""))
+    head = METHOD_NAMES.get(method, method) or "model"
+    if method in ("dat-fast", "dat-full", "noise-injection"):
+        device = meta.get("device") if isinstance(meta.get("device"), dict) else {}
+        spec = device.get("name") or device.get("spec") or _setting(meta, "device", "")
+        head = f"{head} ({_device_short(spec)})" if spec else head
+    tail = ", ".join(w for w in (_model_words(meta), _epochs_words(meta)) if w)
+    return f"{head} {tail}".strip() if tail else head
+
+
+def default_trio_name(config: dict) -> str:
+    """The readable default name of a trio from its config (``TrainConfig.to_dict()``): "digits CNN6
+    trio, 20 epochs"."""
+    return ", ".join(w for w in (f"{_model_words(config)} trio".strip(), _epochs_words(config)) if w)
+
+
+def display_name(meta: dict) -> str:
+    """A checkpoint's name: the one it was trained under (``meta["display_name"]``), else the default."""
+    try:
+        given = check_display_name(meta.get("display_name"))
+    except UserError:
+        given = None  # a malformed name in a file is ignored, not shown
+    return given or default_run_name(meta)
+
+
+def trio_name(meta: dict) -> str | None:
+    """The name of the trio a checkpoint was trained in (``meta["trio"]["name"]``), else None."""
+    trio = meta.get("trio")
+    if not isinstance(trio, dict):
+        return None
+    try:
+        return check_display_name(trio.get("name"))
+    except UserError:
+        return None
+
+
+def name_slug(name: str, fallback: str = "run") -> str:
+    """A file-name part made from a name: lower-case letters, digits and '-', at most 48 characters,
+    checked by ``dat.fileio.check_name``; ``fallback`` when nothing is left."""
+    from dat.fileio import check_name
+
+    slug = "".join(ch if ch.isascii() and ch.isalnum() else "-" for ch in str(name).lower())
+    slug = "-".join(part for part in slug.split("-") if part)[:48].strip("-")
+    return check_name(slug or fallback, "file name")
+
+
+# -- which checkpoints can share a landscape ----------------------------------------------------------
+def compatibility(meta: dict) -> dict:
+    """What checkpoints must share to span one landscape plane and be perturbed alike: the model
+    (architecture and its sizes, BatchNorm, input and class counts), the dataset, and the noise
+    targets as trained (choice, tile, units) with the device's stress."""
+    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    return {"model": meta.get("model"), "dataset": _dataset_of(meta),
+            "targets": config.get("targets", "last-linear"), "tile": int(config.get("tile", 64)),
+            "units": config.get("units", "relative"), "stress": float(config.get("stress", 1.0))}
+
+
+def compatible(meta: dict, other: dict) -> bool:
+    """Whether two checkpoints' metadata can be compared on one landscape (:func:`compatibility`)."""
+    return compatibility(meta) == compatibility(other)
+
+
+def check_trio(paths, metas: dict | None = None) -> None:
+    """Refuse a trio {role: checkpoint path} before any computing: the same file in two roles, or
+    checkpoints that do not share their :func:`compatibility` (raises UserError naming both).
+    ``metas``: {role: metadata} already read (else each header is read here)."""
+    paths = {role: str(p) for role, p in dict(paths).items()}
+    seen: dict[str, str] = {}
+    for role, path in paths.items():
+        key = os.path.realpath(path)
+        if key in seen:
+            raise UserError(f"a trio needs three different checkpoints, found {path} as both {seen[key]} and {role}")
+        seen[key] = role
+    metas = dict(metas) if metas is not None else {role: read_meta(p) for role, p in paths.items()}
+    roles = list(paths)
+    first = compatibility(metas[roles[0]])
+    for role in roles[1:]:
+        other = compatibility(metas[role])
+        differ = [k for k in first if first[k] != other[k]]
+        if differ:
+            k = differ[0]
+            raise UserError(f"the checkpoints of a trio must share their {', '.join(differ)}: expected {k} "
+                            f"{first[k]!r} (as {roles[0]}, {paths[roles[0]]}), found {other[k]!r} ({role}, "
+                            f"{paths[role]})")

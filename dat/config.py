@@ -75,6 +75,12 @@ class TrainConfig:
     eval_seed: int = 0                 # seed of the evaluation draws (dat.evaluate's one rule; not the training seed)
     eval_batch_size: int = 512         # images per evaluation batch
     out: str | None = None             # checkpoint path (None: checkpoints/<dataset>-<arch>-<method>-s<seed>.safetensors)
+    # The run's name in legends, tables and file names (a trio's: the trio's name); data only, never a
+    # path. None: a readable default from the settings (dat.checkpoint.default_run_name).
+    name: str | None = field(default=None, metadata={"help": "the run's name in legends, tables and export file "
+                                                             "names (for a trio or the demo: the trio's name); "
+                                                             "default: made from the settings, e.g. 'SGD-BN "
+                                                             "digits CNN6, 20 epochs'"})
     resume: bool = True                # continue from <out>.resume.pt when present
     num_workers: int = 0               # DataLoader worker processes
     torch_device: str = "cpu"          # "cpu" or "cuda"
@@ -146,6 +152,8 @@ class TrainConfig:
             raise ValueError(f"Invalid device: expected a preset name or a profile path, found {self.device!r}")
         if self.num_workers < 0:
             raise ValueError(f"Invalid num_workers: expected >= 0, found {self.num_workers}")
+        from dat.checkpoint import check_display_name
+        self.name = check_display_name(self.name, "Invalid name")
         return self
 
 

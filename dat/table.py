@@ -50,7 +50,7 @@ WORST_CHIP_PERCENTILE = 5
 # Config fields that do not define a run: its seed, where files go, how data is found, how it is
 # evaluated (evaluation follows dat.evaluate's rule, recorded per row).
 NOT_RUN_DEFINING = frozenset({"seed", "out", "resume", "data_root", "download", "verify", "num_workers", "extra",
-                              "eval_draws", "eval_device", "eval_batch_size", "eval_seed"})
+                              "eval_draws", "eval_device", "eval_batch_size", "eval_seed", "name"})
 # Fields in which a method's run may differ from its SGD-BN baseline and still be paired with it.
 METHOD_FIELDS = frozenset({"method", "batchnorm", "device", "alpha", "k", "p", "rho"})
 INTERVAL_NOTE = ("± is the half-width of the 95 % confidence interval (t-interval) over the n seeds of the row "
@@ -195,6 +195,7 @@ def table_rows(metas: Iterable[dict], device: str | None = None, *, draws: int |
         group = groups.setdefault(key, {"per_seed": defaultdict(list), "paths": [], "meta": meta})
         group["per_seed"][_seed(meta)].append(_values(meta, metrics))
         group["paths"].append(str(meta.get("path", "")))
+        group.setdefault("names", set()).add(_chosen_name(meta))
         group.setdefault("alphas", []).append(meta.get("alpha"))
     rows = []
     for key, group in groups.items():
@@ -205,7 +206,8 @@ def table_rows(metas: Iterable[dict], device: str | None = None, *, draws: int |
                "trained_on": trained_name, "trained_on_hash": trained_hash, "run": "", "_fields": json.loads(fields),
                "_comparison": _comparison_identity(group["meta"]), "n_seeds": len(per_seed),
                "seeds": sorted(per_seed), "n_checkpoints": len(group["paths"]), "draws": n_draws, "eval_seed": seed,
-               "per_seed": per_seed}
+               "per_seed": per_seed,
+               "_name": next(iter(group["names"])) if len(group["names"]) == 1 else None}
         # DAT's strength (a stated fraction of the device's noise norm) and the alpha it resolved to
         # per seed (calibrated at the start of each run): a table says at what strength it compared.
         alphas = [float(a) for a in group["alphas"] if isinstance(a, (int, float)) and not isinstance(a, bool)]
@@ -225,13 +227,27 @@ def table_rows(metas: Iterable[dict], device: str | None = None, *, draws: int |
     return rows
 
 
+def _chosen_name(meta: dict) -> str | None:
+    """The name a user gave the run (``dat.checkpoint.display_name``), None for a default name."""
+    from dat.checkpoint import default_run_name, display_name
+
+    name = display_name(meta)
+    return None if name == default_run_name(meta) else name
+
+
 def _label_runs(rows: list[dict]) -> None:
-    """Rows that share (device, dataset, model, method) but not their run: name what differs."""
+    """Rows that share (device, dataset, model, method) but not their run: the names the user gave
+    the runs where they tell the rows apart, else what differs in their settings."""
     by_cell = defaultdict(list)
     for r in rows:
         by_cell[(r["device"], r["dataset"], r["model"], r["method"])].append(r)
     for cell in by_cell.values():
         if len(cell) < 2:
+            continue
+        names = [r.get("_name") for r in cell]
+        if all(names) and len(set(names)) == len(cell):
+            for r in cell:
+                r["run"] = r["_name"]
             continue
         keys = sorted({k for r in cell for k in r["_fields"]})
         differing = [k for k in keys if len({json.dumps(r["_fields"].get(k), default=str) for r in cell}) > 1]

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from dat.checkpoint import load_resume, save_checkpoint, save_resume, versions
+from dat.checkpoint import default_run_name, default_trio_name, load_resume, save_checkpoint, save_resume, versions
 from dat.config import TrainConfig
 from dat.data import load_dataset
 from dat.errors import UserError
@@ -44,7 +44,7 @@ Callback = Callable[[str, dict], None]
 
 # Fields that do not change the training trajectory: a resume may differ in these.
 _RESUME_FREE = {"out", "resume", "eval_draws", "eval_device", "eval_batch_size", "eval_seed", "download", "num_workers",
-                "data_root", "verify", "extra", "epochs"}
+                "data_root", "verify", "extra", "epochs", "name"}
 
 
 class TrainingDiverged(UserError):
@@ -277,10 +277,13 @@ def _holding_output_lock(run):
 
 
 @_holding_output_lock
-def train(config: TrainConfig, callbacks: Iterable[Callback] = (), should_stop: Callable[[], bool] | None = None) -> TrainResult:
+def train(config: TrainConfig, callbacks: Iterable[Callback] = (), should_stop: Callable[[], bool] | None = None,
+          *, trio: dict | None = None) -> TrainResult:
     """Train ``config`` to the end (or until ``should_stop()`` says so), evaluate clean and noisy,
     and write the checkpoint. A resume state is written after every epoch, so an interrupted run
-    continues from its last completed epoch along the same trajectory."""
+    continues from its last completed epoch along the same trajectory. The checkpoint's name is
+    ``config.name`` (default: ``dat.checkpoint.default_run_name``); ``trio``: {"name", "role"} of the
+    trio the run belongs to, stored with it."""
     config = config.validate()
     callbacks = list(callbacks)
     rank, world = rank_and_world()  # under torchrun: data-parallel over the ranks (dat/parallel.py)
@@ -398,6 +401,9 @@ def train(config: TrainConfig, callbacks: Iterable[Callback] = (), should_stop: 
         "train_time_s": train_time, "versions": versions(),
     }
     meta["world_size"] = world
+    meta["display_name"] = config.name or default_run_name(meta)
+    if trio is not None:
+        meta["trio"] = dict(trio)
     if rank == 0:  # every rank holds the same model; one of them writes it
         save_checkpoint(ckpt, model, meta)
         if os.path.exists(resume_path):
@@ -423,19 +429,23 @@ def train_trio(config: TrainConfig, device_a="device-A", device_b="device-B", fo
     """Three models on one architecture (so they span the landscape plane): SGD (with BatchNorm when
     the DAT models have it, i.e. the sgd-bn row), DAT on device A and DAT on device B. Returns
     {"sgd": TrainResult, "dat-a": ..., "dat-b": ...}. ``keep_finished``: continuing an interrupted
-    trio, keep the models it already finished (see :func:`completed`) instead of training them again."""
+    trio, keep the models it already finished (see :func:`completed`) instead of training them again.
+    ``config.name`` is the trio's name (default: ``dat.checkpoint.default_trio_name``), stored in each
+    model's metadata as ``trio`` {"name", "role"}; each model is named by its own settings."""
     dat_method = config.method if config.method in ("dat-fast", "dat-full") else "dat-fast"
     sgd_method = "sgd-bn" if config.uses_batchnorm else "sgd"
     plan = {"sgd": (sgd_method, device_a), "dat-a": (dat_method, device_a), "dat-b": (dat_method, device_b)}
+    # config.name names the trio; each model gets its readable default name and the trio's.
+    name = config.validate().name or default_trio_name(config.to_dict())
     runs = {role: replace(config, method=method, device=str(device), batchnorm=config.uses_batchnorm,
-                          out=os.path.join(folder, f"{role}.safetensors"))
+                          out=os.path.join(folder, f"{role}.safetensors"), name=None)
             for role, (method, device) in plan.items()}  # roles: faces.dashboard.workspace.TRIO_ROLES
     results = {}
     for label, run in runs.items():
         tagged = [lambda event, payload, label=label, cb=cb: cb(event, {**payload, "run": label}) for cb in callbacks]
         result = completed(run.checkpoint_path) if keep_finished else None
         if result is None:
-            result = train(run, callbacks=tagged, should_stop=should_stop)
+            result = train(run, callbacks=tagged, should_stop=should_stop, trio={"name": name, "role": label})
         results[label] = result
         if result.checkpoint_path is None:
             break  # cancelled
@@ -446,7 +456,7 @@ def make_demo(folder: str = "checkpoints", profiles_folder: str = "profiles", ca
               should_stop: Callable[[], bool] | None = None, keep_finished: bool = False, **overrides) -> dict:
     """The demo set: profiles/device-A.npz and profiles/device-B.npz (the presets, saved), and three
     small digits models in ``folder``: sgd (SGD-BN architecture), dat-a, dat-b. ``overrides`` go to
-    the "digits" preset (e.g. epochs=1 for a quick run)."""
+    the "digits" preset (e.g. epochs=1 for a quick run; name="..." names the trio)."""
     from dat.config import resolve
     from dat.devices import PRESETS
     from dat.profile_io import save_device

@@ -123,6 +123,9 @@ class Surface:
     ``loss`` / ``accuracy`` / ``loss_std`` are [panel, alpha, beta]: the expected value over the
     panel's draws (a single evaluation for the noise-free panel, whose std is 0).
     ``marker_loss`` / ``marker_accuracy`` are [panel, marker], evaluated exactly at the markers.
+    ``accuracy_std`` [panel, alpha, beta] and ``marker_loss_std`` / ``marker_accuracy_std`` [panel,
+    marker] are the std over the same draws (0 for the noise-free panel; None in results saved
+    before they were kept), so every Monte-Carlo number has its standard error std / sqrt(draws).
     """
 
     alphas: np.ndarray
@@ -135,13 +138,18 @@ class Surface:
     marker_loss: np.ndarray
     marker_accuracy: np.ndarray
     meta: dict = field(default_factory=dict)
+    accuracy_std: np.ndarray | None = None
+    marker_loss_std: np.ndarray | None = None
+    marker_accuracy_std: np.ndarray | None = None
 
     kind = "surface"
+    SPREADS = ("accuracy_std", "marker_loss_std", "marker_accuracy_std")
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {"alphas": self.alphas, "betas": self.betas, "loss": self.loss, "accuracy": self.accuracy,
                 "loss_std": self.loss_std, "marker_loss": self.marker_loss,
-                "marker_accuracy": self.marker_accuracy}
+                "marker_accuracy": self.marker_accuracy,
+                **{k: getattr(self, k) for k in self.SPREADS if getattr(self, k) is not None}}
 
     def labels(self) -> dict:
         # Markers as a list of [name, alpha, beta] rows, not a mapping: the row order is the order of
@@ -156,7 +164,8 @@ class Surface:
             raise ValueError(f"surface markers must be a list of [name, alpha, beta] rows, found {type(rows).__name__}")
         out = cls(panels=tuple(labels["panels"]), markers={str(n): (float(a), float(b)) for n, a, b in rows},
                   meta=meta, **{k: np.asarray(arrays[k]) for k in ("alphas", "betas", "loss", "accuracy", "loss_std",
-                                                                    "marker_loss", "marker_accuracy")})
+                                                                    "marker_loss", "marker_accuracy")},
+                  **{k: np.asarray(arrays[k]) for k in cls.SPREADS if k in arrays})
         _check_axes(out.loss, (len(out.panels), len(out.alphas), len(out.betas)), "surface loss")
         _check_axes(out.marker_loss, (len(out.panels), len(out.markers)), "surface marker_loss")
         return out
@@ -423,12 +432,13 @@ def evaluate_chunk(job: SurfaceJob, coords) -> dict[str, np.ndarray]:
     deltas = {n: torch.cat([b[n] for b in blocks], dim=1) for n in names} if names else None
     loss, acc = job.evaluator.at_points(points, deltas, num_draws=start)
     loss, acc = loss.numpy(), acc.numpy()
-    out = {"loss": [], "loss_std": [], "accuracy": []}
+    out = {"loss": [], "loss_std": [], "accuracy": [], "accuracy_std": []}
     for panel in job.panels:
         l, a = loss[:, slices[panel]], acc[:, slices[panel]]
         out["loss"].append(l.mean(1))
         out["loss_std"].append(l.std(1, ddof=1) if l.shape[1] > 1 else np.zeros(C))
         out["accuracy"].append(a.mean(1))
+        out["accuracy_std"].append(a.std(1, ddof=1) if a.shape[1] > 1 else np.zeros(C))
     return {k: np.stack(v) for k, v in out.items()}
 
 
@@ -517,7 +527,8 @@ def surface_on_plane(plane: Plane, model: nn.Module, dataset, *, profiles: Mappi
     result = Surface(alphas, betas, job.panels, full["loss"][:, :ng].reshape(shape),
                      full["accuracy"][:, :ng].reshape(shape), full["loss_std"][:, :ng].reshape(shape),
                      dict(plane.markers), full["loss"][:, ng:], full["accuracy"][:, ng:],
-                     _meta("surface", inputs, started))
+                     _meta("surface", inputs, started), accuracy_std=full["accuracy_std"][:, :ng].reshape(shape),
+                     marker_loss_std=full["loss_std"][:, ng:], marker_accuracy_std=full["accuracy_std"][:, ng:])
     if store is not None and rank_and_world()[0] == 0:  # one writer per surface
         store.save(inputs, result)
     return result

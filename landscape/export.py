@@ -25,7 +25,7 @@ from dat import figure_layout as _layout
 
 from .cache import npz_bytes
 from .compute import Curves, Surface
-from .figures import default_figures
+from .figures import default_figures, marker_rows, standard_error
 
 FORMAT = "dat-landscape-bundle"
 FORMAT_VERSION = 1
@@ -149,12 +149,26 @@ def numbers_csv(result) -> str:
                                  repr(float(lo[i, j, a])), repr(float(hi[i, j, a])), repr(float(mean_a[i, j, a])),
                                  repr(float(result.typical_norm[i, j]))])
     elif isinstance(result, Surface):
-        wr.writerow(["panel", "alpha", "beta", "loss", "loss_std", "accuracy"])
+        # Grid points ("point" = grid), then each model's own point (its marker name); every
+        # Monte-Carlo number with its SE over the panel's draws (0 without noise; empty if not kept).
+        wr.writerow(["panel", "alpha", "beta", "loss", "loss_std", "accuracy", "point", "loss_se", "accuracy_std",
+                     "accuracy_se"])
+        se_l, se_a = standard_error(result, "loss"), standard_error(result, "accuracy")
+        acc_std = result.accuracy_std if result.accuracy_std is not None else np.full(result.loss.shape, np.nan)
+        num = lambda v: "" if not np.isfinite(v) else repr(float(v))  # noqa: E731
         for p, panel in enumerate(result.panels):
             for i, a in enumerate(result.alphas):
                 for j, b in enumerate(result.betas):
                     wr.writerow([panel, repr(float(a)), repr(float(b)), repr(float(result.loss[p, i, j])),
-                                 repr(float(result.loss_std[p, i, j])), repr(float(result.accuracy[p, i, j]))])
+                                 repr(float(result.loss_std[p, i, j])), repr(float(result.accuracy[p, i, j])), "grid",
+                                 num(se_l[p, i, j]), num(acc_std[p, i, j]), num(se_a[p, i, j])])
+        m_std = {k: getattr(result, f"marker_{k}_std") for k in ("loss", "accuracy")}
+        for row in marker_rows(result):
+            p, m = result.panels.index(row["panel"]), list(result.markers).index(row["model"])
+            std = {k: (np.nan if v is None else v[p, m]) for k, v in m_std.items()}
+            wr.writerow([row["panel"], repr(row["alpha"]), repr(row["beta"]), repr(row["loss"]), num(std["loss"]),
+                         repr(row["accuracy"]), row["model"], num(row["loss_se"]), num(std["accuracy"]),
+                         num(row["accuracy_se"])])
     else:
         raise TypeError(f"result must be Curves or Surface, found {type(result).__name__}")
     return buf.getvalue()

@@ -47,6 +47,23 @@ def _display(names: dict | None, label: str) -> str:
     return (names or {}).get(label, label)
 
 
+def shared_ending(names: list[str]) -> tuple[list[str], str]:
+    """Legend names without the words every one of them ends with, and those words: "SGD-BN digits
+    CNN6, 20 epochs" and "DAT-Fast (device-A) digits CNN6, 20 epochs" become "SGD-BN" and
+    "DAT-Fast (device-A)", with "digits CNN6, 20 epochs" said once. Names stay as they are when
+    fewer than two, or when the short forms would be empty or no longer distinct."""
+    words = [n.split() for n in names]
+    if len(names) < 2:
+        return list(names), ""
+    k = 0
+    while all(len(w) > k + 1 for w in words) and len({tuple(w[len(w) - k - 1:]) for w in words}) == 1:
+        k += 1
+    short = [" ".join(w[: len(w) - k]).rstrip(",;:·") for w in words]
+    if k == 0 or not all(short) or len(set(short)) != len(short):
+        return list(names), ""
+    return short, " ".join(words[0][len(words[0]) - k:])
+
+
 # ----------------------------------------------------------------------------------------------
 # Colour scales
 # ----------------------------------------------------------------------------------------------
@@ -162,9 +179,11 @@ def curves_figure(curves: Curves, metric: str = "loss", *, title: str | None = N
                         subplot_titles=list(curves.devices))
     name_panel_titles(fig, len(curves.devices))
     x = curves.alphas[None, :, :] / curves.typical_norm[:, :, None]     # [M, D, A] in units of r
+    # What every model's name shares ("digits CNN6, 20 epochs") is said once, in the legend's title.
+    legend_names, shared = shared_ending([_display(names, m) for m in curves.models])
     for j, device in enumerate(curves.devices):
         for i, model in enumerate(curves.models):
-            st, name = style(i), _display(names, model)
+            st, name, full = style(i), legend_names[i], _display(names, model)
             xs = x[i, j]
             edge = dict(color=rgba(st["color"], 0.55), width=0.6, dash=st["dash"])
             fig.add_trace(go.Scatter(x=xs, y=hi[i, j], mode="lines", line=edge, hoverinfo="skip",
@@ -176,14 +195,14 @@ def curves_figure(curves: Curves, metric: str = "loss", *, title: str | None = N
             fig.add_trace(go.Scatter(
                 x=xs, y=mean[i, j], mode="lines", line=dict(color=st["color"], width=1.6, dash=st["dash"]),
                 name=name, legendgroup=model, showlegend=j == 0, customdata=custom,
-                hovertemplate=(f"{name} under {device}<br>α / r %{{x:.2f}} (α %{{customdata[0]:.3g}})<br>"
+                hovertemplate=(f"{full} under {device}<br>α / r %{{x:.2f}} (α %{{customdata[0]:.3g}})<br>"
                                f"{word} %{{y:.3g}} ± %{{customdata[1]:.2g}}{unit} (mean ± SE over {draws} "
                                "directions)<extra></extra>")), row=1, col=j + 1)
             fig.add_trace(go.Scatter(
                 x=[1.0], y=[at_mean[i, j]], mode="markers", showlegend=False, legendgroup=model,
                 marker=dict(color=st["color"], symbol=st["symbol"], size=7, line=dict(color="white", width=0.8)),
                 error_y=dict(type="data", array=[at_se[i, j]], color=st["color"], thickness=1, width=3),
-                hovertemplate=(f"{name} under {device} at α = r = {curves.typical_norm[i, j]:.3g}<br>{word} "
+                hovertemplate=(f"{full} under {device} at α = r = {curves.typical_norm[i, j]:.3g}<br>{word} "
                                f"{at_mean[i, j]:.3g} ± {at_se[i, j]:.2g}{unit} (mean ± SE over {draws} "
                                "directions)<extra></extra>")), row=1, col=j + 1)
         for v in (-1.0, 1.0):
@@ -205,7 +224,8 @@ def curves_figure(curves: Curves, metric: str = "loss", *, title: str | None = N
     else:
         fig.update_yaxes(range=[-0.04, 1.04])  # "0" clear of the x axis' first tick label
     fig.update_layout(title=dict(text=title) if title else None,
-                      legend=dict(title=dict(text=f"band: {band_name}; marker: at α = r ± SE", side="top")))
+                      legend=dict(title=dict(text=(f"{shared} · " if shared else "")
+                                                  + f"band: {band_name}; marker: at α = r ± SE", side="top")))
     rows = 2 if len(curves.models) > 3 else 1
     tag(fig, "curves", ncols=len(curves.devices), aspect=0.85, legend=True, legend_rows=rows + 1,
         left_em=4.4)
@@ -225,11 +245,48 @@ def _draws(surface: Surface) -> int:
     return int(surface.meta.get("inputs", {}).get("draws", 1) or 1)
 
 
-def standard_error(surface: Surface) -> np.ndarray:
-    """SE of the expected loss at each grid point: std over the panel's S draws / sqrt(S) (0 for the
-    noise-free panel, a single exact evaluation)."""
-    s = _draws(surface)
-    return surface.loss_std / np.sqrt(s) if s > 1 else np.zeros_like(surface.loss_std)
+def _se(surface: Surface, std: np.ndarray | None, like: np.ndarray) -> np.ndarray:
+    """std over the draws / sqrt(draws), [panel, ...]: 0 on the noise-free panel (one exact
+    evaluation); NaN where it is unknown (one draw, or a result saved before the std was kept)."""
+    draws = _draws(surface)
+    if std is None or draws < 2:
+        out = np.full(np.shape(like), np.nan)
+    else:
+        out = np.asarray(std, dtype=np.float64) / np.sqrt(draws)
+    for p, panel in enumerate(surface.panels):
+        if panel == "none":
+            out[p] = 0.0
+    return out
+
+
+def standard_error(surface: Surface, metric: str = "loss") -> np.ndarray:
+    """SE of the expected loss (or accuracy) at each grid point: std over the panel's S draws /
+    sqrt(S) (0 for the noise-free panel, a single exact evaluation)."""
+    std = surface.loss_std if metric == "loss" else surface.accuracy_std
+    return _se(surface, std, _values(surface, metric))
+
+
+def marker_standard_error(surface: Surface, metric: str = "loss") -> np.ndarray:
+    """SE [panel, marker] of the loss (or accuracy) at each model's point, as :func:`standard_error`."""
+    if metric not in ("loss", "accuracy"):
+        raise ValueError(f"metric must be 'loss' or 'accuracy', found {metric!r}")
+    std = surface.marker_loss_std if metric == "loss" else surface.marker_accuracy_std
+    return _se(surface, std, surface.marker_loss)
+
+
+def marker_rows(surface: Surface) -> list[dict]:
+    """The models' points as table rows: panel, model, alpha, beta, loss and accuracy with their SE
+    over the panel's draws (``draws``: S; 0 draws and SE 0 for the noise-free panel's exact value)."""
+    se_l, se_a = marker_standard_error(surface, "loss"), marker_standard_error(surface, "accuracy")
+    rows = []
+    for p, panel in enumerate(surface.panels):
+        for j, m in enumerate(surface.markers):
+            a, b = surface.markers[m]
+            rows.append({"panel": panel, "model": m, "alpha": float(a), "beta": float(b),
+                         "loss": float(surface.marker_loss[p, j]), "loss_se": float(se_l[p, j]),
+                         "accuracy": float(surface.marker_accuracy[p, j]), "accuracy_se": float(se_a[p, j]),
+                         "draws": 0 if panel == "none" else _draws(surface)})
+    return rows
 
 
 def _panel_index(surface: Surface, panel: str | None) -> int:
@@ -272,13 +329,25 @@ def _add_markers(fig: go.Figure, surface: Surface, col: int = 1, hover: list[str
                            font=dict(color="black"))
 
 
+def _pm(value: float, se: float, fmt: str) -> str:
+    """``value ± se`` (the SE left out where it was not kept)."""
+    return f"{value:{fmt}}" + ("" if not np.isfinite(se) else f" ± {se:.2g}")
+
+
 def _marker_hover(surface: Surface, p: int) -> list[str]:
+    """Each model's point in words: loss and accuracy, each ± its SE over the panel's draws."""
+    se_l, se_a = marker_standard_error(surface, "loss")[p], marker_standard_error(surface, "accuracy")[p]
     out = []
     for j, m in enumerate(surface.markers):
         a, b = surface.markers[m]
-        loss = surface.marker_loss[p, j]
-        out.append(f"{m}: α {a:.2f}, β {b:.2f}, loss {loss:.3g} nats"
-                   + ("" if surface.panels[p] == "none" else f" (mean of {_draws(surface)} draws)"))
+        text = f"{m}: α {a:.2f}, β {b:.2f}<br>"
+        if surface.panels[p] == "none":
+            text += (f"loss {surface.marker_loss[p, j]:.3g} nats, accuracy {surface.marker_accuracy[p, j]:.3f} "
+                     "(no noise: one exact evaluation)")
+        else:
+            text += (f"loss {_pm(surface.marker_loss[p, j], se_l[j], '.3g')} nats, accuracy "
+                     f"{_pm(surface.marker_accuracy[p, j], se_a[j], '.3f')} (mean ± SE over {_draws(surface)} draws)")
+        out.append(text)
     return out
 
 
@@ -307,14 +376,21 @@ def _loss_hover(panel: str, draws: int) -> str:
 def _panel_trace(kind: str, surface: Surface, p: int, metric: str, scale: LossScale | None, colorbar: dict,
                  show_scale: bool):
     v = _values(surface, metric)[p]
-    custom = np.stack([v, standard_error(surface)[p]])
+    custom = np.stack([v, standard_error(surface, metric)[p]])
     if metric == "loss":
         return _map_trace(kind, surface, scale.z(v), scale.zmin, scale.zmax, COLORSCALE, colorbar, show_scale,
                           custom, _loss_hover(surface.panels[p], _draws(surface)))
+    return _map_trace(kind, surface, v, 0.0, 1.0, COLORSCALE, colorbar, show_scale, custom,
+                      _accuracy_hover(surface, p))
+
+
+def _accuracy_hover(surface: Surface, p: int) -> str:
     hover = "α %{x:.2f}, β %{y:.2f}<br>accuracy %{customdata[0]:.3f}"
-    if surface.panels[p] != "none":
-        hover += f" (mean over {_draws(surface)} draws)"
-    return _map_trace(kind, surface, v, 0.0, 1.0, COLORSCALE, colorbar, show_scale, custom, hover)
+    if surface.panels[p] == "none":
+        return hover + " (no noise: one exact evaluation)"
+    if surface.accuracy_std is None:
+        return hover + f" (mean over {_draws(surface)} draws)"
+    return hover + f" ± %{{customdata[1]:.2g}} (mean ± SE over {_draws(surface)} draws)"
 
 
 def _grid_ranges(fig: go.Figure, surface: Surface) -> None:
@@ -351,7 +427,7 @@ def surface_figure(surface: Surface, panel: str | None = None, kind: str = "cont
 
 def _surface3d(surface: Surface, p: int, metric: str, scale: LossScale | None, cb: dict, title: str | None):
     v = _values(surface, metric)[p]
-    se = standard_error(surface)[p]
+    se = standard_error(surface, metric)[p]
     if metric == "loss":
         z, zr, m_z = scale.z(v), [scale.zmin, scale.zmax], scale.z(surface.marker_loss[p])
         tickvals, ticktext = scale.ticks()
@@ -361,7 +437,7 @@ def _surface3d(surface: Surface, p: int, metric: str, scale: LossScale | None, c
     else:
         z, zr, m_z = v, [0.0, 1.0], surface.marker_accuracy[p]
         zaxis = dict(title="", range=zr)
-        hover = "α %{x:.2f}, β %{y:.2f}<br>accuracy %{customdata[0]:.3f}"
+        hover = _accuracy_hover(surface, p)
     custom = np.stack([v, se], axis=-1).transpose(1, 0, 2)
     fig = go.Figure(go.Surface(x=surface.alphas, y=surface.betas, z=z.T, colorscale=COLORSCALE, cmin=zr[0],
                                cmax=zr[1], colorbar=cb, customdata=custom, hovertemplate=hover + "<extra></extra>"))

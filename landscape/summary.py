@@ -7,7 +7,8 @@ Definitions (docs/landscape.md states them with the same words):
   with the two crossings found by linear interpolation between grid points; ``censored`` says an end
   of the alpha grid was reached before the curve rose that far (the width is then a lower bound).
   It is given in weight units and in units of r, which is comparable across devices.
-- with a surface: at each model's marker, the expected loss under the device minus the noise-free loss.
+- with a surface: at each model's marker, the expected loss under the device minus the noise-free loss
+  (``surface_loss_increase``, with its SE over the surface's draws).
 - every Monte-Carlo number comes with its standard error (``_se``: sample std over the draws /
   sqrt(draws)); ``separation`` says which compared differences the draws resolve (|d| >= 2 SE).
 """
@@ -96,6 +97,7 @@ def compare_devices(curves: Curves, surface: Surface | None = None, *, threshold
                    "basin_width_over_typical": (right - left) / r, "basin_censored": censored}
             if surface is not None:
                 row["surface_loss_increase"] = _surface_increase(surface, model, device)
+                row["surface_loss_increase_se"] = _surface_increase_se(surface, model, device)
             rows.append(row)
     meta = {"curves": curves.meta.get("inputs", {}), "threshold": threshold,
             "surface": None if surface is None else surface.meta.get("inputs", {})}
@@ -152,3 +154,13 @@ def _surface_increase(surface: Surface, model: str, device: str) -> float:
         return float("nan")
     m = list(surface.markers).index(model)
     return float(surface.marker_loss[surface.panels.index(device), m] - surface.marker_loss[surface.panels.index("none"), m])
+
+
+def _surface_increase_se(surface: Surface, model: str, device: str) -> float:
+    """SE of :func:`_surface_increase`: the marker's std over the surface's draws / sqrt(draws) (the
+    noise-free loss is exact); NaN when not on the surface, with one draw, or not kept."""
+    draws = int(surface.meta.get("inputs", {}).get("draws", 1) or 1)
+    std = surface.marker_loss_std
+    if std is None or draws < 2 or model not in surface.markers or device not in surface.panels:
+        return float("nan")
+    return float(std[surface.panels.index(device), list(surface.markers).index(model)] / np.sqrt(draws))

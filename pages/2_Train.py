@@ -62,6 +62,11 @@ with st.form("train_form"):
                                        key=p + "wd")
         seed = st.number_input("Seed", 0, 1_000_000, base.seed, key=p + "seed")
         eval_draws = st.number_input("Noise draws for evaluation", 1, 1000, base.eval_draws, key=p + "draws")
+    run_name = st.text_input(
+        "Name (optional)", key=p + "name", max_chars=80,
+        placeholder="e.g. SGD-BN digits CNN6, 20 epochs / digits CNN6 trio, 20 epochs",
+        help="Shown in legends, tables and export file names: the model's name, or the trio's when you "
+             "train the trio. Empty: a readable name made from the settings.")
     b1, b2 = st.columns(2)
     one = b1.form_submit_button("Train this model")
     trio = b2.form_submit_button("Train the trio (SGD, DAT-A, DAT-B)", type="primary")
@@ -70,7 +75,7 @@ if one or trio:
     overrides = dict(dataset=dataset, arch=arch, width=int(width), hidden=int(hidden) if arch == "cnn6" else None,
                      targets=targets, alpha=float(alpha), k=int(k), epochs=int(epochs), batch_size=int(batch_size),
                      lr=float(lr), weight_decay=float(weight_decay), seed=int(seed), eval_draws=int(eval_draws),
-                     data_root=str(data_root))
+                     data_root=str(data_root), name=run_name or None)
     if batchnorm != "follow the method":
         overrides["batchnorm"] = batchnorm == "yes"
     elif trio:

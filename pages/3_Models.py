@@ -4,8 +4,9 @@ import os
 
 import streamlit as st
 
-from faces.dashboard.helpers import (checkpoint_rows, device_choices, evaluate_checkpoint, evaluation_row, table_one,
-                            workspace_data_root)
+from faces.dashboard.helpers import (checkpoint_rows, device_choices, evaluate_checkpoint, evaluation_row,
+                                     model_labels, table_one, workspace_data_root)
+from dat.checkpoint import name_slug
 from dat.table import layout_table, layout_to_csv, layout_to_markdown, to_latex
 from faces.dashboard.workspace import MAX_UPLOAD_BYTES, Workspace
 
@@ -50,20 +51,24 @@ if not rows:
 st.dataframe(checkpoint_rows(rows), hide_index=True)
 by_name = {row["name"]: row for row in rows}
 names = list(by_name)
+labels = model_labels(rows)  # each checkpoint by its name (as trained, or the readable default)
+shown = {n: f"{labels[n]}  ·  {n}" for n in names}
 
 st.header("One checkpoint")
-name = st.selectbox("Checkpoint", names, key="one_checkpoint")
+name = st.selectbox("Checkpoint", names, key="one_checkpoint", format_func=shown.get)
 row = by_name[name]
 c1, c2 = st.columns([3, 1])
 with c1.expander("Metadata", expanded=False):
     st.json({k: v for k, v in row.items() if k != "history"}, expanded=False)
 c2.download_button("Download", file_bytes(str(row["path"]), os.path.getmtime(row["path"])),
-                   file_name=name.replace("/", "_"), mime="application/octet-stream", key="download_checkpoint")
+                   file_name=name_slug(labels[name], "checkpoint") + ".safetensors", mime="application/octet-stream",
+                   key="download_checkpoint")
 
 st.header("Evaluate with and without noise")
 choices = device_choices(ws)
 with st.form("evaluate_form"):
-    picked = st.multiselect("Checkpoints", names, default=[name], key="eval_models")
+    picked = st.multiselect("Checkpoints", names, default=[name], key="eval_models",
+                            format_func=shown.get)
     device = st.selectbox("Device profile", list(choices), key="eval_device")
     c1, c2 = st.columns(2)
     draws = c1.number_input("Noise draws R", 1, 1000, 20, key="eval_draws")
@@ -79,14 +84,15 @@ with st.form("evaluate_form"):
             except (ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
                 st.error(f"Could not evaluate {n}: {exc}")
             else:
-                results.append(evaluation_row(n, device, result))
+                results.append(evaluation_row(labels[n], device, result))
         st.session_state["evaluations"] = results
 if st.session_state.get("evaluations"):
     st.dataframe(st.session_state["evaluations"], hide_index=True)
     st.caption("Noisy accuracy: mean ± standard deviation over the R noise draws (simulated chips) of one model.")
 
 st.header("Table I")
-selected = st.multiselect("Models in the table", names, default=names, key="table_models")
+selected = st.multiselect("Models in the table", names, default=names, key="table_models",
+                          format_func=shown.get)
 AS_TRAINED = "each model's own evaluation device"
 table_device = st.selectbox("Noise in the table", [AS_TRAINED] + list(choices), key="table_device",
                             help="Models evaluated under another device are re-evaluated by the same rule as `dat eval` "

@@ -2,9 +2,11 @@
 
 import streamlit as st
 
-from faces.dashboard.helpers import TRIO_LABELS, TRIO_ROLES, device_choices, trio_spec
+from faces.dashboard.helpers import (TRIO_LABELS, TRIO_ROLES, device_choices, model_labels, trio_labels,
+                                     trio_role_choices, trio_spec)
+from dat.checkpoint import name_slug
 from faces.dashboard.workspace import Workspace
-from landscape.figures import fig1_figure, surface_figure
+from landscape.figures import fig1_figure, marker_rows, surface_figure
 from faces.dashboard.widgets.export import export_panel
 from faces.dashboard.widgets import form_state as fs, landscape_jobs
 from faces.dashboard.widgets.workspace import trios_or_stop
@@ -41,13 +43,16 @@ form = fs.PageForm("surface", [
     fs.choice("surface_metric", "quantity", ["loss", "accuracy"], "loss"),
 ])
 
-group = st.selectbox("Trio", groups, format_func=lambda g: g or "demo (checkpoints/)", key="surface_trio")
-form.restore([fs.choice(f"{group}_{role}", role, list(names),
+model_names, trio_names = model_labels(rows), trio_labels(trios, rows)
+shown = {n: f"{model_names[n]}  ·  {n}" for n in names}  # each checkpoint by its name and file
+group = st.selectbox("Trio", groups, format_func=trio_names.get, key="surface_trio")
+options = trio_role_choices(rows, trios[group])  # only checkpoints that can share this trio's plane
+form.restore([fs.choice(f"{group}_{role}", role, options,
                         next(n for n, p in names.items() if p == trios[group][role])) for role in TRIO_ROLES])
 cols = st.columns(3)
 picked = {}
 for col, role in zip(cols, TRIO_ROLES):
-    picked[role] = names[col.selectbox(TRIO_LABELS[role], list(names), key=f"{group}_{role}")]
+    picked[role] = names[col.selectbox(TRIO_LABELS[role], options, format_func=shown.get, key=f"{group}_{role}")]
 
 with st.form("surface_form"):
     c1, c2, c3 = st.columns(3)
@@ -80,6 +85,7 @@ if go or form.applied_link:  # a shared link shows its figure (at once when it i
     else:
         landscape_jobs.submit(ws, "surface", {"surface": spec},
                               f"loss surface: {resolution} x {resolution} grid, S = {int(draws)}")
+        st.session_state["surface_name"] = trio_names[group]
 
 done = landscape_jobs.result_of(ws, "surface", "surface")
 if done is None:
@@ -103,9 +109,8 @@ st.caption(f"{len(surface.alphas)} x {len(surface.betas)} grid, {spec.draws} dra
            "The hover gives each point's expected loss ± its standard error over the draws.")
 
 st.subheader("Loss at the models")
-st.caption(f"Expected loss under each device's noise, mean of {spec.draws} draws at the model's point "
-           "(its standard error is not kept for the markers; the Noise curves and Compare pages give it).")
-st.dataframe([{"panel": p, **{m: float(surface.marker_loss[i, j]) for j, m in enumerate(surface.markers)}}
-              for i, p in enumerate(surface.panels)], hide_index=True)
+st.caption(f"Expected loss and accuracy under each device's noise at each model's point: mean of {spec.draws} "
+           "draws ± its standard error (std / √draws); without noise one exact evaluation (SE 0).")
+st.dataframe(marker_rows(surface), hide_index=True)
 
-export_panel("surface", surface, figures, spec)
+export_panel("surface", surface, figures, spec, stem=name_slug(st.session_state.get("surface_name", ""), "surface"))

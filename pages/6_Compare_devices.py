@@ -2,7 +2,9 @@
 
 import streamlit as st
 
-from faces.dashboard.helpers import SURFACE_LABELS, TRIO_ROLES, device_choices, landscape_spec, trio_spec
+from dat.checkpoint import name_slug
+from faces.dashboard.helpers import (SURFACE_LABELS, TRIO_ROLES, device_choices, landscape_spec, trio_labels,
+                                     trio_spec)
 from faces.dashboard.workspace import Workspace
 from landscape.figures import comparison_figure
 from landscape.summary import compare_devices
@@ -19,7 +21,9 @@ st.markdown(
     "noise directions, and the loss increase at the model's own point of the plane.")
 
 ws = Workspace.default()
-trios = trios_or_stop(ws)
+rows = ws.list_checkpoints()  # read every header once per run
+trios = trios_or_stop(ws, rows)
+trio_names = trio_labels(trios, rows)  # each trio by its name
 
 choices = device_choices(ws)
 labels = list(choices)
@@ -37,7 +41,7 @@ form = fs.PageForm("compare", [
     fs.choice("compare_view", "view", ["contour", "heatmap"], "contour"),
 ])
 with st.form("compare_form"):
-    group = st.selectbox("Trio", groups, format_func=lambda g: g or "demo (checkpoints/)", key="compare_trio")
+    group = st.selectbox("Trio", groups, format_func=trio_names.get, key="compare_trio")
     c1, c2, c3 = st.columns(3)
     dev_a = c1.selectbox("Device A", labels, key="compare_dev_a")
     dev_b = c1.selectbox("Device B", labels, key="compare_dev_b")
@@ -66,6 +70,7 @@ if go or form.applied_link:  # a shared link shows its figure (at once when it i
         # The trio, data and devices are loaded once for both (the job shares them).
         landscape_jobs.submit(ws, "compare", {"surface": surface_spec, "curves": curves_spec},
                               f"compare {dev_a} and {dev_b}: {resolution} x {resolution} grid, {int(draws)} draws")
+        st.session_state["comparison_name"] = trio_names[group]
 
 done = landscape_jobs.result_of(ws, "compare", "comparison")
 if done is None:
@@ -99,4 +104,5 @@ if summary.warnings:  # differences within 2 standard errors of zero: more draws
     st.warning("Not resolved by these draws:\n" + "\n".join(f"- {m}" for m in summary.warnings))
 st.dataframe(summary.rows, hide_index=True)
 
-export_panel("compare", surface, figures, spec, summary)
+export_panel("compare", surface, figures, spec, summary,
+             stem=name_slug(st.session_state.get("comparison_name", ""), "compare"))

@@ -228,7 +228,12 @@ def test_noise_curves_page_computes_and_offers_the_numbers(workspace):
     assert not at.exception and not at.error
     assert len(at.get("plotly_chart")) == 1
     summary = at.dataframe[0].value
-    assert set(summary["model"]) == {"SGD", "DAT-A", "DAT-B"} and set(summary["device"]) == {"device-A", "device-B"}
+    # The demo trio's models by their names (as trained: the readable defaults), not their files.
+    assert set(summary["model"]) == {"SGD-BN digits CNN6, 1 epoch", "DAT-Fast (device-A) digits CNN6, 1 epoch",
+                                     "DAT-Fast (device-B) digits CNN6, 1 epoch"}
+    assert set(summary["device"]) == {"device-A", "device-B"}
+    legend = json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["legend"]["title"]["text"]
+    assert legend.startswith("digits CNN6, 1 epoch · band")  # what all three names share, said once
     assert at.download_button(key="dl_numbers.csv") and at.download_button(key="dl_reproduce.json")
 
 
@@ -239,13 +244,17 @@ def test_loss_surface_page_marks_the_models_at_their_clean_loss(workspace):
 
     at = page("pages/5_Loss_surfaces.py")
     at.slider[0].set_value(3)
-    at.number_input[0].set_value(1)
+    at.number_input[0].set_value(2)
     at.button(key="FormSubmitter:surface_form-Compute surface").click().run()
     finished(at)
     assert not at.exception and not at.error
     assert len(at.get("plotly_chart")) == 1
-    markers = at.dataframe[0].value.set_index("panel")
-    assert list(markers.index) == ["none", "device-A", "device-B"]  # devices by their own names
+    table = at.dataframe[0].value
+    assert list(dict.fromkeys(table["panel"])) == ["none", "device-A", "device-B"]  # devices by their own names
+    assert {"loss_se", "accuracy_se"} <= set(table.columns)
+    noisy = table[table["panel"] != "none"]
+    assert (noisy["loss_se"] > 0).all() and (table[table["panel"] == "none"]["loss_se"] == 0).all()
+    markers = table.pivot(index="panel", columns="model", values="loss")
     # Reference: the SGD checkpoint's own loss on the same 512 training images, without noise.
     bundle = load_dataset("digits")
     x, y = bundle.train_eval.tensors
@@ -256,7 +265,7 @@ def test_loss_surface_page_marks_the_models_at_their_clean_loss(workspace):
     assert not at.exception and len(at.get("plotly_chart")) == 3
 
 
-def test_an_architecture_mismatch_shows_an_error(workspace):
+def test_the_trio_roles_offer_only_compatible_checkpoints(workspace):
     from dat.checkpoint import read_meta, save_checkpoint
     from dat.models import build_model
 
@@ -264,13 +273,23 @@ def test_an_architecture_mismatch_shows_an_error(workspace):
     meta.pop("model")
     save_checkpoint(workspace / "checkpoints" / "wide.safetensors",
                     build_model("cnn6", True, 1, 8, 10, width=6, hidden=8), meta)
+    shutil.copy(workspace / "checkpoints" / "dat-b.safetensors", workspace / "checkpoints" / "dat-b-copy.safetensors")
     at = page("pages/5_Loss_surfaces.py")
-    at.selectbox(key="_dat-a").set_value("wide.safetensors")
+    for role in ("sgd", "dat-a", "dat-b"):
+        options = at.selectbox(key=f"_{role}").options
+        assert not any("wide.safetensors" in o for o in options), options  # another architecture
+        assert any("dat-b-copy.safetensors" in o for o in options)          # the same one: offered
+        assert all(o.startswith(("SGD-BN digits", "DAT-Fast (device-")) for o in options)  # by name
+
+
+def test_a_trio_with_one_file_twice_is_refused_before_computing(workspace):
+    at = page("pages/5_Loss_surfaces.py")
+    at.selectbox(key="_dat-a").set_value("sgd.safetensors")
     at.slider[0].set_value(3)
     at.button(key="FormSubmitter:surface_form-Compute surface").click().run()
     finished(at)
-    assert not at.exception
-    assert "Computing the surface failed" in texts(at.error) and not at.success
+    assert not at.exception and not at.get("plotly_chart")
+    assert "three different checkpoints" in texts(at.error) and "sgd.safetensors" in texts(at.error)
 
 
 def test_compare_devices_page_shows_both_devices_and_the_numbers(workspace):

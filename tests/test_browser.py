@@ -1,5 +1,8 @@
 """The dashboard in a real browser: `streamlit run app.py` on a free localhost port, driven by headless
-Chromium through every page and one full flow (demo checkpoints -> 2D surface -> export download).
+Chromium through every page, one full flow (demo checkpoints -> 2D surface -> export download), and
+the export of every figure kind (curves, Fig. 1 as contours and as a heatmap, the 3D panels, the
+device comparison) at single and double column width: PNGs carry their DPI, the PDF's contour fills
+are vector paths, and what stays raster (heatmaps, 3D scenes) is what reproduce.json documents.
 
 Needs Debian's `chromium` and the `playwright` package (`make test` installs both). Without them the
 test skips and says so, except under CI=true, where it fails instead: CI must run it.
@@ -14,8 +17,12 @@ import socket
 import subprocess
 import sys
 import time
+import json
+import re
+import struct
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -173,7 +180,7 @@ def test_every_page_renders_without_an_exception(server, browser_page):
     for url_path, name in PAGES.items():
         started = time.monotonic()
         browser_page.goto(f"{server['url']}/{url_path}")
-        settle(browser_page)
+        settle(browser_page, timeout_ms=300_000)  # Device profiles computes spectra: minutes on a loaded machine
         print(f"{name}: {time.monotonic() - started:.1f} s")
         no_exception(browser_page)
         assert browser_page.locator("h1").count() >= 1
@@ -208,3 +215,119 @@ def test_demo_checkpoints_to_surface_to_export_download(server, browser_page, tm
     assert {"numbers.csv", "numbers.npz", "reproduce.json"} <= names
     assert {n.rsplit(".", 1)[-1] for n in names} >= {"png", "svg", "pdf"}
     shoot(page, "loss_surfaces")
+
+
+# -- the export of every figure kind ------------------------------------------------------------
+WIDTH_LABELS = {"single": "single column (3.5 in)", "double": "double column (7.16 in)"}
+WIDTH_IN = {"single": 3.5, "double": 7.16}
+DPI = 300  # the export form's default
+
+
+def png_dpi(png: bytes) -> tuple[float, float, int]:
+    """(dpi x, dpi y, width px) read from a PNG's pHYs and IHDR chunks (AssertionError without pHYs)."""
+    assert png[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    pos, width, phys = 8, None, None
+    while pos < len(png):
+        (length,), kind = struct.unpack(">I", png[pos:pos + 4]), png[pos + 4:pos + 8]
+        data = png[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            width = struct.unpack(">I", data[:4])[0]
+        elif kind == b"pHYs":
+            phys = struct.unpack(">IIB", data)
+        pos += 12 + length
+    assert phys is not None, "the PNG has no pHYs chunk (no physical resolution)"
+    x, y, unit = phys
+    assert unit == 1, f"pHYs unit {unit}: expected 1 (pixels per metre)"
+    return x * 0.0254, y * 0.0254, width
+
+
+def pdf_parts(pdf: bytes) -> dict:
+    """What a PDF draws with: images (``/Subtype /Image`` in any object, compressed object streams
+    included) and path fills (the fill operators f, f*, B, B*, b, b* in its content streams)."""
+    assert pdf[:5] == b"%PDF-", "not a PDF"
+    texts = [pdf]
+    for m in re.finditer(rb"stream\r?\n", pdf):
+        try:
+            texts.append(zlib.decompressobj().decompress(pdf[m.end():m.end() + 50_000_000]))
+        except zlib.error:
+            continue  # not a Flate stream
+    images = sum(len(re.findall(rb"/Subtype\s*/Image", t)) for t in texts)
+    fills = sum(len(re.findall(rb"(?<![A-Za-z*])(?:f\*?|B\*?|b\*?)(?=\s)", t)) for t in texts[1:])
+    return {"images": images, "fills": fills}
+
+
+def choose(page, group: str, option: str) -> None:
+    """Pick ``option`` of the radio group labelled ``group`` and wait for the rerun."""
+    radio = page.locator('[data-testid="stRadio"]', has=page.get_by_text(group, exact=True)).first
+    radio.get_by_text(option, exact=True).click()
+    settle(page)
+
+
+def export_bundle(page, width: str, target: Path) -> dict[str, bytes]:
+    """Prepare the figure files at ``width`` in the page's export form and download the zip."""
+    choose(page, "Print width", WIDTH_LABELS[width])
+    page.get_by_role("button", name="Prepare figure files").click()
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        settle(page, timeout_ms=300_000)
+    except (TimeoutError, PlaywrightTimeout):
+        shoot(page, f"timeout_{target.stem}")  # what the page showed when it did not finish
+        raise
+    no_exception(page)
+    with page.expect_download(timeout=120_000) as info:
+        page.get_by_role("button", name="Download everything (zip)").click()
+    info.value.save_as(target)
+    with zipfile.ZipFile(target) as z:
+        return {n: z.read(n) for n in z.namelist()}
+
+
+def check_bundle(files: dict[str, bytes], width: str, kinds: dict[str, str]) -> list[str]:
+    """Every figure of ``kinds`` ({name prefix: "vector" | "raster"}) as PNG / SVG / PDF at ``width``:
+    the PNG carries DPI and places at the print width; a "vector" figure's PDF has no image and
+    draws with path fills; a "raster" one's image is listed in reproduce.json. Returns the figures."""
+    record = json.loads(files["reproduce.json"])
+    documented = record["export"]["raster_in_vector_files"]
+    seen = []
+    for prefix, kind in kinds.items():
+        names = sorted({n.rsplit(".", 1)[0] for n in files if n.startswith(prefix) and n.endswith(f"_{width}.png")})
+        assert names, f"no {prefix}* figure at {width} width in {sorted(files)}"
+        for stem in names:
+            assert {f"{stem}.svg", f"{stem}.pdf"} <= set(files), stem
+            dx, dy, px = png_dpi(files[f"{stem}.png"])
+            assert round(dx) == round(dy) == DPI, (stem, dx, dy)
+            assert px / dx == pytest.approx(WIDTH_IN[width], rel=0.01), (stem, px, dx)  # places at its width
+            parts = pdf_parts(files[f"{stem}.pdf"])
+            if kind == "vector":
+                assert parts["images"] == 0, f"{stem}.pdf embeds {parts['images']} image(s)"
+                assert stem not in documented, (stem, documented.get(stem))
+                assert parts["fills"] > 0, f"{stem}.pdf has no path fills"
+            else:
+                assert parts["images"] > 0 and documented.get(stem), (stem, parts, documented)
+            seen.append(stem)
+    return seen
+
+
+def test_every_figure_kind_exports_at_single_and_double_width(server, browser_page, tmp_path):
+    page, exported = browser_page, []
+    flows = [("Noise_curves", "Compute curves", 5, [(None, {"curves_": "vector"})]),
+             ("Loss_surfaces", "Compute surface", 5, [("contour", {"fig1_contour": "vector"}),
+                                                      ("heatmap", {"fig1_heatmap": "raster"}),
+                                                      ("3D", {"surface3d_": "raster"})]),
+             ("Compare_devices", "Compare", 5, [(None, {"compare_devices": "vector"})])]
+    for url_path, button, grid, views in flows:
+        page.goto(f"{server['url']}/{url_path}")
+        settle(page)
+        compute(page, button, grid_points=grid)
+        page.wait_for_selector('[data-testid="stPlotlyChart"]', timeout=300_000)
+        for view, kinds in views:
+            if view is not None:
+                choose(page, "View", view)
+                no_exception(page)
+            for width in ("single", "double"):
+                started = time.monotonic()
+                files = export_bundle(page, width, tmp_path / f"{url_path}-{view}-{width}.zip")
+                exported += check_bundle(files, width, kinds)
+                print(f"{url_path} {view or ''} {width}: {time.monotonic() - started:.1f} s")
+            shoot(page, f"export_{url_path.lower()}{'_' + view.lower() if view else ''}")
+    assert len(exported) == 2 * (1 + 1 + 1 + 3 + 1), exported  # the 3D view exports one figure per panel

@@ -159,6 +159,10 @@ def all_figures(surface, curves) -> dict:
     return {
         "curves_loss": figures.curves_figure(curves, "loss"),
         "curves_accuracy": figures.curves_figure(curves, "accuracy"),
+        # Models by their readable default names (dat.checkpoint.default_run_name), as the dashboard shows them.
+        "curves_named": figures.curves_figure(curves, "loss", names={
+            "SGD": "SGD-BN digits CNN6, 20 epochs", "DAT-A": "DAT-Fast (device-A) digits CNN6, 20 epochs",
+            "DAT-B": "DAT-Fast (device-B) digits CNN6, 20 epochs"}),
         "fig1_contour": figures.fig1_figure(surface, "contour"),
         "fig1_heatmap": figures.fig1_figure(surface, "heatmap", "accuracy"),
         "panel_contour": figures.surface_figure(surface, "device-A", "contour"),

@@ -155,6 +155,36 @@ def test_surface_matches_reference_with_and_without_noise(trio, data):
                 assert res.loss_std[p, i, j] == pytest.approx(np.std(losses, ddof=1), rel=1e-5, abs=2e-5)
 
 
+def test_surface_keeps_the_spread_of_the_draws_at_every_model_point(trio, data):
+    """The std over the draws at each model's own point (loss and accuracy), and of the accuracy at
+    every grid point, against one forward pass per draw of the model at its own weights plus noise."""
+    X, Y = data
+    t = find_targets(trio[0])
+    prof = bind(PRESETS["device-B"], t)
+    res = C.plane_surface(*trio, (X, Y), profiles={"none": None, "B": prof}, resolution=(2, 2), draws=4, seed=5)
+    eta = draws_of(prof, 4, 5)
+    for c, model in enumerate(trio):
+        state = model.state_dict()
+        w = state["classifier.weight"]
+        per_draw = []
+        for s in range(4):
+            noisy = dict(state)
+            noisy["classifier.weight"] = w + t.eta_to_deltas(eta[s], {"classifier.weight": w})["classifier.weight"]
+            per_draw.append(ref_eval(model, noisy, X, Y))
+        losses, accs = np.array(per_draw).T
+        assert res.marker_loss_std[1, c] == pytest.approx(np.std(losses, ddof=1), rel=1e-4, abs=2e-5)
+        assert res.marker_accuracy_std[1, c] == pytest.approx(np.std(accs, ddof=1), abs=1e-9)
+        assert res.marker_loss_std[0, c] == 0 and res.marker_accuracy_std[0, c] == 0  # one exact evaluation
+    state = ref_plane_state(trio, float(res.alphas[0]), float(res.betas[0]))
+    accs = []
+    for s in range(4):
+        noisy = dict(state)
+        w = state["classifier.weight"]
+        noisy["classifier.weight"] = w + t.eta_to_deltas(eta[s], {"classifier.weight": w})["classifier.weight"]
+        accs.append(ref_eval(trio[0], noisy, X, Y)[1])
+    assert res.accuracy_std[1, 0, 0] == pytest.approx(np.std(accs, ddof=1), abs=1e-9)
+
+
 def test_surface_all_analog_matches_reference(data):
     X, Y = data
     trio = [_trained(True, s, data, steps=10) for s in (5, 6, 7)]

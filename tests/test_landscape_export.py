@@ -126,9 +126,44 @@ def test_csv_holds_every_grid_point(surface):
     _, res = surface
     rows = export.numbers_csv(res).strip().splitlines()
     assert rows[0].startswith("panel,alpha,beta,loss")
-    assert len(rows) == 1 + len(res.panels) * res.loss.shape[1] * res.loss.shape[2]
+    grid = len(res.panels) * res.loss.shape[1] * res.loss.shape[2]
+    assert len(rows) == 1 + grid + len(res.panels) * len(res.markers)
     panel, a, b, loss = rows[1].split(",")[:4]
     assert float(loss) == res.loss[0, 0, 0] and panel == "none"
+
+
+def test_csv_gives_every_model_point_with_its_standard_errors(surface):
+    """The models' own points follow the grid, each Monte-Carlo number with SE = std / sqrt(draws)."""
+    import csv as _csv
+
+    spec, res = surface
+    rows = list(_csv.DictReader(io.StringIO(export.numbers_csv(res))))
+    models = [r for r in rows if r["point"] != "grid"]
+    assert len(models) == len(res.panels) * len(res.markers)
+    for r in models:
+        p, m = res.panels.index(r["panel"]), list(res.markers).index(r["point"])
+        assert (float(r["alpha"]), float(r["beta"])) == res.markers[r["point"]]
+        assert float(r["loss"]) == res.marker_loss[p, m]
+        expect = 0.0 if r["panel"] == "none" else res.marker_loss_std[p, m] / np.sqrt(spec.draws)
+        assert float(r["loss_se"]) == pytest.approx(expect)
+        expect = 0.0 if r["panel"] == "none" else res.marker_accuracy_std[p, m] / np.sqrt(spec.draws)
+        assert float(r["accuracy_se"]) == pytest.approx(expect)
+    noisy = [r for r in models if r["panel"] != "none"]
+    assert any(float(r["loss_se"]) > 0 for r in noisy)
+    grid = [r for r in rows if r["point"] == "grid" and r["panel"] != "none"][0]
+    assert float(grid["loss_se"]) == pytest.approx(float(grid["loss_std"]) / np.sqrt(spec.draws))
+
+
+def test_marker_hover_gives_each_model_loss_and_accuracy_with_their_se(surface):
+    spec, res = surface
+    fig = figures.fig1_figure(res)
+    hovers = [t.hovertext for t in fig.data if t.name == "models"]
+    p = res.panels.index("device-A")
+    se = res.marker_loss_std[p, 0] / np.sqrt(spec.draws)
+    text = hovers[p][0]
+    assert text.startswith("SGD: α 0.00, β 0.00")
+    assert f"loss {res.marker_loss[p, 0]:.3g} ± {se:.2g} nats" in text and "SE over 2 draws" in text
+    assert "accuracy" in text and "±" not in hovers[0][0]  # the noise-free panel is one exact value
 
 
 def test_zip_bundle_and_default_figures(curves):
@@ -282,6 +317,8 @@ def test_summary_loss_increase_is_curve_at_typical_minus_clean(curves, surface):
     m = list(s.markers).index(row["model"])
     expect = s.marker_loss[s.panels.index(row["device"]), m] - s.marker_loss[0, m]
     assert row["surface_loss_increase"] == pytest.approx(expect)
+    se = s.marker_loss_std[s.panels.index(row["device"]), m] / np.sqrt(2)
+    assert row["surface_loss_increase_se"] == pytest.approx(se) and se > 0
     assert cmp_.to_csv().splitlines()[0].startswith("model,device,typical_norm")
 
 

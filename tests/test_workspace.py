@@ -76,8 +76,12 @@ def test_listing_covers_trio_folders_and_finds_complete_trios(tmp_path):
     for bad in ("../sgd.safetensors", "a/b/c.safetensors"):
         with pytest.raises(ValueError):
             ws.checkpoint_path(bad)
+    # Checkpoints without a stored name are named by their settings; names shared by several are
+    # told apart by their files.
     labels = ui_helpers.model_labels(ws.list_checkpoints())
-    assert labels["sgd.safetensors"] == "SGD" and labels["trio-x/dat-b.safetensors"] == "DAT-B [trio-x]"
+    assert labels["sgd.safetensors"] == "SGD-BN digits CNN6 · sgd.safetensors"
+    assert labels["trio-x/dat-b.safetensors"] == "SGD-BN digits CNN6 · trio-x/dat-b.safetensors"
+    assert len(set(labels.values())) == len(labels)
 
 
 def test_default_workspace_follows_the_environment(tmp_path, monkeypatch):

@@ -55,6 +55,8 @@ FIELD_HELP = {
     "eval_seed": "seed of the evaluation noise draws (default 0; the same rule as dat eval and dat table)",
     "eval_batch_size": "images per evaluation batch",
     "out": "checkpoint path (default checkpoints/<dataset>-<arch>-<method>[-<device>]-s<seed>.safetensors)",
+    "name": "the run's name in legends, tables and export file names (default: made from the settings, e.g. "
+            "'SGD-BN digits CNN6, 20 epochs'); a name is never a path",
     "resume": "continue from <out>.resume.pt when it exists (--no-resume starts over)",
     "num_workers": "DataLoader worker processes",
     "torch_device": "torch device: cpu or cuda",
@@ -140,7 +142,8 @@ def cmd_train(args) -> int:
     result = train(config, callbacks=[_progress_callback(args.quiet or rank != 0)])
     if rank != 0:
         return 0
-    print(f"wrote {result.checkpoint_path} ({result.metrics['train_time_s']:.1f} s of training)")
+    print(f"wrote {result.checkpoint_path} ({result.metrics['train_time_s']:.1f} s of training), named "
+          f"{result.meta['display_name']!r}")
     print(_summary(result.metrics) + f" under {result.metrics['eval_device']}")
     return 0
 
@@ -223,9 +226,14 @@ def cmd_demo(args) -> int:
     from dat.train import make_demo
 
     overrides = {"epochs": args.epochs} if args.epochs else {}
+    if args.name is not None:
+        overrides["name"] = args.name
     results = make_demo(args.folder, args.profiles, callbacks=[_progress_callback(args.quiet)], **overrides)
     for label, result in results.items():
         print(f"{label}: {result.checkpoint_path}  {_summary(result.metrics)}")
+    trio = next(iter(results.values())).meta.get("trio") if results else None
+    if trio:
+        print(f"trio: {trio['name']}")
     return 0
 
 
@@ -293,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folder", default="checkpoints", help="checkpoint folder")
     p.add_argument("--profiles", default="profiles", help="profile folder")
     p.add_argument("--epochs", type=int, default=None, help="epochs (default: the digits preset's)")
+    p.add_argument("--name", default=None, help="the trio's name in legends and tables (default: 'digits CNN6 "
+                   "trio, 20 epochs', from the settings)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_demo)
 

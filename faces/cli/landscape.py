@@ -186,6 +186,7 @@ def _export(result, args, folder, spec, comparison=None, figures=None):
 
 
 def run_landscape_command(args) -> int:
+    from dat.checkpoint import check_trio
     from dat.parallel import init_from_env
     from landscape.spec import load_inputs, spec_from_checkpoints
     from landscape.summary import compare_devices
@@ -212,12 +213,14 @@ def run_landscape_command(args) -> int:
         else:
             if not all((args.sgd, args.dat_a, args.dat_b)):
                 raise SystemExit("2d needs --sgd, --dat-a and --dat-b (or --free PATH for a free plane)")
-            spec = spec_from_checkpoints("surface", {"SGD": args.sgd, "DAT-A": args.dat_a, "DAT-B": args.dat_b},
-                                         **_spec_kwargs(args, "surface"))
+            trio = {"SGD": args.sgd, "DAT-A": args.dat_a, "DAT-B": args.dat_b}
+            check_trio(trio)  # one file twice, or models that cannot share a plane: refused before computing
+            spec = spec_from_checkpoints("surface", trio, **_spec_kwargs(args, "surface"))
         _export(_run(spec, args, "2D surface"), args, out, spec)
         return 0
     # compare: both landscapes of the trio, the A-vs-B figure and the summary table.
     trio = {"SGD": args.sgd, "DAT-A": args.dat_a, "DAT-B": args.dat_b}
+    check_trio(trio)
     c_spec = spec_from_checkpoints("curves", trio, **_spec_kwargs(args, "curves"))
     s_spec = spec_from_checkpoints("surface", trio, **_spec_kwargs(args, "surface"))
     inputs = load_inputs(c_spec)  # the trio, its data and devices, loaded once for both landscapes

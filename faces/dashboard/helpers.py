@@ -252,23 +252,30 @@ def _training_work(ws: Workspace, spec: dict, config=None, resuming: bool = Fals
 
 
 def submit_training(ws: Workspace, config) -> jobs.Job:
-    """Train one model in the background into a fresh ``checkpoints/`` file of its own."""
+    """Train one model in the background into a fresh ``checkpoints/`` file of its own, named after
+    the run (``config.name``, else its readable default; the file name is a slug of it)."""
+    from dat.checkpoint import default_run_name, name_slug
+
     config = config.validate()
-    stem = f"{config.dataset}-{config.arch}-{config.method}"
-    out = jobs.reserve_path(ws.checkpoints_dir, stem, ".safetensors")
+    name = config.name or default_run_name(config.to_dict())
+    out = jobs.reserve_path(ws.checkpoints_dir, name_slug(name), ".safetensors")
     config = replace(config, out=str(out), resume=False)
     spec = {"kind": "train", "config": config.to_dict()}
-    return jobs.submit(_training_work(ws, spec, config), label=f"train {config.method} on {config.dataset}",
+    return jobs.submit(_training_work(ws, spec, config), label=f"train {name}",
                        outputs=[str(out)], spec=spec, store=ws.jobs_file)
 
 
 def submit_trio(ws: Workspace, config, device_a: str = "device-A", device_b: str = "device-B") -> jobs.Job:
-    """Train SGD, DAT on device A and DAT on device B (one architecture) into a new folder."""
+    """Train SGD, DAT on device A and DAT on device B (one architecture) into a new folder named
+    after the trio (``config.name``, else its readable default; the folder name is a slug of it)."""
+    from dat.checkpoint import default_trio_name, name_slug
+
     config = config.validate()
-    folder = jobs.reserve_dir(ws.checkpoints_dir, f"trio-{config.dataset}-{config.arch}")
+    name = config.name or default_trio_name(config.to_dict())
+    folder = jobs.reserve_dir(ws.checkpoints_dir, name_slug(name, "trio"))
     spec = {"kind": "trio", "config": config.to_dict(), "device_a": device_a, "device_b": device_b,
             "folder": str(folder)}
-    return jobs.submit(_training_work(ws, spec, config), label=f"trio on {config.dataset} ({config.arch})",
+    return jobs.submit(_training_work(ws, spec, config), label=f"trio: {name}",
                        outputs=[str(folder)], spec=spec, store=ws.jobs_file)
 
 
@@ -311,7 +318,10 @@ def job_curves(job: jobs.Job) -> dict[str, list[dict]]:
 
 # -- tables -------------------------------------------------------------------------------------
 def checkpoint_rows(checkpoints: list[dict]) -> list[dict]:
-    """One flat row per checkpoint for the Models table (metadata and headline metrics)."""
+    """One flat row per checkpoint for the Models table (its name, trio and file, metadata and
+    headline metrics)."""
+    from dat.checkpoint import display_name, trio_name
+
     rows = []
     for meta in checkpoints:
         metrics = meta.get("metrics") or {}
@@ -320,7 +330,9 @@ def checkpoint_rows(checkpoints: list[dict]) -> list[dict]:
         device = meta.get("device") or {}
         dataset = meta.get("dataset") or {}
         rows.append({
-            "name": meta.get("name", Path(meta.get("path", "")).name),
+            "name": display_name(meta),
+            "trio": trio_name(meta) or "",
+            "file": meta.get("name", Path(meta.get("path", "")).name),
             "method": meta.get("method", ""),
             "arch": meta.get("arch", ""),
             "batchnorm": meta.get("batchnorm", ""),
@@ -449,11 +461,16 @@ def landscape_spec(kind: str, checkpoints: dict[str, str], devices: dict[str, st
 
 
 def trio_spec(trio: dict[str, str], devices: dict[str, str], **settings):
-    """The Fig. 1 spec of a trio {"sgd", "dat-a", "dat-b": path}."""
+    """The Fig. 1 spec of a trio {"sgd", "dat-a", "dat-b": path}; a trio with one file twice or with
+    models that cannot share a plane is refused first (``dat.checkpoint.check_trio``, UserError)."""
+    from dat.checkpoint import check_trio
+
     missing = [r for r in TRIO_ROLES if r not in trio]
     if missing:
         raise ValueError(f"a trio needs checkpoints for {list(TRIO_ROLES)}, missing {missing}")
-    return landscape_spec("surface", {SURFACE_LABELS[r]: trio[r] for r in TRIO_ROLES}, devices, **settings)
+    labelled = {SURFACE_LABELS[r]: trio[r] for r in TRIO_ROLES}
+    check_trio(labelled)
+    return landscape_spec("surface", labelled, devices, **settings)
 
 
 def compute_landscape(ws: Workspace, spec, progress=None, inputs=None):
@@ -499,16 +516,50 @@ def mime_of(name: str) -> str:
 
 
 def model_labels(checkpoints: list[dict]) -> dict[str, str]:
-    """A short label per checkpoint name: trio members are SGD / DAT-A / DAT-B (with their folder
-    unless they are the demo's), anything else its file name."""
-    out = {}
+    """A label per checkpoint (``Workspace.list_checkpoints`` rows, by ``name``): its name
+    (``dat.checkpoint.display_name``: the one it was trained under, else the readable default).
+    Labels are unique: a name shared by several checkpoints is followed by the name of the trio
+    each belongs to, and where that is not enough, by its file."""
+    from collections import Counter
+
+    from dat.checkpoint import display_name, trio_name
+
+    out = {row["name"]: display_name(row) for row in checkpoints}
+    counts = Counter(out.values())
     for row in checkpoints:
-        stem = Path(row["path"]).stem
-        if stem in SURFACE_LABELS:
-            out[row["name"]] = SURFACE_LABELS[stem] + (f" [{row['group']}]" if row.get("group") else "")
-        else:
-            out[row["name"]] = row["name"]
-    return out
+        trio = trio_name(row)
+        if counts[out[row["name"]]] > 1 and trio:
+            out[row["name"]] = f"{out[row['name']]} · {trio}"
+    counts = Counter(out.values())
+    return {n: f"{label} · {n}" if counts[label] > 1 else label for n, label in out.items()}
+
+
+def trio_labels(trios: dict[str, dict[str, str]], rows: list[dict]) -> dict[str, str]:
+    """A label per trio folder of ``Workspace.trios``: the trio's name (as trained, else the readable
+    default from its models' settings), followed by its folder where two trios share a name."""
+    from collections import Counter
+
+    from dat.checkpoint import default_trio_name, trio_name
+
+    by_path = {row["path"]: row for row in rows}
+    out = {}
+    for group, roles in trios.items():
+        meta = by_path.get(roles.get("dat-a")) or by_path.get(roles.get("sgd")) or {}
+        out[group] = trio_name(meta) or default_trio_name({**(meta.get("config") or {}), **{
+            k: meta[k] for k in ("dataset", "arch", "model") if k in meta}})
+    counts = Counter(out.values())
+    return {g: f"{label} ({g or 'checkpoints/'})" if counts[label] > 1 else label for g, label in out.items()}
+
+
+def trio_role_choices(rows: list[dict], trio: dict[str, str]) -> list[str]:
+    """The checkpoints (``name`` of ``rows``) a role of ``trio`` {role: path} may take: those that can
+    share a landscape plane with the trio's models (``dat.checkpoint.compatible``: architecture,
+    dataset, noise targets), in the listing's order."""
+    from dat.checkpoint import compatible
+
+    by_path = {row["path"]: row for row in rows}
+    members = [by_path[p] for p in trio.values() if p in by_path]
+    return [row["name"] for row in rows if all(compatible(row, m) for m in members)]
 
 
 def table_one(checkpoints: list[dict], device: str | None = None, *, data_root=None) -> dict:

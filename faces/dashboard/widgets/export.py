@@ -8,10 +8,12 @@ from faces.dashboard.helpers import data_files, figure_files, mime_of, zip_files
 WIDTH_NAMES = {"single": "single column (3.5 in)", "double": "double column (7.16 in)", "slide": "slide (13.33 in)"}
 
 
-def export_panel(prefix: str, result, figures: dict, spec, comparison=None) -> None:
+def export_panel(prefix: str, result, figures: dict, spec, comparison=None, *, stem: str | None = None) -> None:
     """Download buttons for the numbers (CSV / NPZ / reproduce.json), a form that renders the
     figures through Plotly's static export, then buttons for each image and for the whole zip.
-    ``prefix`` names the files and keeps this page's widget keys apart."""
+    ``prefix`` keeps this page's widget keys apart and names the files unless ``stem`` (a file-name
+    part, e.g. ``dat.checkpoint.name_slug`` of the trio's name) does."""
+    stem = stem or prefix
     st.subheader("Export")
     # Built once per result and summary, not on every rerun (a view toggle reruns the page). The
     # summary depends on the result and on settings such as the basin threshold: its rows key it.
@@ -23,7 +25,7 @@ def export_panel(prefix: str, result, figures: dict, spec, comparison=None) -> N
         st.session_state.pop(f"{prefix}_files", None)  # figure files of an earlier result: gone
     numbers = stored[1]
     for col, (name, data) in zip(st.columns(len(numbers)), numbers.items()):
-        col.download_button(name, data, file_name=f"{prefix}_{name}", mime=mime_of(name), key=f"dl_{name}")
+        col.download_button(name, data, file_name=f"{stem}_{name}", mime=mime_of(name), key=f"dl_{name}")
     with st.form(f"{prefix}_export"):
         width = st.radio("Print width", list(WIDTH_NAMES), index=1, horizontal=True, format_func=WIDTH_NAMES.get)
         formats = st.multiselect("Image formats", ["png", "svg", "pdf"], default=["png", "svg", "pdf"])
@@ -39,11 +41,11 @@ def export_panel(prefix: str, result, figures: dict, spec, comparison=None) -> N
                 st.error(f"Figure export failed: {exc}")
     files = st.session_state.get(f"{prefix}_files")
     if files:
-        st.download_button("Download everything (zip)", zip_files(files), file_name=f"{prefix}_bundle.zip",
+        st.download_button("Download everything (zip)", zip_files(files), file_name=f"{stem}_bundle.zip",
                            mime="application/zip", key="dl_zip", type="primary")
         images = [n for n in files if n.rsplit(".", 1)[-1] in ("png", "svg", "pdf")]
         for col, name in zip(st.columns(max(len(images), 1)), images):
-            col.download_button(name, files[name], file_name=name, mime=mime_of(name), key=f"dl_{name}")
+            col.download_button(name, files[name], file_name=f"{stem}_{name}", mime=mime_of(name), key=f"dl_{name}")
         _preview(files, st.session_state.get(f"{prefix}_width", "double"))
 
 
