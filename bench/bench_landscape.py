@@ -40,10 +40,10 @@ import torch.nn.functional as F
 
 from dat.checkpoint import load_checkpoint
 from dat.data import load_dataset
-from dat.devices import PRESETS
+from dat.noise.crossbar import PRESETS
 from dat.models import build_model
-from dat.profiles import bind
-from dat.targets import find_targets
+from dat.noise.profile import bind
+from dat.noise.targets import find_targets
 from landscape import noise_curves, plane_surface
 from landscape.directions import noise_directions, target_weights, trio_plane
 

@@ -37,7 +37,7 @@ class Checkpoint:
     def noise_targets(self, choice: str | None = None):
         """The model's noise targets as it was trained: target choice (unless ``choice`` overrides
         it), tile and units from its saved config."""
-        from dat.targets import find_targets
+        from dat.noise.targets import find_targets
 
         config = self.meta.get("config") or {}
         tile = int(config.get("tile", 64))

@@ -10,10 +10,10 @@ import math
 from dataclasses import dataclass, field
 
 from dat.errors import UserError
-from dat.targets import CHOICES as TARGET_CHOICES, UNITS  # defined with the targets they name
+from dat.noise.targets import CHOICES as TARGET_CHOICES, UNITS  # defined with the targets they name
 
 METHODS = ("sgd", "sgd-bn", "dat-fast", "dat-full", "sam", "noise-injection")
-LOWRANK_MODES = ("plain", "relevant")  # dat.profiles.LOWRANK_MODES
+LOWRANK_MODES = ("plain", "relevant")  # dat.noise.profile.LOWRANK_MODES
 
 # Base optimizer. "paper": exactly Algorithm 1's update (line 14: w <- w - beta * g_avg), plain SGD
 # with momentum 0 (weight decay stays as configured: the paper's experiments state 2e-4). "project":

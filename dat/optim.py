@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 
 import torch
 
-from dat.profiles import DrawBank
+from dat.noise.profile import DrawBank
 
 
 class _PerturbedStep(torch.optim.Optimizer):

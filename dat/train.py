@@ -37,7 +37,7 @@ from dat.fileio import OutputLocked, exclusive_lock, workspace_root
 from dat.models import build_model
 from dat.optim import DAT, SAM, NoiseInjection
 from dat.parallel import GradientSync, any_rank, from_rank0, local_slice, rank_and_world
-from dat.profile_io import make_profile, resolve_device
+from dat.noise.io import make_profile, resolve_device
 from dat.strength import calibrate_alpha
 
 Callback = Callable[[str, dict], None]
@@ -154,7 +154,7 @@ DAT_FULL_MAX_N = 60_000
 # -- building a run -----------------------------------------------------------------------------
 def build_run(config: TrainConfig, bundle, device: torch.device):
     """Model, targets, optimizer (wrapper or plain SGD), scheduler, generators and the step function."""
-    from dat.targets import find_targets
+    from dat.noise.targets import find_targets
 
     with torch.random.fork_rng(devices=[]):  # initialisation from the seed, leaving global RNG alone
         torch.manual_seed(config.seed)
@@ -448,8 +448,8 @@ def make_demo(folder: str = "checkpoints", profiles_folder: str = "profiles", ca
     small digits models in ``folder``: sgd (SGD-BN architecture), dat-a, dat-b. ``overrides`` go to
     the "digits" preset (e.g. epochs=1 for a quick run)."""
     from dat.config import resolve
-    from dat.devices import PRESETS
-    from dat.profile_io import save_device
+    from dat.noise.crossbar import PRESETS
+    from dat.noise.io import save_device
 
     Path(profiles_folder).mkdir(parents=True, exist_ok=True)
     paths = {}

@@ -158,8 +158,8 @@ def load_models(spec: LandscapeSpec) -> dict:
 
 def load_profiles(spec: LandscapeSpec, model) -> dict:
     """label -> NoiseProfile bound to ``model``'s targets; a device is a preset name or a saved file."""
-    from dat.profile_io import make_profile
-    from dat.targets import find_targets
+    from dat.noise.io import make_profile
+    from dat.noise.targets import find_targets
 
     targets = find_targets(model, spec.targets, tile=(spec.tile, spec.tile), units=spec.units)
     out = {}

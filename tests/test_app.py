@@ -100,8 +100,8 @@ def test_measurements_upload_fits_a_device_and_a_bad_file_shows_an_error(workspa
 
 
 def test_saving_a_profile_writes_a_loadable_file_and_a_bad_name_is_refused(workspace):
-    from dat.devices import PRESETS
-    from dat.profile_io import load_device
+    from dat.noise.crossbar import PRESETS
+    from dat.noise.io import load_device
 
     at = page("pages/1_Device_profiles.py")
     at.text_input[-1].set_value("my-device")
@@ -333,7 +333,7 @@ def test_home_counts_running_jobs_of_the_workspace(workspace):
 
 # -- device profiles for humans -----------------------------------------------------------------
 def test_a_time_preset_changes_the_profile_and_applying_confirms(workspace):
-    from dat.devices import PRESETS
+    from dat.noise.crossbar import PRESETS
 
     from faces.dashboard.helpers import time_choice
 

@@ -10,14 +10,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import dat.profiles as profiles
+import dat.noise.profile as profiles
 from dat.config import resolve
 from dat.data import load_dataset
-from dat.devices import PRESETS, DenseDevice
+from dat.noise.crossbar import PRESETS, DenseDevice
 from dat.models import build_model
 from dat.optim import DAT
-from dat.profiles import DrawBank, _lower_matmul, bind, cholesky_cache_path
-from dat.targets import Targets, find_targets
+from dat.noise.profile import DrawBank, _lower_matmul, bind, cholesky_cache_path
+from dat.noise.targets import Targets, find_targets
 from dat.train import train
 
 

@@ -18,7 +18,7 @@ import torch
 from dat import figure_layout as fl
 from dat import profile_figures as pf
 from dat.checkpoint import save_checkpoint
-from dat.devices import CrossbarParams
+from dat.noise.crossbar import CrossbarParams
 from dat.models import build_model
 from landscape import figures
 from landscape.spec import LandscapeSpec, run_spec

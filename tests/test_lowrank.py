@@ -1,5 +1,5 @@
 """Low rank: loss-relevant projection (exact invariance, PSD), tie handling, canonical vectors,
-multi-tile heads. References are built independently of dat.profiles (explicit P from the layout
+multi-tile heads. References are built independently of dat.noise.profile (explicit P from the layout
 map, numpy/torch eigh of the dense matrix)."""
 
 import numpy as np
@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dat.devices import PRESETS, CrossbarParams, DenseDevice
-from dat.profiles import TIE_RTOL, _canonical_basis, bind
-from dat.targets import Targets
+from dat.noise.crossbar import PRESETS, CrossbarParams, DenseDevice
+from dat.noise.profile import TIE_RTOL, _canonical_basis, bind
+from dat.noise.targets import Targets
 
 # A classifier head of 6 outputs x 11 inputs on 4 x 6 tiles: three tile rows (the last partial),
 # one tile column holding every output; plus a hidden layer in front (its noise is all relevant).
@@ -147,7 +147,7 @@ def test_identical_tiles_are_treated_alike_and_the_choice_is_deterministic():
 
 def test_lanczos_and_dense_eigh_give_the_same_canonical_factor(monkeypatch):
     # 40 x 30 tiles (1200 cells): Lanczos by default, a dense eigh when the threshold is raised
-    import dat.profiles as profiles
+    import dat.noise.profile as profiles
 
     targets = Targets([("classifier.weight", (30, 80))], tile=(40, 30))
     lanczos = bind(PRESETS["device-B"], targets).lowrank(6)

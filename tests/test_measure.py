@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from dat.devices import CrossbarParams
-from dat.measure import FittedTile, fit_file, load_maps, save_maps_csv
-from dat.profiles import bind
-from dat.targets import Targets
+from dat.noise.crossbar import CrossbarParams
+from dat.noise.fitted import FittedTile, fit_file, load_maps, save_maps_csv
+from dat.noise.profile import bind
+from dat.noise.targets import Targets
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 KNOWN = CrossbarParams(kernel="gaussian", ell=1.5, sigma_spatial=0.05, sigma_row=0.02, sigma_col=0.03,

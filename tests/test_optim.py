@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from dat.models import build_model
 from dat.optim import DAT, SAM, NoiseInjection
-from dat.targets import find_targets
+from dat.noise.targets import find_targets
 
 
 class GaussianSampler:

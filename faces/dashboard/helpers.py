@@ -26,7 +26,7 @@ def device_choices(ws: Workspace) -> dict[str, str]:
     call, so a profile saved on one page is a choice on every page at once. Each device once: a saved
     profile named like a preset that holds exactly that preset (the demo's ``profiles/device-A.npz``)
     is the preset, listed under the preset's name only; every other saved profile is "NAME (saved)"."""
-    from dat.devices import PRESETS
+    from dat.noise.crossbar import PRESETS
 
     choices = {name: name for name in PRESETS}
     for row in ws.list_profiles():
@@ -39,7 +39,7 @@ def device_choices(ws: Workspace) -> dict[str, str]:
 def _holds_preset(path: str, name: str) -> bool:
     """Whether the saved profile at ``path`` is exactly the preset ``name`` (an unreadable file is not:
     it stays a choice, so that picking it shows why it cannot be read)."""
-    from dat.devices import PRESETS
+    from dat.noise.crossbar import PRESETS
     from dat.errors import UserError
 
     try:
@@ -135,7 +135,7 @@ def fit_sentence(fitted) -> str:
 
 def load_device(spec: str):
     """The device object behind a spec from :func:`device_choices`."""
-    from dat.profile_io import resolve_device
+    from dat.noise.io import resolve_device
 
     return resolve_device(spec)[0]
 
@@ -144,11 +144,11 @@ def fit_measurements(filename: str, data: bytes, *, estimator: str = "ledoitwolf
                      name: str | None = None):
     """Fit a ``FittedTile`` from uploaded repeated programming maps (.npz or .csv bytes).
 
-    The bytes are read in memory by ``dat.measure.load_maps`` (no pickle, no temporary file), so
+    The bytes are read in memory by ``dat.noise.fitted.load_maps`` (no pickle, no temporary file), so
     every message names the uploaded file as the user knows it.
     """
     from dat.errors import UserError, expected
-    from dat.measure import FittedTile, load_maps
+    from dat.noise.fitted import FittedTile, load_maps
 
     suffix = Path(str(filename)).suffix.lower()
     if suffix not in MEASUREMENT_SUFFIXES:

@@ -81,14 +81,14 @@ class Workspace:
         return rows
 
     def save_profile(self, name: str, device, *, overwrite: bool = False, **meta) -> Path:
-        """Save a device under ``profiles/NAME.npz`` (atomic, through ``dat.profile_io``)."""
-        from dat import profile_io
+        """Save a device under ``profiles/NAME.npz`` (atomic, through ``dat.noise.io``)."""
+        from dat.noise.io import save_device
 
         path = self.profile_path(name)
         if path.exists() and not overwrite:
             raise FileExistsError(f"a profile named {name!r} already exists at {path}; pick another name")
         self.profiles_dir.mkdir(parents=True, exist_ok=True)
-        profile_io.save_device(path, device, **meta)
+        save_device(path, device, **meta)
         return path
 
     # -- checkpoints ---------------------------------------------------------------------------

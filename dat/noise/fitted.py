@@ -10,7 +10,7 @@ tile. Files:
 
 `FittedTile` estimates mu and Sigma of the rows*cols cells with shrinkage (scikit-learn's
 LedoitWolf by default, OAS as an option), which keeps Sigma well conditioned when n_samples is
-not much larger than the number of cells. Bound to targets (`dat.profiles.bind`), the fitted tile
+not much larger than the number of cells. Bound to targets (`dat.noise.profile.bind`), the fitted tile
 is repeated over every tile of the layout; partial edge tiles use the matching sub-block.
 """
 
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from sklearn.covariance import OAS, LedoitWolf
 
-from dat.devices import check_covariance, check_mean
+from dat.noise.crossbar import check_covariance, check_mean
 from dat.arrayfile import display_name, numeric, read_bytes, read_npz
 from dat.errors import UserError, expected
 from dat.fileio import atomic_write

@@ -28,11 +28,11 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from dat.devices import CROSSBAR_UNITS, CrossbarParams, DenseDevice
+from dat.noise.crossbar import CROSSBAR_UNITS, CrossbarParams, DenseDevice
 from dat.errors import UserError
 from dat.fileio import atomic_write
-from dat.measure import FittedTile
-from dat.targets import Targets
+from dat.noise.fitted import FittedTile
+from dat.noise.targets import Targets
 
 SMALL_TILE = 1024  # up to this many cells a tile's eigenpairs come from a dense eigh
 DENSE_LIMIT = 20_000  # dense() refuses larger n unless asked (20,000^2 float64 = 3.2 GB)
@@ -250,7 +250,7 @@ def cholesky_factor(profile: "NoiseProfile", max_n: int = DENSE_LIMIT, cache_dir
 
 
 class _CrossbarBlock:
-    """One tile shape of the parametric crossbar model (see dat.devices for the formula)."""
+    """One tile shape of the parametric crossbar model (see dat.noise.crossbar for the formula)."""
 
     def __init__(self, params: CrossbarParams, rows: int, cols: int, tile_shape):
         self.rows, self.cols, self.m = rows, cols, rows * cols
@@ -919,7 +919,7 @@ class DenseProfile(NoiseProfile):
 def bind(device, targets: Targets, name: str | None = None) -> NoiseProfile:
     """Bind a device (CrossbarParams, fitted FittedTile, DenseDevice) to a model's targets."""
     if not isinstance(targets, Targets):
-        raise TypeError(f"targets must be dat.targets.Targets, found {type(targets).__name__}")
+        raise TypeError(f"targets must be dat.noise.targets.Targets, found {type(targets).__name__}")
     if isinstance(device, CrossbarParams):
         return BlockProfile(device, targets, name or device.name, "crossbar",
                             lambda r, c: _CrossbarBlock(device, r, c, targets.tile_shape))

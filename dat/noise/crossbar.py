@@ -1,8 +1,8 @@
 """Device descriptions, independent of any model: the parametric ReRAM crossbar, a fitted tile, a
-dense N(mu, Sigma). `dat.profiles.bind(device, targets)` turns one into a `NoiseProfile`.
+dense N(mu, Sigma). `dat.noise.profile.bind(device, targets)` turns one into a `NoiseProfile`.
 
 Every noise value is relative to g_max, the conductance that max|W| of a layer is mapped to
-(see `dat.targets`): a std of 0.05 means 5% of g_max.
+(see `dat.noise.targets`): a std of 0.05 means 5% of g_max.
 
 Parametric crossbar model, per tile of R x C cells (cell (r, c) at eta index r*C + c):
 
