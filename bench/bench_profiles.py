@@ -37,7 +37,8 @@ def _rss_kb() -> int:
 def measure_one(out: int, inp: int, method: str, k: int, draws: int) -> dict:
     import torch
 
-    from dat.noise.crossbar import PRESETS, DenseDevice
+    from dat.noise.crossbar import PRESETS
+    from dat.noise.dense import DenseDevice
     from dat.noise.profile import bind
     from dat.noise.targets import Targets
 

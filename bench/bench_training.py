@@ -36,7 +36,8 @@ import numpy as np
 import torch
 
 from dat.data import load_dataset
-from dat.noise.crossbar import PRESETS, DenseDevice
+from dat.noise.crossbar import PRESETS
+from dat.noise.dense import DenseDevice
 from dat.models import build_model
 from dat.optim import DAT
 from dat.noise.profile import DEFAULT_BANK_SIZE, bind

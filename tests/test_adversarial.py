@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dat.noise.crossbar import PRESETS, DenseDevice
+from dat.noise.crossbar import PRESETS
+from dat.noise.dense import DenseDevice
 from dat.errors import UserError
 from dat.noise.io import _hash, load_dense, load_device, save_device
 

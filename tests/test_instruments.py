@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from dat.chips import chip_summary
-from dat.noise.crossbar import PRESETS, DenseDevice, preset
+from dat.noise.crossbar import PRESETS, preset
+from dat.noise.dense import DenseDevice
 from dat.errors import UserError
 from dat.noise.fitted import FittedTile
 from dat.noise.profile import bind

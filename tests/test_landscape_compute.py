@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dat.data import load_dataset
-from dat.noise.crossbar import PRESETS, DenseDevice
+from dat.noise.crossbar import PRESETS
+from dat.noise.dense import DenseDevice
 from dat.errors import UserError
 from dat.noise.profile import bind
 from dat.noise.targets import find_targets

@@ -12,8 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = {
     0: ["dat.__init__", "dat.errors", "dat.fileio", "dat.arrayfile", "dat.models", "dat.parallel", "dat.chips",
         "dat.figure_layout"],
-    1: ["dat.noise.__init__", "dat.noise.targets", "dat.noise.crossbar", "dat.noise.fitted", "dat.noise.profile",
-        "dat.noise.io", "dat.noise.twins", "dat.profile_figures"],
+    1: ["dat.noise.__init__", "dat.noise.targets", "dat.noise.checks", "dat.noise.linalg", "dat.noise.crossbar",
+        "dat.noise.dense", "dat.noise.fitted", "dat.noise.profile", "dat.noise.io", "dat.noise.twins",
+        "dat.profile_figures"],
     2: ["dat.config", "dat.data", "dat.optim", "dat.strength", "dat.checkpoint", "dat.evaluate", "dat.train",
         "dat.table", "dat.transfer", "dat.aging"],
     3: ["landscape.__init__", "landscape.cache", "landscape.compute", "landscape.directions", "landscape.evaluator",

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from dat.noise.crossbar import PRESETS, DenseDevice
+from dat.noise.crossbar import PRESETS
+from dat.noise.dense import DenseDevice
 from dat.errors import UserError
 from dat.noise.fitted import FittedTile
 from faces.cli.profile import add_profile_parser, run_profile_command

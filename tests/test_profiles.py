@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from dat.noise.crossbar import PRESETS, CrossbarParams, DenseDevice, wan2022_prog_std
+from dat.noise.crossbar import PRESETS, CrossbarParams, wan2022_prog_std
+from dat.noise.dense import DenseDevice
 from dat.noise.profile import bind
 from dat.noise.targets import Targets
 
@@ -179,7 +180,7 @@ def test_singular_dense_device_samples_with_documented_jitter():
     prof = bind(DenseDevice(np.zeros(t.n), np.outer(v, v)), t)
     s = prof.sampler("full")
     x = s.sample(5, torch.Generator().manual_seed(0))
-    assert x.shape == (5, 6) and prof.block.jitter <= 1e-8
+    assert x.shape == (5, 6) and prof.whole.jitter <= 1e-8
 
 
 # -- bad input -------------------------------------------------------------------------------

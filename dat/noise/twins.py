@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from dat.noise.crossbar import DenseDevice
 from dat.errors import expected
+from dat.noise.dense import DenseDevice
+from dat.noise.io import save_device
 from dat.noise.profile import DENSE_LIMIT, NoiseProfile, bind
 
 KINDS = ("diagonal", "isotropic")
@@ -46,8 +47,6 @@ def twin(profile: NoiseProfile, kind: str, name: str | None = None) -> NoiseProf
 
 def save_twin(path, profile: NoiseProfile, kind: str, name: str | None = None) -> dict:
     """Write the twin as a profile file (a device path for training and evaluation); returns its metadata."""
-    from dat.noise.io import save_device
-
     device = twin_device(profile, kind, name)
     meta = save_device(path, device, name=device.name, targets=profile.targets)
     return meta

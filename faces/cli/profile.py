@@ -13,7 +13,8 @@ import dataclasses
 import json
 from pathlib import Path
 
-from dat.noise.crossbar import PRESETS, CrossbarParams, DenseDevice, preset
+from dat.noise.crossbar import PRESETS, CrossbarParams, preset
+from dat.noise.dense import DenseDevice
 from dat.errors import UserError
 from dat.fileio import check_name
 from dat.noise.fitted import ESTIMATORS, FittedTile, fit_file
