@@ -2,6 +2,8 @@
 
 import streamlit as st
 
+from dat.trio import LABELS
+from landscape.defaults import CURVE_DRAWS, CURVE_POINTS, CURVE_SPAN
 from faces.dashboard.helpers import device_choices, landscape_spec, model_labels
 from faces.dashboard.workspace import Workspace
 from landscape.figures import curves_figure
@@ -24,7 +26,7 @@ if not rows:
     st.stop()
 labels = model_labels(rows)
 paths = {row["name"]: row["path"] for row in rows}
-default = [n for n, lab in labels.items() if lab in ("SGD", "DAT-A", "DAT-B")] or list(labels)[:3]
+default = [n for n, lab in labels.items() if lab in LABELS] or list(labels)[:3]
 choices = device_choices(ws)
 
 with st.form("curves_form"):
@@ -32,11 +34,11 @@ with st.form("curves_form"):
                             format_func=lambda n: f"{labels[n]}  ·  {n}", key="curve_models")
     devices = st.multiselect("Devices", list(choices), default=["device-A", "device-B"], key="curve_devices")
     c1, c2, c3 = st.columns(3)
-    num_alphas = c1.slider("Points per curve", 5, 121, 41, key="curve_points")
-    span = c1.number_input("Half-width of the α grid (in typical noise norms r)", 0.5, 20.0, 3.0)
-    # 16 directions resolve the demo trio's device-to-device differences (2 SE); smaller model-to-model
+    num_alphas = c1.slider("Points per curve", 5, 121, CURVE_POINTS, key="curve_points")
+    span = c1.number_input("Half-width of the α grid (in typical noise norms r)", 0.5, 20.0, CURVE_SPAN)
+    # 20 directions resolve the demo trio's device-to-device differences (2 SE); smaller model-to-model
     # differences get a warning under the summary saying how many draws they would need.
-    draws = c2.number_input("Noise directions per device", 2, 200, 16, key="curve_draws",
+    draws = c2.number_input("Noise directions per device", 2, 200, CURVE_DRAWS, key="curve_draws",
                             help="More directions shrink the standard errors as 1/√draws.")
     band = c2.selectbox("Band", ["std", "p10-p90"], format_func={"std": "± 1 std", "p10-p90": "10-90 %"}.get)
     max_samples = c3.number_input("Training images used (0: all)", 0, 100_000, 0, step=128)

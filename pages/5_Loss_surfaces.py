@@ -2,7 +2,9 @@
 
 import streamlit as st
 
-from faces.dashboard.helpers import TRIO_LABELS, TRIO_ROLES, device_choices, trio_spec
+from dat.trio import ROLES, TITLE_OF
+from landscape.defaults import SURFACE_ALPHA_RANGE, SURFACE_BETA_RANGE, SURFACE_DRAWS, SURFACE_RESOLUTION
+from faces.dashboard.helpers import device_choices, trio_spec
 from faces.dashboard.workspace import Workspace
 from landscape.figures import fig1_figure, surface_figure
 from faces.dashboard.widgets.export import export_panel
@@ -25,9 +27,9 @@ groups = list(trios)
 group = st.selectbox("Trio", groups, format_func=lambda g: g or "demo (checkpoints/)")
 cols = st.columns(3)
 picked = {}
-for col, role in zip(cols, TRIO_ROLES):
+for col, role in zip(cols, ROLES):
     default = next(n for n, p in names.items() if p == trios[group][role])
-    picked[role] = names[col.selectbox(TRIO_LABELS[role], list(names), index=list(names).index(default),
+    picked[role] = names[col.selectbox(TITLE_OF[role], list(names), index=list(names).index(default),
                                        key=f"{group}_{role}")]
 
 choices = device_choices(ws)
@@ -36,13 +38,14 @@ with st.form("surface_form"):
     c1, c2, c3 = st.columns(3)
     dev_a = c1.selectbox("Device A", labels, index=labels.index("device-A"))
     dev_b = c1.selectbox("Device B", labels, index=labels.index("device-B"))
-    resolution = c2.slider("Grid points per axis", 3, 61, 21)
-    draws = c2.number_input("Noise draws per grid point (S)", 1, 200, 8,
+    n_alpha = c2.slider("Grid points along α", 3, 61, SURFACE_RESOLUTION[0], key="surface_points_alpha")
+    n_beta = c2.slider("Grid points along β", 3, 61, SURFACE_RESOLUTION[1], key="surface_points_beta")
+    draws = c2.number_input("Noise draws per grid point (S)", 1, 200, SURFACE_DRAWS,
                             help="The hover gives each point's standard error, std / √S.")
     max_samples = c2.number_input("Training images used (0: all)", 0, 100_000, 512, step=128,
                                   help="A subset keeps a fine grid quick; the JSON records the choice.")
-    a_lo, a_hi = c3.slider("α range", -2.0, 3.0, (-0.5, 1.5), step=0.1)
-    b_lo, b_hi = c3.slider("β range", -2.0, 3.0, (-0.3, 0.8), step=0.1)
+    a_lo, a_hi = c3.slider("α range", -2.0, 3.0, SURFACE_ALPHA_RANGE, step=0.1)
+    b_lo, b_hi = c3.slider("β range", -2.0, 3.0, SURFACE_BETA_RANGE, step=0.1)
     seed = c3.number_input("Seed of the noise draws", 0, 1_000_000, 0)
     go = st.form_submit_button("Compute surface", type="primary")
 
@@ -52,7 +55,7 @@ if go:
             raise ValueError(f"expected two different devices, found {dev_a!r} twice")
         # Panels carry the devices' own names, as on every other page.
         spec = trio_spec(picked, {dev_a: choices[dev_a], dev_b: choices[dev_b]},
-                         resolution=(resolution, resolution), draws=int(draws), seed=int(seed),
+                         resolution=(n_alpha, n_beta), draws=int(draws), seed=int(seed),
                          alpha_range=(a_lo, a_hi), beta_range=(b_lo, b_hi),
                          max_samples=int(max_samples) or None)
         surface = compute_with_progress(ws, spec, "grid points evaluated")
@@ -64,7 +67,8 @@ if go:
 
 if "surface" not in st.session_state:
     st.info("Pick the three checkpoints and the devices, then press **Compute surface** "
-            "(on the demo trio, 21 x 21 points take well under a minute and are cached).")
+            f"(on the demo trio, {SURFACE_RESOLUTION[0]} x {SURFACE_RESOLUTION[1]} points take well under a minute "
+            "and are cached).")
     st.stop()
 
 spec, surface = st.session_state["surface"]

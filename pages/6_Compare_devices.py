@@ -2,7 +2,9 @@
 
 import streamlit as st
 
-from faces.dashboard.helpers import SURFACE_LABELS, TRIO_ROLES, device_choices, landscape_spec, trio_spec
+from dat.trio import LABEL_OF, LABELS, ROLES
+from landscape.defaults import CURVE_DRAWS, CURVE_POINTS, SURFACE_DRAWS, SURFACE_RESOLUTION
+from faces.dashboard.helpers import device_choices, landscape_spec, trio_spec
 from faces.dashboard.workspace import Workspace
 from landscape.figures import comparison_figure
 from landscape.spec import load_inputs
@@ -28,10 +30,13 @@ with st.form("compare_form"):
     c1, c2, c3 = st.columns(3)
     dev_a = c1.selectbox("Device A", labels, index=labels.index("device-A"))
     dev_b = c1.selectbox("Device B", labels, index=labels.index("device-B"))
-    resolution = c2.slider("Grid points per axis", 3, 61, 21, key="compare_points")
-    # 16 resolve the demo trio's device-to-device differences at 2 SE (see the warnings for the rest).
-    draws = c2.number_input("Noise draws (S per point, directions per curve)", 2, 200, 16, key="compare_draws",
-                            help="The summary numbers carry standard errors, std / √draws.")
+    n_alpha = c2.slider("Grid points along α", 3, 61, SURFACE_RESOLUTION[0], key="compare_points")
+    n_beta = c2.slider("Grid points along β", 3, 61, SURFACE_RESOLUTION[1], key="compare_points_beta")
+    draws = c2.number_input("Noise draws per grid point (S)", 1, 200, SURFACE_DRAWS, key="compare_draws",
+                            help="Each point's mean carries its standard error, std / √S.")
+    # 20 directions resolve the demo trio's device-to-device differences at 2 SE (see the warnings for the rest).
+    curve_draws = c2.number_input("Noise directions per curve", 2, 200, CURVE_DRAWS, key="compare_curve_draws",
+                                  help="The summary numbers carry standard errors, std / √directions.")
     max_samples = c3.number_input("Training images used (0: all)", 0, 100_000, 512, step=128)
     threshold = c3.number_input("Basin threshold (loss above the clean loss, nats)", 0.001, 10.0, 0.1)
     kind = c3.radio("View", ["contour", "heatmap"], horizontal=True)
@@ -42,10 +47,10 @@ if go:
         if dev_a == dev_b:
             raise ValueError(f"expected two different devices, found {dev_a!r} twice")
         devices = {dev_a: choices[dev_a], dev_b: choices[dev_b]}  # the devices' own names, as on every page
-        common = dict(draws=int(draws), max_samples=int(max_samples) or None)
-        surface_spec = trio_spec(trios[group], devices, resolution=(resolution, resolution), **common)
-        curves_spec = landscape_spec("curves", {SURFACE_LABELS[r]: trios[group][r] for r in TRIO_ROLES},
-                                     devices, num_alphas=41, **common)
+        common = dict(max_samples=int(max_samples) or None)
+        surface_spec = trio_spec(trios[group], devices, resolution=(n_alpha, n_beta), draws=int(draws), **common)
+        curves_spec = landscape_spec("curves", {LABEL_OF[r]: trios[group][r] for r in ROLES},
+                                     devices, num_alphas=CURVE_POINTS, draws=int(curve_draws), **common)
         bar = st.progress(0.0, text="Evaluating the plane...")
         inputs = load_inputs(surface_spec)  # the trio, data and devices, loaded once for both
         surface = compute_with_progress(ws, surface_spec, "plane points", bar, (0.0, 0.8), inputs)
@@ -55,24 +60,24 @@ if go:
     except (ValueError, TypeError, FileNotFoundError) as exc:
         st.error(f"Could not compare the devices: {exc}")
     else:
-        st.session_state["comparison"] = (surface_spec, surface, summary)
+        st.session_state["comparison"] = (surface_spec, surface, summary, curves_spec.draws)
         st.session_state.pop("compare_files", None)
 
 if "comparison" not in st.session_state:
     st.info("Pick a trio and two devices, then press **Compare**.")
     st.stop()
 
-spec, surface, summary = st.session_state["comparison"]
+spec, surface, summary, summary_draws = st.session_state["comparison"]
 dev_a, dev_b = [p for p in surface.panels if p != "none"][:2]
 figures = {"compare_devices": comparison_figure(surface, dev_a, dev_b, kind)}
 st.plotly_chart(figures["compare_devices"], key="compare_figure")
 
 st.subheader("Summary numbers")
-st.caption(f"Loss increase at each device's typical noise norm, mean ± standard error over {spec.draws} noise "
+st.caption(f"Loss increase at each device's typical noise norm, mean ± standard error over {summary_draws} noise "
            "directions (the same draws for every model, so differences are paired).")
 pairs = {p["what"]: p for p in summary.separation}
 c = st.columns(3)
-for col, model in zip(c, ("SGD", "DAT-A", "DAT-B")):
+for col, model in zip(c, LABELS):
     pair = pairs.get(f"{model}, {dev_b} − {dev_a}")
     if pair is not None:
         col.metric(f"{model}: loss increase under {dev_b} − under {dev_a}",

@@ -224,7 +224,8 @@ def test_loss_surface_page_marks_the_models_at_their_clean_loss(workspace):
     from dat.evaluate import evaluate
 
     at = page("pages/5_Loss_surfaces.py")
-    at.slider[0].set_value(3)
+    at.slider(key="surface_points_alpha").set_value(3)
+    at.slider(key="surface_points_beta").set_value(3)
     at.number_input[0].set_value(1)
     at.button(key="FormSubmitter:surface_form-Compute surface").click().run()
     assert not at.exception and not at.error
@@ -251,7 +252,8 @@ def test_an_architecture_mismatch_shows_an_error(workspace):
                     build_model("cnn6", True, 1, 8, 10, width=6, hidden=8), meta)
     at = page("pages/5_Loss_surfaces.py")
     at.selectbox(key="_dat-a").set_value("wide.safetensors")
-    at.slider[0].set_value(3)
+    at.slider(key="surface_points_alpha").set_value(3)
+    at.slider(key="surface_points_beta").set_value(3)
     at.button(key="FormSubmitter:surface_form-Compute surface").click().run()
     assert not at.exception
     assert "Could not compute the surface" in texts(at.error)
@@ -260,7 +262,9 @@ def test_an_architecture_mismatch_shows_an_error(workspace):
 def test_compare_devices_page_shows_both_devices_and_the_numbers(workspace):
     at = page("pages/6_Compare_devices.py")
     at.slider(key="compare_points").set_value(3)
+    at.slider(key="compare_points_beta").set_value(3)
     at.number_input(key="compare_draws").set_value(2)
+    at.number_input(key="compare_curve_draws").set_value(2)
     at.button(key="FormSubmitter:compare_form-Compare").click().run()
     assert not at.exception and not at.error
     fig = json.loads(at.get("plotly_chart")[0].proto.spec)

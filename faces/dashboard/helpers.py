@@ -9,9 +9,10 @@ import io
 from dataclasses import replace
 from pathlib import Path
 
+from dat.trio import LABEL_OF, ROLES, TITLE_OF
 from faces.dashboard import jobs
-from faces.dashboard.workspace import TRIO_ROLES, Workspace
-TRIO_LABELS = {"sgd": "SGD", "dat-a": "DAT on device A", "dat-b": "DAT on device B"}
+from faces.dashboard.workspace import Workspace
+
 MEASUREMENT_SUFFIXES = (".npz", ".csv")
 # Measurement files are small (a few hundred repeats of a 64 x 64 tile is about 10 MB as float64).
 # One number for the library and the upload widget (Streamlit's MB are 2**20 bytes).
@@ -167,12 +168,12 @@ def _trio_reporter(report):
     """Turn per-run events of a trio into one overall progress (each run a third of the job)."""
     def cb(event: str, payload: dict) -> None:
         run = payload.get("run")
-        if run in TRIO_ROLES:
-            i = TRIO_ROLES.index(run)
+        if run in ROLES:
+            i = ROLES.index(run)
             total, step = payload.get("total_steps"), payload.get("step", 0)
             frac = step / total if isinstance(total, (int, float)) and total else (1.0 if event == "end" else 0.0)
-            payload = {**payload, "progress": (i + frac) / len(TRIO_ROLES),
-                       "stage": f"{TRIO_LABELS[run]} ({i + 1}/{len(TRIO_ROLES)})"}
+            payload = {**payload, "progress": (i + frac) / len(ROLES),
+                       "stage": f"{TITLE_OF[run]} ({i + 1}/{len(ROLES)})"}
         report(event, payload)
     return cb
 
@@ -279,7 +280,7 @@ def submit_demo(ws: Workspace, **overrides) -> jobs.Job:
     if any(j.label == DEMO_LABEL for j in jobs.registry().active()):
         raise ValueError("the demo checkpoints are already being made; wait for that job to finish")
     spec = {"kind": "demo", "overrides": overrides}
-    outputs = [str(ws.checkpoints_dir / f"{role}.safetensors") for role in TRIO_ROLES]
+    outputs = [str(ws.checkpoints_dir / f"{role}.safetensors") for role in ROLES]
     return jobs.submit(_training_work(ws, spec), label=DEMO_LABEL, outputs=outputs, spec=spec, store=ws.jobs_file)
 
 
@@ -342,7 +343,7 @@ def training_figure(job: jobs.Job):
     fig = make_subplots(rows=1, cols=2, subplot_titles=("training loss per step", "accuracy per epoch"))
     palette = {"": "#1f77b4", "sgd": "#7f7f7f", "dat-a": "#1f77b4", "dat-b": "#d62728"}
     for run in dict.fromkeys(r["run"] for r in curves["steps"] + curves["epochs"]):
-        name = TRIO_LABELS.get(run, "model")
+        name = TITLE_OF.get(run, "model")
         steps = [r for r in curves["steps"] if r["run"] == run]
         epochs = [r for r in curves["epochs"] if r["run"] == run]
         colour = palette.get(run, "#2ca02c")
@@ -429,9 +430,6 @@ def evaluation_row(name: str, device: str | None, result: dict) -> dict:
 
 
 # -- landscapes ---------------------------------------------------------------------------------
-SURFACE_LABELS = {"sgd": "SGD", "dat-a": "DAT-A", "dat-b": "DAT-B"}  # trio role -> plane marker
-
-
 def landscape_spec(kind: str, checkpoints: dict[str, str], devices: dict[str, str], **settings):
     """A ``landscape.spec.LandscapeSpec`` for checkpoints {label: path} under devices {label: spec},
     by the library's one recipe (``landscape.spec.spec_from_checkpoints``: dataset, targets, tile,
@@ -446,10 +444,10 @@ def landscape_spec(kind: str, checkpoints: dict[str, str], devices: dict[str, st
 
 def trio_spec(trio: dict[str, str], devices: dict[str, str], **settings):
     """The Fig. 1 spec of a trio {"sgd", "dat-a", "dat-b": path}."""
-    missing = [r for r in TRIO_ROLES if r not in trio]
+    missing = [r for r in ROLES if r not in trio]
     if missing:
-        raise ValueError(f"a trio needs checkpoints for {list(TRIO_ROLES)}, missing {missing}")
-    return landscape_spec("surface", {SURFACE_LABELS[r]: trio[r] for r in TRIO_ROLES}, devices, **settings)
+        raise ValueError(f"a trio needs checkpoints for {list(ROLES)}, missing {missing}")
+    return landscape_spec("surface", {LABEL_OF[r]: trio[r] for r in ROLES}, devices, **settings)
 
 
 def compute_landscape(ws: Workspace, spec, progress=None, inputs=None):
@@ -500,8 +498,8 @@ def model_labels(checkpoints: list[dict]) -> dict[str, str]:
     out = {}
     for row in checkpoints:
         stem = Path(row["path"]).stem
-        if stem in SURFACE_LABELS:
-            out[row["name"]] = SURFACE_LABELS[stem] + (f" [{row['group']}]" if row.get("group") else "")
+        if stem in LABEL_OF:
+            out[row["name"]] = LABEL_OF[stem] + (f" [{row['group']}]" if row.get("group") else "")
         else:
             out[row["name"]] = row["name"]
     return out
