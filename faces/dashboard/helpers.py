@@ -6,6 +6,7 @@ Pages stay thin by calling these; each function is plain Python and tested witho
 from __future__ import annotations
 
 import io
+import mimetypes
 from dataclasses import replace
 from pathlib import Path
 
@@ -483,13 +484,15 @@ def zip_files(files: dict[str, bytes]) -> bytes:
     return zip_bytes(files)
 
 
-MIME = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf", "csv": "text/csv",
-        "npz": "application/octet-stream", "json": "application/json", "zip": "application/zip",
-        "html": "text/html"}
+# The standard library's own table (not the system's mime.types, which varies between machines);
+# Markdown (RFC 7763) joined that table only in Python 3.13.
+_MIME_TYPES = mimetypes.MimeTypes()
+_MIME_TYPES.add_type("text/markdown", ".md")
 
 
 def mime_of(name: str) -> str:
-    return MIME.get(name.rsplit(".", 1)[-1], "application/octet-stream")
+    """The MIME type of a file name for a download button ("application/octet-stream" when unknown)."""
+    return _MIME_TYPES.guess_type(name)[0] or "application/octet-stream"
 
 
 def model_labels(checkpoints: list[dict]) -> dict[str, str]:
