@@ -29,7 +29,6 @@ from sklearn.covariance import OAS, LedoitWolf
 
 from dat.arrayfile import display_name, numeric, read_bytes, read_npz
 from dat.errors import UserError, expected
-from dat.fileio import atomic_write
 from dat.noise.checks import check_covariance, check_mean
 from dat.noise.dense import DenseBlock
 
@@ -120,21 +119,6 @@ def load_maps(source, name: str | None = None) -> np.ndarray:
         return check_maps(maps)
     except (TypeError, ValueError) as err:
         raise UserError(f"{label}: {err}") from None
-
-
-def save_maps_csv(path, maps) -> None:
-    """Write maps in the .csv layout `load_maps` reads (header with the tile shape)."""
-    maps = check_maps(maps)
-    n, r, c = maps.shape
-
-    def write(tmp):
-        with open(tmp, "w", newline="") as fh:
-            fh.write(f"# rows={r} cols={c}\n")
-            w = csv.writer(fh)
-            for s in maps.reshape(n, r * c):
-                w.writerow([repr(float(v)) for v in s])
-
-    atomic_write(path, write)
 
 
 class FittedTile:
