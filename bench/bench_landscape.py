@@ -39,11 +39,12 @@ import torch
 import torch.nn.functional as F
 
 from dat.checkpoint import load_checkpoint
+from dat.trio import ROLES
 from dat.data import load_dataset
-from dat.devices import PRESETS
+from dat.noise.crossbar import PRESETS
 from dat.models import build_model
-from dat.profiles import bind
-from dat.targets import find_targets
+from dat.noise.profile import bind
+from dat.noise.targets import find_targets
 from landscape import noise_curves, plane_surface
 from landscape.directions import noise_directions, target_weights, trio_plane
 
@@ -158,7 +159,7 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
 
     rows: list = []
-    trio = [load_checkpoint(ROOT / "checkpoints" / f"{n}.safetensors").model.eval() for n in ("sgd", "dat-a", "dat-b")]
+    trio = [load_checkpoint(ROOT / "checkpoints" / f"{n}.safetensors").model.eval() for n in ROLES]
     X, Y = load_dataset("digits").train_eval.tensors
     run_workload("demo trio, digits", trio, X, Y, args.grid, rows, args.repeat)
     if args.cifar_grid:

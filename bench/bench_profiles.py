@@ -37,9 +37,10 @@ def _rss_kb() -> int:
 def measure_one(out: int, inp: int, method: str, k: int, draws: int) -> dict:
     import torch
 
-    from dat.devices import PRESETS, DenseDevice
-    from dat.profiles import bind
-    from dat.targets import Targets
+    from dat.noise.crossbar import PRESETS
+    from dat.noise.dense import DenseDevice
+    from dat.noise.profile import bind
+    from dat.noise.targets import Targets
 
     torch.set_num_threads(1)  # comparable numbers on a shared machine
     targets = Targets([("head", (out, inp))], tile=(64, 64))

@@ -36,11 +36,12 @@ import numpy as np
 import torch
 
 from dat.data import load_dataset
-from dat.devices import PRESETS, DenseDevice
+from dat.noise.crossbar import PRESETS
+from dat.noise.dense import DenseDevice
 from dat.models import build_model
 from dat.optim import DAT
-from dat.profiles import DEFAULT_BANK_SIZE, bind
-from dat.targets import find_targets
+from dat.noise.profile import DEFAULT_BANK_SIZE, bind
+from dat.noise.targets import find_targets
 from dat.train import DAT_FULL_MAX_N, head_step, plain_step, two_pass_step
 
 

@@ -29,11 +29,11 @@ import torch
 from dat.checkpoint import load_checkpoint
 from dat.config import resolve
 from dat.data import load_dataset
-from dat.devices import PRESETS, per_cell_std, wan2022_prog_std
-from dat.profile_io import apply_stress
+from dat.noise.crossbar import PRESETS, per_cell_std, wan2022_prog_std
+from dat.noise.io import apply_stress
 from dat.evaluate import evaluate
-from dat.profiles import bind
-from dat.targets import find_targets
+from dat.noise.profile import bind
+from dat.noise.targets import find_targets
 from dat.train import train
 
 

@@ -17,7 +17,8 @@ def main(repeats: int = 30) -> None:
     for preset in ("digits", "digits-resnet18"):
         config = resolve(preset, method="dat-fast")
         bundle = load_dataset(config.dataset)
-        model, _, _, optimizer, _, _, _, step_fn = build_run(config, bundle, torch.device("cpu"))
+        run = build_run(config, bundle, torch.device("cpu"))
+        model, optimizer, step_fn = run.model, run.optimizer, run.step
         x, y = bundle.train.tensors[0][: config.batch_size], bundle.train.tensors[1][: config.batch_size]
         step_s, check_s = [], []
         for _ in range(repeats):

@@ -1,7 +1,7 @@
 """Accuracy against time since programming.
 
 A crossbar device's noise depends on the time t since its weights were programmed, through its
-``t_seconds`` parameter (``dat.devices.CrossbarParams``): the programming-noise std follows the
+``t_seconds`` parameter (``dat.noise.crossbar.CrossbarParams``): the programming-noise std follows the
 Wan et al. 2022 fits (1 s, 1 day, 2 days; held at the 2-day value beyond, where there are no data)
 and the mean relaxes linearly in log10(t). ``device_at`` is that device with ``t_seconds = t`` and
 nothing else changed, so the profile at each time point is exactly the preset made with that time.
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dat.devices import CrossbarParams
+from dat.noise.crossbar import CrossbarParams
 from dat.errors import expected
 
 # (label, seconds): a month is 1/12 of a Julian year (30.44 days), a year 365.25 days.
@@ -28,7 +28,7 @@ TIME_POINTS = (("1 s", 1.0), ("1 min", 60.0), ("1 h", 3600.0), ("1 day", 86400.0
 
 def device_at(spec, t_seconds: float) -> CrossbarParams:
     """The device ``spec`` (preset name, saved crossbar profile, or CrossbarParams) at time t."""
-    from dat.profile_io import resolve_device
+    from dat.noise.io import resolve_device
 
     device, name = resolve_device(spec)
     if not isinstance(device, CrossbarParams):
@@ -39,7 +39,7 @@ def device_at(spec, t_seconds: float) -> CrossbarParams:
 
 def profile_at(spec, targets, t_seconds: float):
     """``device_at`` bound to the targets."""
-    from dat.profiles import bind
+    from dat.noise.profile import bind
 
     return bind(device_at(spec, t_seconds), targets)
 

@@ -12,16 +12,18 @@ from __future__ import annotations
 import json
 import os
 import platform
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from dat.errors import UserError
 from dat.models import model_from_spec
 from dat.fileio import atomic_write
+from dat.noise.targets import find_targets
 
 FORMAT = "dat-checkpoint"
 FORMAT_VERSION = 1
@@ -37,8 +39,6 @@ class Checkpoint:
     def noise_targets(self, choice: str | None = None):
         """The model's noise targets as it was trained: target choice (unless ``choice`` overrides
         it), tile and units from its saved config."""
-        from dat.targets import find_targets
-
         config = self.meta.get("config") or {}
         tile = int(config.get("tile", 64))
         return find_targets(self.model, choice or config.get("targets", "last-linear"), tile=(tile, tile),
@@ -56,8 +56,6 @@ def versions() -> dict:
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict) -> Path:
     """Write the model's state (parameters and buffers) and ``meta`` (JSON-able; must hold the
     model's ``spec``, added from ``model.spec`` when absent) to ``path`` atomically."""
-    from safetensors.torch import save_file
-
     meta = dict(meta)
     if "model" not in meta:
         if not hasattr(model, "spec"):
@@ -73,31 +71,25 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict) -> Pa
 
 
 def read_meta(path: str | os.PathLike) -> dict:
-    """The metadata of a checkpoint, read from the safetensors header only."""
+    """The metadata of a checkpoint, read from the safetensors header only (safetensors checks the
+    header and that the tensors cover the file; its reasons are translated into plain words)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise ValueError(f"{path} is not a checkpoint: {size} bytes, too short for a safetensors header")
-        (header_len,) = struct.unpack("<Q", head)
-        if header_len > size - 8 or header_len > 100_000_000:
-            raise ValueError(f"{path} is not a safetensors checkpoint (header length {header_len} does not fit "
-                             f"the file size {size}; a foreign or truncated file)")
-        try:
-            header = json.loads(f.read(header_len))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(f"{path} is not a safetensors checkpoint: its header is not JSON ({err})") from None
-    if not isinstance(header, dict):
-        raise ValueError(f"{path} is not a safetensors checkpoint: header is {type(header).__name__}, expected an object")
-    # Truncation: the data section must reach the end of the last tensor.
-    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
-    expected = 8 + header_len + (max(ends) if ends else 0)
-    if size < expected:
-        raise ValueError(f"{path} is truncated: {size} bytes, the header describes {expected}")
-    meta_json = (header.get("__metadata__") or {}).get(META_KEY)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+    except SafetensorError as err:
+        reason = str(err)
+        if "header too small" in reason:
+            raise ValueError(f"{path} is not a checkpoint: {size} bytes, too short for a safetensors header") from None
+        if "not fully covered" in reason:
+            raise ValueError(f"{path} is truncated or damaged: its tensors do not end where the file does "
+                             f"({size} bytes; safetensors: {reason})") from None
+        raise ValueError(f"{path} is not a safetensors checkpoint (a foreign or damaged file; safetensors: "
+                         f"{reason})") from None
+    meta_json = header.get(META_KEY)
     if meta_json is None:
         raise ValueError(f"{path} is a safetensors file without DAT metadata (no '{META_KEY}' entry in its header): "
                          "not a checkpoint written by dat.checkpoint.save_checkpoint")
@@ -113,8 +105,6 @@ def read_meta(path: str | os.PathLike) -> dict:
 def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> Checkpoint:
     """Rebuild the model from the metadata and load the weights strictly. Raises ValueError naming
     the tensor on an architecture mismatch, and for truncated, foreign or metadata-less files."""
-    from safetensors.torch import load_file
-
     meta = read_meta(path)
     model = model_from_spec(meta["model"])
     try:

@@ -1,4 +1,4 @@
-"""Training configuration: one dataclass with commented defaults, and named presets.
+"""Training configuration: one dataclass whose fields carry their help text, and named presets.
 
 The resolved config is stored inside every checkpoint, so a result always says how it was made.
 """
@@ -10,10 +10,10 @@ import math
 from dataclasses import dataclass, field
 
 from dat.errors import UserError
-from dat.targets import CHOICES as TARGET_CHOICES, UNITS  # defined with the targets they name
+from dat.noise.targets import CHOICES as TARGET_CHOICES, UNITS  # defined with the targets they name
 
 METHODS = ("sgd", "sgd-bn", "dat-fast", "dat-full", "sam", "noise-injection")
-LOWRANK_MODES = ("plain", "relevant")  # dat.profiles.LOWRANK_MODES
+LOWRANK_MODES = ("plain", "relevant")  # dat.noise.profile.LOWRANK_MODES
 
 # Base optimizer. "paper": exactly Algorithm 1's update (line 14: w <- w - beta * g_avg), plain SGD
 # with momentum 0 (weight decay stays as configured: the paper's experiments state 2e-4). "project":
@@ -28,63 +28,75 @@ OPTIMIZERS = ("project", "paper")
 DEFAULT_ALPHA = 30.0
 
 
+def _field(default, help: str):
+    """A TrainConfig field and its help text, written once: the CLI's flags and the dashboard's
+    tooltips read it from here."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class TrainConfig:
+    """Every setting of a training run. Each field's help (units in brackets) is written once, in its
+    metadata: `dat train --help` and the dashboard's Train page show it (`help_of`)."""
+
     # --- data ---
-    dataset: str = "digits"            # "digits" (embedded), "cifar10" or "cifar100"
-    data_root: str = "data"            # folder holding cifar-10-batches-py / cifar-100-python
-    download: bool = False             # fetch CIFAR into data_root when it is missing
-    verify: bool = True                # check CIFAR files against the official md5 sums
+    dataset: str = _field("digits", "dataset: digits (embedded), cifar10 or cifar100")
+    data_root: str = _field("data", "folder that holds cifar-10-batches-py / cifar-100-python")
+    download: bool = _field(False, "download CIFAR into --data-root when it is missing")
+    verify: bool = _field(True, "check CIFAR files against the official md5 sums (--no-verify for a folder you built)")
     # --- model ---
-    arch: str = "cnn6"                 # "cnn6" or "resnet18"
-    batchnorm: bool | None = None      # None: follow the method (False for sgd, True otherwise)
-    width: int | None = None           # channels of the first stage (None: 64)
-    hidden: int | None = None          # CNN6 hidden linear width (None: 256); head = hidden x classes
+    arch: str = _field("cnn6", "architecture: cnn6 (the paper's 6-layer CNN) or resnet18 (CIFAR variant)")
+    batchnorm: bool | None = _field(None, "use BatchNorm (default: off for sgd, on for every other method)")
+    width: int | None = _field(None, "channels of the first stage [channels] (default 64)")
+    hidden: int | None = _field(None, "CNN6 hidden linear width [units] (default 256); the head is hidden x classes")
     # --- method ---
-    method: str = "dat-fast"           # one of METHODS
-    device: str = "device-A"           # noise profile: a preset name or a path to a saved profile (.npz)
-    targets: str = "last-linear"       # noise targets: "last-linear" (the paper) or "all-analog"
-    units: str = "relative"            # eta relative to max|W| of each layer, or "absolute"
-    tile: int = 64                     # crossbar tile size T (cells per side)
-    alpha: float = DEFAULT_ALPHA       # DAT perturbation strength (dimensionless multiplier of eps)
-    k: int = 10                        # rank of A_k for dat-fast (eigenpairs kept)
-    p: int = 1                         # perturbations averaged per step (Algorithm 1's p)
-    rho: float = 0.05                  # SAM radius (weight units, on the noise targets)
-    # DAT strength s: alpha is calibrated at the start of training so that the mean ||alpha eps|| is
-    # s times the device's typical noise norm r = sqrt(E||delta||^2) (dat.strength); the same s is
-    # the same strength for every sampler and device. None: alpha is used as given.
-    strength: float | None = None      # dimensionless fraction of r (None: raw alpha; an explicit
-                                       # alpha given to resolve() turns a preset's strength off)
-    lowrank: str = "plain"             # dat-fast factor: "plain" (top-k of Sigma, the paper) or
-                                       # "relevant" (top-k of the loss-relevant Sigma', this project's)
-    stress: float = 1.0                # multiplier on every device std (1 = the device as it is);
-                                       # an experiment knob, recorded with every result that used it
+    method: str = _field("dat-fast", f"training method: {', '.join(METHODS)}")
+    device: str = _field("device-A", "noise profile for training (and evaluation): a preset (device-A, device-B) "
+                                     "or a saved .npz")
+    targets: str = _field("last-linear", f"noise targets: {', '.join(TARGET_CHOICES)} (last-linear: the paper's)")
+    units: str = _field("relative", f"noise units: {', '.join(UNITS)} (relative: delta_W = max|W| * eta)")
+    tile: int = _field(64, "crossbar tile size T [cells per side]")
+    alpha: float = _field(DEFAULT_ALPHA, "DAT perturbation strength alpha [dimensionless multiplier of eps]")
+    k: int = _field(10, "rank of the low-rank factor A_k used by dat-fast [eigenpairs]")
+    p: int = _field(1, "perturbations averaged per step (Algorithm 1's p)")
+    rho: float = _field(0.05, "SAM radius on the noise targets [weight units]")
+    strength: float | None = _field(
+        None, "DAT strength s: alpha is calibrated at the start of training so that the mean ||alpha eps|| is "
+              "s times the device's noise norm r = sqrt(E||delta||^2) (dat.strength), the same strength for every "
+              "sampler and device [dimensionless fraction of r] (default: use --alpha as given; an explicit "
+              "alpha turns a preset's strength off)")
+    lowrank: str = _field("plain", "dat-fast factor: plain (top-k of Sigma, the paper) or relevant (top-k of the "
+                                   "loss-relevant Sigma', this project's extension)")
+    stress: float = _field(1.0, "multiplier on every device std (1 = the device as it is) [dimensionless]; an "
+                                "experiment knob, recorded with every result that used it")
     # --- optimisation ---
-    epochs: int = 10                   # passes over the training set
-    batch_size: int = 64               # images per step
-    lr: float = 0.05                   # base SGD learning rate
-    momentum: float = 0.9              # SGD momentum (this project's choice; Algorithm 1 has none: optimizer="paper")
-    optimizer: str = "project"         # "paper": plain SGD exactly as Algorithm 1 (momentum 0); see OPTIMIZERS
-    weight_decay: float = 2e-4         # L2 penalty (per unit weight)
-    lr_decay: float = 0.8              # learning rate multiplier ...
-    lr_decay_every: int = 10           # ... applied every this many epochs
-    seed: int = 0                      # seeds model init, data order and noise draws
+    epochs: int = _field(10, "passes over the training set")
+    batch_size: int = _field(64, "images per step")
+    lr: float = _field(0.05, "base SGD learning rate")
+    momentum: float = _field(0.9, "SGD momentum (this project's default 0.9; Algorithm 1 has none: --optimizer paper)")
+    optimizer: str = _field("project", "paper: plain SGD exactly as Algorithm 1 (momentum 0); project: SGD with "
+                                       "--momentum (see OPTIMIZERS)")
+    weight_decay: float = _field(2e-4, "L2 weight decay [per unit weight]")
+    lr_decay: float = _field(0.8, "learning-rate multiplier applied every --lr-decay-every epochs")
+    lr_decay_every: int = _field(10, "epochs between learning-rate decays")
+    seed: int = _field(0, "seed of initialisation, data order and noise draws")
     # --- evaluation and output ---
-    eval_draws: int = 20               # noise draws R for the noisy accuracy (mean and std)
-    eval_device: str | None = None     # profile for the noisy evaluation (None: same as device)
-    eval_seed: int = 0                 # seed of the evaluation draws (dat.evaluate's one rule; not the training seed)
-    eval_batch_size: int = 512         # images per evaluation batch
-    out: str | None = None             # checkpoint path (None: checkpoints/<dataset>-<arch>-<method>-s<seed>.safetensors)
-    # The run's name in legends, tables and file names (a trio's: the trio's name); data only, never a
-    # path. None: a readable default from the settings (dat.checkpoint.default_run_name).
-    name: str | None = field(default=None, metadata={"help": "the run's name in legends, tables and export file "
-                                                             "names (for a trio or the demo: the trio's name); "
-                                                             "default: made from the settings, e.g. 'SGD-BN "
-                                                             "digits CNN6, 20 epochs'"})
-    resume: bool = True                # continue from <out>.resume.pt when present
-    num_workers: int = 0               # DataLoader worker processes
-    torch_device: str = "cpu"          # "cpu" or "cuda"
-    extra: dict = field(default_factory=dict)  # free-form notes carried into the checkpoint
+    eval_draws: int = _field(20, "noise draws R for the noisy accuracy (mean and std)")
+    eval_device: str | None = _field(None, "profile for the noisy evaluation (default: --device)")
+    eval_seed: int = _field(0, "seed of the evaluation noise draws (default 0; dat.evaluate's one rule, shared by "
+                               "dat eval and dat table; not the training seed)")
+    eval_batch_size: int = _field(512, "images per evaluation batch")
+    out: str | None = _field(None, "checkpoint path (default checkpoints/<dataset>-<arch>-<method>[-<device>]-"
+                                   "s<seed>.safetensors)")
+    # Data only, never a path; None: a readable default from the settings (dat.checkpoint.default_run_name).
+    name: str | None = _field(None, "the run's name in legends, tables and export file names (for a trio or the "
+                                    "demo: the trio's name); default: made from the settings, e.g. 'SGD-BN digits "
+                                    "CNN6, 20 epochs'")
+    resume: bool = _field(True, "continue from <out>.resume.pt when it exists (--no-resume starts over)")
+    num_workers: int = _field(0, "DataLoader worker processes")
+    torch_device: str = _field("cpu", "torch device: cpu or cuda")
+    extra: dict = field(default_factory=dict, metadata={"help": "free-form notes carried into the checkpoint",
+                                                         "flag": False})
 
     @property
     def uses_batchnorm(self) -> bool:
@@ -155,6 +167,11 @@ class TrainConfig:
         from dat.checkpoint import check_display_name
         self.name = check_display_name(self.name, "Invalid name")
         return self
+
+
+def help_of(name: str) -> str:
+    """The help text of a TrainConfig field (its metadata)."""
+    return {f.name: f.metadata["help"] for f in dataclasses.fields(TrainConfig)}[name]
 
 
 def _choice(name: str, value, options) -> None:

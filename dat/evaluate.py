@@ -53,7 +53,7 @@ def evaluate(model: nn.Module, dataset: Dataset, profile=None, targets=None, dra
         raise ValueError(f"Invalid draws: expected a positive int, found {draws!r}")
     noisy = profile is not None or sampler is not None
     if noisy and targets is None:
-        raise ValueError("noisy evaluation needs the noise targets (dat.targets.find_targets(model, ...))")
+        raise ValueError("noisy evaluation needs the noise targets (dat.noise.targets.find_targets(model, ...))")
     if noisy and sampler is None:
         sampler = profile.sampler("full")
     was_training = model.training
@@ -198,7 +198,7 @@ def evaluate_checkpoint(path, device_spec: str | None = None, *, data_root=None,
     checkpoint's own are ignored). Returns the metrics dict of :func:`evaluate_with_recipe`."""
     from dat.checkpoint import load_checkpoint
     from dat.data import dataset_named_by, load_dataset_named_by
-    from dat.profile_io import make_profile
+    from dat.noise.io import make_profile
 
     ckpt = load_checkpoint(path) if checkpoint is None else checkpoint
     config = ckpt.meta.get("config") or {}
@@ -216,7 +216,7 @@ def recorded_device(meta: dict, source: str, key: str = "eval") -> str:
     """The device a checkpoint was evaluated with (``key="eval"``) or trained with (``"train"``), as
     recorded in its metadata. Only preset names are accepted from a file: a path written in a file
     is never opened (the user passes it with --device)."""
-    from dat.devices import PRESETS
+    from dat.noise.crossbar import PRESETS
 
     config = meta.get("config") or {}
     metrics = meta.get("metrics") or {}

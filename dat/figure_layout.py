@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 
+import plotly.colors
 import plotly.graph_objects as go
 
 # Okabe & Ito's colour-blind-safe palette (black last: it is kept for reference lines).
@@ -44,8 +45,8 @@ def style(i: int) -> dict:
 
 
 def rgba(hex_colour: str, alpha: float) -> str:
-    h = hex_colour.lstrip("#")
-    r, g, b = (int(h[i : i + 2], 16) for i in (0, 2, 4))
+    """A "#rrggbb" colour with opacity alpha, as Plotly's "rgba(r,g,b,alpha)"."""
+    r, g, b = plotly.colors.hex_to_rgb(hex_colour)
     return f"rgba({r},{g},{b},{alpha})"
 
 

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 
 import torch
 
-from dat.profiles import DrawBank
+from dat.noise.profile import DrawBank
 
 
 class _PerturbedStep(torch.optim.Optimizer):
@@ -46,8 +46,27 @@ class _PerturbedStep(torch.optim.Optimizer):
             if id(q) not in owned:
                 raise ValueError(f"target parameter {name!r} is not among the optimized parameters")
         self.target_params = dict(target_params)
-        self.p = p
         self.generator = generator
+
+    # -- hyperparameters live in the param groups (the base optimizer's, which schedulers and a
+    # resume's load_state_dict act on), read at each use as SAM implementations read rho ----------
+    def _target_groups(self) -> dict:
+        """{target name: its param group}, as the groups are now."""
+        group_of = {id(q): group for group in self.base_optimizer.param_groups for q in group["params"]}
+        return {name: group_of[id(q)] for name, q in self.target_params.items()}
+
+    def _hyper(self, key: str):
+        """A hyperparameter that is one number for the whole step (p; alpha or rho in reports); the
+        groups must agree on it."""
+        values = {group[key] for group in self.base_optimizer.param_groups}
+        if len(values) != 1:
+            raise ValueError(f"expected one {key} in every param group, found {sorted(values)}")
+        return values.pop()
+
+    @property
+    def p(self) -> int:
+        """Perturbations averaged per step (Algorithm 1's p), from the param groups."""
+        return self._hyper("p")
 
     # -- subclasses: the perturbation e_j of the targets, given g restricted to them ----------------
     def _perturbations(self, grads: dict[str, torch.Tensor], weights: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
@@ -199,17 +218,23 @@ class DAT(_DeviceNoiseStep):
             raise ValueError(f"Invalid alpha: expected a non-negative number, found {alpha!r}")
         super().__init__(params, base_optimizer, targets=targets, sampler=sampler, target_params=target_params,
                          p=p, generator=generator, defaults={"alpha": float(alpha)}, **base_kwargs)
-        self.alpha = float(alpha)
+
+    @property
+    def alpha(self) -> float:
+        """The perturbation strength, from the param groups (where a scheduler may change it)."""
+        return self._hyper("alpha")
 
     def _perturbations(self, grads, weights):
         dtype = next(iter(weights.values())).dtype
+        groups = self._target_groups()
         out = []
         for delta in self._draw_deltas(weights):
             dot = sum((grads[name] * delta[name]).sum() for name in delta)  # g . delta_j
             norm2 = sum((delta[name] ** 2).sum() for name in delta)         # ||delta_j||^2
-            # A zero draw has no direction: no perturbation.
-            scale = self.alpha * dot / norm2 if norm2 > 0 else torch.zeros((), dtype=dtype)
-            out.append({name: scale * delta[name] for name in delta})       # alpha * eps_j
+            # alpha * eps_j, alpha read from each target's param group (as SAM reads rho); a zero
+            # draw has no direction: no perturbation.
+            out.append({name: (groups[name]["alpha"] * dot / norm2 if norm2 > 0
+                               else torch.zeros((), dtype=dtype)) * delta[name] for name in delta})
         return out
 
 
@@ -223,12 +248,16 @@ class SAM(_PerturbedStep):
             raise ValueError(f"Invalid rho: expected a non-negative number, found {rho!r}")
         super().__init__(params, base_optimizer, target_params=target_params, p=1,
                          defaults={"rho": float(rho)}, **base_kwargs)
-        self.rho = float(rho)
+
+    @property
+    def rho(self) -> float:
+        """The radius, from the param groups (where a scheduler may change it)."""
+        return self._hyper("rho")
 
     def _perturbations(self, grads, weights):
         norm = torch.sqrt(sum((g ** 2).sum() for g in grads.values()))  # ||g|| over the targets
-        scale = self.rho / (norm + 1e-12)
-        return [{name: scale * g for name, g in grads.items()}]           # rho g / ||g||
+        groups = self._target_groups()                                   # rho from each target's group
+        return [{name: groups[name]["rho"] / (norm + 1e-12) * g for name, g in grads.items()}]  # rho g / ||g||
 
 
 class NoiseInjection(_DeviceNoiseStep):

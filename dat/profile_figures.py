@@ -15,11 +15,12 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from dat.figure_layout import PALETTE, for_width, name_panel_titles, style, tag  # noqa: F401 (PALETTE re-exported)
-from dat.measure import FittedTile
-from dat.profiles import NoiseProfile, bind
-from dat.targets import Targets
-from dat.devices import DenseDevice
+from dat.figure_layout import for_width, name_panel_titles, style, tag
+from dat.noise.crossbar import CrossbarParams
+from dat.noise.dense import DenseDevice
+from dat.noise.fitted import FittedTile
+from dat.noise.profile import NoiseProfile, bind
+from dat.noise.targets import Targets
 
 DEFAULT_TILE = (64, 64)
 
@@ -195,8 +196,6 @@ def noise_over_time(device, times=None) -> dict:
     the mean shift, at ``times`` seconds (default: 49 times log-spaced from 1 s to 1 month, plus the
     device's own time). All in fractions of g_max. Only the programming noise and the mean shift
     depend on time; a fitted or dense device was measured at one time and has no time model."""
-    from dat.devices import CrossbarParams
-
     if not isinstance(device, CrossbarParams):
         raise ValueError(f"expected a parametric crossbar device (it has a time model), found "
                          f"{type(device).__name__}")

@@ -100,7 +100,7 @@ def metrics_under(meta: dict, device: str | None = None, *, draws: int | None = 
     device; otherwise the checkpoint is re-evaluated from the user's ``data_root``."""
     from dat.checkpoint import load_checkpoint
     from dat.evaluate import evaluate_checkpoint, recipe_for, recipe_matches, recorded_device
-    from dat.profile_io import make_profile
+    from dat.noise.io import make_profile
 
     path = meta["path"]
     recipe = recipe_for(meta.get("config") or {}, draws=draws, eval_seed=eval_seed)

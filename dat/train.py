@@ -37,8 +37,11 @@ from dat.fileio import OutputLocked, exclusive_lock, workspace_root
 from dat.models import build_model
 from dat.optim import DAT, SAM, NoiseInjection
 from dat.parallel import GradientSync, any_rank, from_rank0, local_slice, rank_and_world
-from dat.profile_io import make_profile, resolve_device
+from dat.noise.io import make_profile, resolve_device
+from dat.noise.profile import NoiseProfile
+from dat.noise.targets import Targets, find_targets
 from dat.strength import calibrate_alpha
+from dat.trio import ROLES
 
 Callback = Callable[[str, dict], None]
 
@@ -152,10 +155,25 @@ DAT_FULL_MAX_N = 60_000
 
 
 # -- building a run -----------------------------------------------------------------------------
-def build_run(config: TrainConfig, bundle, device: torch.device):
-    """Model, targets, optimizer (wrapper or plain SGD), scheduler, generators and the step function."""
-    from dat.targets import find_targets
+@dataclass
+class Run:
+    """What a config builds: the model, its noise targets, the training device's profile (None for
+    SGD and SAM), the optimizer (a DAT / SAM / noise-injection wrapper, or plain SGD), the SGD under it
+    (whose state a resume restores), the learning-rate schedule, the generator of noise draws and the
+    step function (``step(model, optimizer, x, y, sync=None) -> (loss, logits)``)."""
 
+    model: nn.Module
+    targets: Targets
+    profile: NoiseProfile | None
+    optimizer: torch.optim.Optimizer
+    base_optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    noise_gen: torch.Generator
+    step: Callable
+
+
+def build_run(config: TrainConfig, bundle, device: torch.device) -> Run:
+    """The model, targets, optimizer, scheduler, noise generator and step function of a config."""
     with torch.random.fork_rng(devices=[]):  # initialisation from the seed, leaving global RNG alone
         torch.manual_seed(config.seed)
         model = build_model(config.arch, config.uses_batchnorm, bundle.in_channels, bundle.image_size,
@@ -198,7 +216,7 @@ def build_run(config: TrainConfig, bundle, device: torch.device):
         step_fn = head_step if is_head_only(model, targets) else two_pass_step
         base_optimizer = optimizer.base_optimizer
     scheduler = torch.optim.lr_scheduler.StepLR(base_optimizer, step_size=config.lr_decay_every, gamma=config.lr_decay)
-    return model, targets, profile, optimizer, base_optimizer, scheduler, noise_gen, step_fn
+    return Run(model, targets, profile, optimizer, base_optimizer, scheduler, noise_gen, step_fn)
 
 
 def _strength_report(optimizer) -> dict | None:
@@ -296,7 +314,8 @@ def train(config: TrainConfig, callbacks: Iterable[Callback] = (), should_stop: 
 
     device = torch.device(config.torch_device)
     bundle = load_dataset(config.dataset, config.data_root, download=config.download, verify=config.verify)
-    model, targets, profile, optimizer, base_optimizer, scheduler, noise_gen, step_fn = build_run(config, bundle, device)
+    run = build_run(config, bundle, device)
+    model, targets, profile, optimizer = run.model, run.targets, run.profile, run.optimizer
     data_gen = torch.Generator().manual_seed(config.seed)
     sync = GradientSync(model) if world > 1 else None
     # Every rank reads the same global batches and takes its slice. A last batch too small to give
@@ -320,12 +339,12 @@ def train(config: TrainConfig, callbacks: Iterable[Callback] = (), should_stop: 
             raise UserError(f"{resume_path} holds a run with other settings ({diff}); train with its settings "
                             f"to continue it, or with resume=False (--no-resume) to start over and replace it")
         model.load_state_dict(state["model"])
-        base_optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        run.base_optimizer.load_state_dict(state["optimizer"])
+        run.scheduler.load_state_dict(state["scheduler"])
         data_gen.set_state(state["data_gen"])
         if state.get("draw_bank") and hasattr(optimizer, "load_draw_bank_state"):
             optimizer.load_draw_bank_state(state["draw_bank"])  # DAT-Full's bank of draws, mid-way
-        noise_gen.set_state(state["noise_gen"])
+        run.noise_gen.set_state(state["noise_gen"])
         torch.set_rng_state(state["torch_rng"])  # CIFAR augmentation draws from the global generator
         start_epoch, history, train_time = int(state["epoch"]), list(state["history"]), float(state["train_time_s"])
     step = start_epoch * steps_per_epoch
@@ -340,7 +359,7 @@ def train(config: TrainConfig, callbacks: Iterable[Callback] = (), should_stop: 
                 x, y, n_global = local_slice(x, y)
                 sync.set_batch(len(y), n_global)
             x, y = x.to(device), y.to(device)
-            loss, logits = step_fn(model, optimizer, x, y, sync=sync)
+            loss, logits = run.step(model, optimizer, x, y, sync=sync)
             if sync is not None:
                 sync.broadcast_buffers()
             loss_value = float(loss)  # one host sync per step
@@ -361,7 +380,7 @@ def train(config: TrainConfig, callbacks: Iterable[Callback] = (), should_stop: 
                 emit("cancelled", {"epoch": epoch, "step": step, "total_steps": total_steps,
                                    "resume": resume_path if os.path.exists(resume_path) else None})
                 return TrainResult(None, {"cancelled": True, "config": config.to_dict()}, {"history": history})
-        scheduler.step()
+        run.scheduler.step()
         train_time += time.perf_counter() - t0
         if sync is not None:  # epoch statistics over the whole training set, not this rank's slices
             totals = torch.tensor([loss_sum, correct, seen], dtype=torch.float64, device=device)
@@ -369,14 +388,14 @@ def train(config: TrainConfig, callbacks: Iterable[Callback] = (), should_stop: 
             loss_sum, correct, seen = float(totals[0]), int(totals[1]), int(totals[2])
         test_acc = evaluate(model, bundle.test, batch_size=config.eval_batch_size)["clean"]["acc"]
         record = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
-                  "test_acc": test_acc, "lr": base_optimizer.param_groups[0]["lr"], "elapsed_s": train_time}
+                  "test_acc": test_acc, "lr": run.base_optimizer.param_groups[0]["lr"], "elapsed_s": train_time}
         history.append(record)
         if rank == 0:
             save_resume(resume_path, {
                 "trajectory": _trajectory_fields(config), "epoch": epoch + 1, "history": history,
-                "train_time_s": train_time, "model": model.state_dict(), "optimizer": base_optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "data_gen": data_gen.get_state(),
-                "noise_gen": noise_gen.get_state(), "torch_rng": torch.get_rng_state(),
+                "train_time_s": train_time, "model": model.state_dict(), "optimizer": run.base_optimizer.state_dict(),
+                "scheduler": run.scheduler.state_dict(), "data_gen": data_gen.get_state(),
+                "noise_gen": run.noise_gen.get_state(), "torch_rng": torch.get_rng_state(),
                 "draw_bank": optimizer.draw_bank_state() if hasattr(optimizer, "draw_bank_state") else {}})
         emit("epoch", {**record, "epochs": config.epochs, "step": step, "total_steps": total_steps})
 
@@ -434,12 +453,12 @@ def train_trio(config: TrainConfig, device_a="device-A", device_b="device-B", fo
     model's metadata as ``trio`` {"name", "role"}; each model is named by its own settings."""
     dat_method = config.method if config.method in ("dat-fast", "dat-full") else "dat-fast"
     sgd_method = "sgd-bn" if config.uses_batchnorm else "sgd"
-    plan = {"sgd": (sgd_method, device_a), "dat-a": (dat_method, device_a), "dat-b": (dat_method, device_b)}
+    plan = dict(zip(ROLES, ((sgd_method, device_a), (dat_method, device_a), (dat_method, device_b))))
     # config.name names the trio; each model gets its readable default name and the trio's.
     name = config.validate().name or default_trio_name(config.to_dict())
     runs = {role: replace(config, method=method, device=str(device), batchnorm=config.uses_batchnorm,
                           out=os.path.join(folder, f"{role}.safetensors"), name=None)
-            for role, (method, device) in plan.items()}  # roles: faces.dashboard.workspace.TRIO_ROLES
+            for role, (method, device) in plan.items()}  # roles: dat.trio.ROLES
     results = {}
     for label, run in runs.items():
         tagged = [lambda event, payload, label=label, cb=cb: cb(event, {**payload, "run": label}) for cb in callbacks]
@@ -458,8 +477,8 @@ def make_demo(folder: str = "checkpoints", profiles_folder: str = "profiles", ca
     small digits models in ``folder``: sgd (SGD-BN architecture), dat-a, dat-b. ``overrides`` go to
     the "digits" preset (e.g. epochs=1 for a quick run; name="..." names the trio)."""
     from dat.config import resolve
-    from dat.devices import PRESETS
-    from dat.profile_io import save_device
+    from dat.noise.crossbar import PRESETS
+    from dat.noise.io import save_device
 
     Path(profiles_folder).mkdir(parents=True, exist_ok=True)
     paths = {}

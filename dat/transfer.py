@@ -8,7 +8,7 @@ draws for the same seed), so the cell (DAT on X, X) is that model's ordinary noi
 Device references (``DEVICE_SYNTAX``): a preset ("device-A"), a saved profile (.npz), or
 "iid-wan2022" (i.i.d. programming noise alone at Wan et al. 2022's fitted magnitude, see
 ``IID_WAN2022``), each optionally followed by ":diagonal" or ":isotropic" for its twin
-(``dat.twins``). Every device of a run is written once as a profile file in ``<folder>/profiles``
+(``dat.noise.twins``). Every device of a run is written once as a profile file in ``<folder>/profiles``
 and used by that path for training and for testing, so both see the identical device.
 """
 
@@ -26,11 +26,11 @@ import numpy as np
 
 from dat.chips import chip_summary
 from dat.config import TrainConfig
-from dat.devices import CrossbarParams
+from dat.noise.crossbar import CrossbarParams
 from dat.errors import expected
 
 # I.i.d. programming noise alone: the Wan et al. (Nature 608, 504, 2022) ReRAM fit as used by IBM
-# aihwkit's ReRamWan2022NoiseModel, interpolated to one hour after programming (dat.devices.
+# aihwkit's ReRamWan2022NoiseModel, interpolated to one hour after programming (dat.noise.crossbar.
 # wan2022_prog_std: 7.3 % of g_max), no correlated part and no mean shift.
 IID_WAN2022 = CrossbarParams(name="iid-wan2022", prog_noise=1.0, t_seconds=3600.0)
 SPECIAL_DEVICES = {"iid-wan2022": IID_WAN2022}
@@ -42,7 +42,7 @@ METHOD_LABELS = {"dat-fast": "DAT-Fast", "dat-full": "DAT-Full", "noise-injectio
 
 def parse_device(ref: str) -> tuple[str, str | None]:
     """"device-A:diagonal" -> ("device-A", "diagonal"); "device-B" -> ("device-B", None)."""
-    from dat.twins import KINDS
+    from dat.noise.twins import KINDS
 
     if not isinstance(ref, str) or not ref:
         raise expected("device", DEVICE_SYNTAX, repr(ref))
@@ -54,7 +54,7 @@ def parse_device(ref: str) -> tuple[str, str | None]:
 
 def base_device(spec: str):
     """The device object of a reference's base (no twin)."""
-    from dat.profile_io import resolve_device
+    from dat.noise.io import resolve_device
 
     if spec in SPECIAL_DEVICES:
         return SPECIAL_DEVICES[spec]
@@ -71,7 +71,7 @@ def _slug(text: str) -> str:
 def config_targets(config: TrainConfig, bundle):
     """The noise targets a model trained with ``config`` has (its architecture built, not trained)."""
     from dat.models import build_model
-    from dat.targets import find_targets
+    from dat.noise.targets import find_targets
 
     model = build_model(config.arch, config.uses_batchnorm, bundle.in_channels, bundle.image_size,
                         bundle.num_classes, width=config.width, hidden=config.hidden)
@@ -84,7 +84,7 @@ def preset_profile(source: str, preset: str, *, data_root=None, name: str | None
     shapes come from the user's ``data_root`` (None: the configuration's own folder)."""
     from dat.config import resolve
     from dat.data import load_dataset_named_by
-    from dat.profiles import bind
+    from dat.noise.profile import bind
 
     config = resolve(preset, **overrides)
     bundle = load_dataset_named_by(config.dataset, config.data_root if data_root is None else data_root,
@@ -95,9 +95,9 @@ def preset_profile(source: str, preset: str, *, data_root=None, name: str | None
 
 def materialise(refs, targets, folder) -> dict[str, str]:
     """Write every referenced device as a profile file in ``folder``; {reference: path}."""
-    from dat.profile_io import save_device
-    from dat.profiles import bind
-    from dat.twins import save_twin
+    from dat.noise.io import save_device
+    from dat.noise.profile import bind
+    from dat.noise.twins import save_twin
 
     folder = Path(folder)
     paths = {}
@@ -211,7 +211,7 @@ def noisy_accuracy(checkpoint_path: str, device_path: str, *, draws: int, seed: 
     from dat.checkpoint import load_checkpoint
     from dat.data import load_dataset
     from dat.evaluate import evaluate
-    from dat.profile_io import make_profile
+    from dat.noise.io import make_profile
 
     ckpt = load_checkpoint(checkpoint_path)
     config = ckpt.meta.get("config", {})
@@ -280,7 +280,7 @@ def run_transfer(config: TrainConfig, devices, *, test_devices=None, seeds=(0, 1
                 if progress is not None:
                     progress(done, total)
     from dat.checkpoint import versions
-    from dat.profile_io import read_metadata
+    from dat.noise.io import read_metadata
 
     meta = {"inputs": {"config": config.to_dict(), "devices": devices, "test_devices": test_devices,
                        "seeds": list(seeds), "baselines": list(baselines), "draws": draws, "eval_seed": eval_seed,
@@ -292,7 +292,7 @@ def run_transfer(config: TrainConfig, devices, *, test_devices=None, seeds=(0, 1
 
 def _per_cell_std(path: str, targets) -> float:
     """RMS per-cell std of a device on the targets (fraction of g_max): sqrt(trace / n)."""
-    from dat.profile_io import make_profile
+    from dat.noise.io import make_profile
 
     p = make_profile(path, targets)
     return math.sqrt(p.trace() / p.n)

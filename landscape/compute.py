@@ -204,7 +204,7 @@ def _resolve_targets(model: nn.Module, targets, profiles=()):
         bound = [getattr(p, "targets", None) for p in profiles if p is not None]
         targets = bound[0] if bound and bound[0] is not None else None
     if targets is None:
-        from dat.targets import find_targets
+        from dat.noise.targets import find_targets
 
         targets = find_targets(model)
     target_weights(model, targets)  # ValueError naming a target the model does not have

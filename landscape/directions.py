@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-# The trio of models of paper Fig. 1 and where the plane puts them.
-TRIO_LABELS = ("SGD", "DAT-A", "DAT-B")
-TRIO_MARKERS = {"SGD": (0.0, 0.0), "DAT-A": (1.0, 0.0), "DAT-B": (0.5, 0.5)}
+from dat.trio import LABELS, MARKERS
+
 
 
 def state_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -127,9 +126,9 @@ def _split_state(states: list[dict[str, torch.Tensor]]):
 
 def trio_plane(sgd: nn.Module, dat_a: nn.Module, dat_b: nn.Module) -> Plane:
     """The paper's plane through w_SGD, w_DAT-A and w_DAT-B (markers at (0,0), (1,0), (0.5,0.5))."""
-    check_same_architecture(dict(zip(TRIO_LABELS, (sgd, dat_a, dat_b))))
+    check_same_architecture(dict(zip(LABELS, (sgd, dat_a, dat_b))))
     anchors, fixed = _split_state([state_tensors(m) for m in (sgd, dat_a, dat_b)])
-    return Plane("trio", anchors, fixed, dict(TRIO_MARKERS))
+    return Plane("trio", anchors, fixed, dict(MARKERS))
 
 
 def filter_normalized_direction(model: nn.Module, generator: torch.Generator) -> dict[str, torch.Tensor]:

@@ -257,11 +257,6 @@ def export_bundle(result, folder, *, figures: dict | None = None, formats=IMAGE_
     return out
 
 
-def bundle_zip(result, **kwargs) -> bytes:
-    """The same bundle as a zip archive in memory (for download buttons)."""
-    return zip_bytes(bundle_files(result, **kwargs))
-
-
 def zip_bytes(files: dict[str, bytes]) -> bytes:
     """A zip archive of {name: bytes} in memory."""
     buf = io.BytesIO()

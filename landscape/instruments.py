@@ -16,7 +16,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from dat.errors import expected
-from dat.figure_layout import tag
+from dat.figure_layout import rgba, tag
 
 from . import export
 
@@ -29,11 +29,6 @@ def _style(fig: go.Figure, title: str | None = None) -> go.Figure:
     fig.update_layout(template="plotly_white", font=dict(family="Arial, Helvetica, sans-serif", size=12),
                       title=dict(text=title) if title else None, margin=dict(l=60, r=20, t=50 if title else 30, b=50))
     return fig
-
-
-def _rgba(hex_colour: str, alpha: float) -> str:
-    h = hex_colour.lstrip("#")
-    return f"rgba({int(h[0:2], 16)},{int(h[2:4], 16)},{int(h[4:6], 16)},{alpha})"
 
 
 # -- transfer matrix -------------------------------------------------------------------------------
@@ -97,7 +92,7 @@ def aging_figure(result, metric: str = "acc", *, title: str | None = None) -> go
                 vals = result.loss[i, j]
                 mean, lo, hi = vals.mean(1), vals.min(1), vals.max(1)
             fig.add_scatter(x=np.concatenate([t, t[::-1]]), y=np.concatenate([hi, lo[::-1]]), fill="toself", mode="lines",
-                            fillcolor=_rgba(colour, 0.12), line=dict(width=0, color=_rgba(colour, 0.35)),
+                            fillcolor=rgba(colour, 0.12), line=dict(width=0, color=rgba(colour, 0.35)),
                             hoverinfo="skip", showlegend=False,
                             legendgroup=name)
             fig.add_scatter(x=t, y=mean, mode="lines+markers", name=name, legendgroup=name,

@@ -248,7 +248,7 @@ def sharpness_study(models: dict, devices: dict, X: torch.Tensor, Y: torch.Tenso
     device's typical noise norm (``landscape.compute.noise_curves``, ``draws`` directions: the value
     the Compare page shows), then Spearman's rank correlation between them across all pairs."""
     from dat.checkpoint import versions
-    from dat.profile_io import make_profile
+    from dat.noise.io import make_profile
 
     from .compute import noise_curves
 

@@ -11,13 +11,14 @@ from dataclasses import asdict, dataclass, field, fields
 import numpy as np
 
 from dat.errors import UserError, expected
+from dat.trio import LABELS
 
 from . import compute as _compute
 from .compute import Curves, Surface, free_plane, noise_curves, plane_surface
+from .defaults import CURVE_POINTS, CURVE_SPAN, SURFACE_RESOLUTION, default_draws, default_ranges
 from .evaluator import DEFAULT_MEMORY_BUDGET
 
 KINDS = ("curves", "surface", "free-plane")
-TRIO = ("SGD", "DAT-A", "DAT-B")
 
 
 @dataclass
@@ -35,17 +36,17 @@ class LandscapeSpec:
     tile: int = 64                                # crossbar tile size T (cells)
     units: str = "relative"                       # eta units: "relative" (x max|W|) | "absolute"
     stress: float = 1.0                           # multiplier on every device std (as the models were trained)
-    draws: int = 20                               # noise draws (curves: directions; surface: S)
+    draws: int | None = None                      # noise draws (curves: directions; surface: S); None: by kind
     seed: int = 0                                 # seed of the noise draws
     sampler: str = "full"                         # "full" (exact) | "low-rank" (mu + A_k z)
     k: int = 10                                   # rank of the low-rank sampler
     alphas: list | None = None                    # curves: explicit alpha grid (None: from r)
-    span: float = 3.0                             # curves: default grid is [-span r, span r]
-    num_alphas: int = 61                          # curves: default grid size
+    span: float = CURVE_SPAN                      # curves: default grid is [-span r, span r]
+    num_alphas: int = CURVE_POINTS                # curves: default grid size
     band: str = "std"                             # curves: "std" | "p10-p90"
-    alpha_range: tuple = (-0.5, 1.5)              # surface: alpha interval
-    beta_range: tuple = (-0.3, 0.8)               # surface: beta interval
-    resolution: tuple = (21, 23)                  # surface: (num alpha, num beta) grid points
+    alpha_range: tuple | None = None              # surface: alpha interval (None: by kind, landscape.defaults)
+    beta_range: tuple | None = None               # surface: beta interval (None: by kind)
+    resolution: tuple = SURFACE_RESOLUTION        # surface: (num alpha, num beta) grid points
     bn: str = "interpolate"                       # surface: "interpolate" | "recalibrate"
     recal_batches: int | None = None              # surface: batches of train data for recalibration
     direction_seed: int = 0                       # free plane: seed of the two random directions
@@ -57,13 +58,16 @@ class LandscapeSpec:
             raise ValueError(f"kind must be one of {KINDS}, found {self.kind!r}")
         if self.split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', found {self.split!r}")
-        if self.kind == "surface" and set(self.checkpoints) != set(TRIO):
-            raise ValueError(f"a surface needs checkpoints labelled {TRIO}, found {sorted(self.checkpoints)}")
+        if self.kind == "surface" and set(self.checkpoints) != set(LABELS):
+            raise ValueError(f"a surface needs checkpoints labelled {LABELS}, found {sorted(self.checkpoints)}")
         if self.kind == "free-plane" and len(self.checkpoints) != 1:
             raise ValueError(f"a free plane takes one checkpoint, found {len(self.checkpoints)}")
         if self.kind == "curves" and (not self.checkpoints or not self.devices):
             raise ValueError("curves need at least one checkpoint and one device")
-        self.alpha_range, self.beta_range = tuple(self.alpha_range), tuple(self.beta_range)
+        alpha_range, beta_range = default_ranges(self.kind)
+        self.alpha_range = tuple(alpha_range if self.alpha_range is None else self.alpha_range)
+        self.beta_range = tuple(beta_range if self.beta_range is None else self.beta_range)
+        self.draws = default_draws(self.kind) if self.draws is None else self.draws
         self.resolution = tuple(self.resolution) if not isinstance(self.resolution, int) else (self.resolution,) * 2
         self._check_numbers()
 
@@ -158,8 +162,8 @@ def load_models(spec: LandscapeSpec) -> dict:
 
 def load_profiles(spec: LandscapeSpec, model) -> dict:
     """label -> NoiseProfile bound to ``model``'s targets; a device is a preset name or a saved file."""
-    from dat.profile_io import make_profile
-    from dat.targets import find_targets
+    from dat.noise.io import make_profile
+    from dat.noise.targets import find_targets
 
     targets = find_targets(model, spec.targets, tile=(spec.tile, spec.tile), units=spec.units)
     out = {}
@@ -219,7 +223,7 @@ def run_spec(spec: LandscapeSpec, progress=None, cache=None, inputs: SpecInputs 
                       recal_dataset=bundle.train_eval if spec.bn == "recalibrate" else None,
                       recal_batches=spec.recal_batches, chunk_size=spec.chunk_size, **common)
     if spec.kind == "surface":
-        return plane_surface(models["SGD"], models["DAT-A"], models["DAT-B"], data, alpha_range=spec.alpha_range,
+        return plane_surface(*(models[label] for label in LABELS), data, alpha_range=spec.alpha_range,
                              beta_range=spec.beta_range, **surface_kw)
     return free_plane(first, data, direction_seed=spec.direction_seed, alpha_range=spec.alpha_range,
                       beta_range=spec.beta_range, **surface_kw)
@@ -235,7 +239,7 @@ def check_size(spec: LandscapeSpec, limit: int | None) -> None:
         check_evaluations(m * d * spec.draws * (num_a + 2), f"these curves ({m} models x {d} devices x "
                           f"{spec.draws} draws x ({num_a} alphas + 2))", limit)
         return
-    markers = 3 if spec.kind == "surface" else 1
+    markers = len(LABELS) if spec.kind == "surface" else 1
     per_point = 1 + len(spec.devices) * spec.draws
     na, nb = spec.resolution
     check_evaluations((na * nb + markers) * per_point,

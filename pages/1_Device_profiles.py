@@ -5,7 +5,8 @@ import dataclasses
 import streamlit as st
 
 from dat import profile_figures as pf
-from dat.devices import KERNELS, CrossbarParams, DenseDevice
+from dat.noise.crossbar import KERNELS, CrossbarParams
+from dat.noise.dense import DenseDevice
 from dat.errors import UserError
 from faces.dashboard.helpers import (MAX_MEASUREMENT_MB, OTHER_TIME, PARAMETER_LABELS, TIME_PRESETS, device_choices,
                             fit_measurements, fit_sentence, fit_summary, load_device, time_choice,

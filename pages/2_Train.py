@@ -3,7 +3,7 @@
 import streamlit as st
 
 from faces.dashboard import jobs
-from dat.config import METHODS, PRESETS, TARGET_CHOICES, resolve
+from dat.config import METHODS, PRESETS, TARGET_CHOICES, help_of, resolve
 from dat.errors import UserError
 from faces.dashboard.helpers import (device_choices, missing_data_message, resume_job, submit_training, submit_trio,
                             training_figure, workspace_data_root)
@@ -35,33 +35,42 @@ with st.form("train_form"):
     with c1:
         st.markdown("**Data and model**")
         dataset = st.selectbox("Dataset", ["digits", "cifar10", "cifar100"],
-                               index=["digits", "cifar10", "cifar100"].index(base.dataset), key=p + "dataset")
+                               index=["digits", "cifar10", "cifar100"].index(base.dataset), key=p + "dataset",
+                               help=help_of("dataset"))
         arch = st.selectbox("Architecture", ["cnn6", "resnet18"], index=["cnn6", "resnet18"].index(base.arch),
-                            key=p + "arch")
-        width = st.number_input("Width (channels of the first stage)", 1, 512, base.width or 64, key=p + "width")
-        hidden = st.number_input("Hidden linear width (CNN6)", 1, 4096, base.hidden or 256, key=p + "hidden")
+                            key=p + "arch", help=help_of("arch"))
+        width = st.number_input("Width (channels of the first stage)", 1, 512, base.width or 64, key=p + "width",
+                                help=help_of("width"))
+        hidden = st.number_input("Hidden linear width (CNN6)", 1, 4096, base.hidden or 256, key=p + "hidden",
+                                 help=help_of("hidden"))
         batchnorm = st.selectbox("BatchNorm", ["follow the method", "yes", "no"], key=p + "bn",
                                  help="By default SGD has none and every other method has it; the trio "
                                       "uses one architecture for all three.")
     with c2:
         st.markdown("**Method and device**")
-        method = st.selectbox("Method (single model)", METHODS, index=METHODS.index(base.method), key=p + "method")
-        device = st.selectbox("Device profile", labels, index=labels.index("device-A"), key=p + "device")
-        targets = st.selectbox("Noise targets", TARGET_CHOICES, key=p + "targets")
-        alpha = st.number_input("alpha (DAT strength)", 0.0, 1e5, float(base.alpha), key=p + "alpha")
-        k = st.number_input("k (rank of A_k)", 1, 1000, base.k, key=p + "k")
+        method = st.selectbox("Method (single model)", METHODS, index=METHODS.index(base.method), key=p + "method",
+                              help=help_of("method"))
+        device = st.selectbox("Device profile", labels, index=labels.index("device-A"), key=p + "device",
+                              help=help_of("device"))
+        targets = st.selectbox("Noise targets", TARGET_CHOICES, key=p + "targets", help=help_of("targets"))
+        alpha = st.number_input("alpha (DAT strength)", 0.0, 1e5, float(base.alpha), key=p + "alpha",
+                                help=help_of("alpha"))
+        k = st.number_input("k (rank of A_k)", 1, 1000, base.k, key=p + "k", help=help_of("k"))
         dat_trio = st.selectbox("DAT method of the trio", ["dat-fast", "dat-full"], key=p + "trio_method")
         device_a = st.selectbox("Trio: device A", labels, index=labels.index("device-A"), key=p + "dev_a")
         device_b = st.selectbox("Trio: device B", labels, index=labels.index("device-B"), key=p + "dev_b")
     with c3:
         st.markdown("**Optimisation**")
-        epochs = st.number_input("Epochs", 1, 1000, base.epochs, key=p + "epochs")
-        batch_size = st.number_input("Batch size", 1, 4096, base.batch_size, key=p + "batch")
-        lr = st.number_input("Learning rate", 0.0, 10.0, float(base.lr), format="%.4f", key=p + "lr")
+        epochs = st.number_input("Epochs", 1, 1000, base.epochs, key=p + "epochs", help=help_of("epochs"))
+        batch_size = st.number_input("Batch size", 1, 4096, base.batch_size, key=p + "batch",
+                                     help=help_of("batch_size"))
+        lr = st.number_input("Learning rate", 0.0, 10.0, float(base.lr), format="%.4f", key=p + "lr",
+                             help=help_of("lr"))
         weight_decay = st.number_input("Weight decay", 0.0, 1.0, float(base.weight_decay), format="%.5f",
-                                       key=p + "wd")
-        seed = st.number_input("Seed", 0, 1_000_000, base.seed, key=p + "seed")
-        eval_draws = st.number_input("Noise draws for evaluation", 1, 1000, base.eval_draws, key=p + "draws")
+                                       key=p + "wd", help=help_of("weight_decay"))
+        seed = st.number_input("Seed", 0, 1_000_000, base.seed, key=p + "seed", help=help_of("seed"))
+        eval_draws = st.number_input("Noise draws for evaluation", 1, 1000, base.eval_draws, key=p + "draws",
+                                     help=help_of("eval_draws"))
     run_name = st.text_input(
         "Name (optional)", key=p + "name", max_chars=80,
         placeholder="e.g. SGD-BN digits CNN6, 20 epochs / digits CNN6 trio, 20 epochs",

@@ -5,7 +5,7 @@ import os
 import streamlit as st
 
 from faces.dashboard.helpers import (checkpoint_rows, device_choices, evaluate_checkpoint, evaluation_row,
-                                     model_labels, table_one, workspace_data_root)
+                                     mime_of, model_labels, table_one, workspace_data_root)
 from dat.checkpoint import name_slug
 from dat.table import layout_table, layout_to_csv, layout_to_markdown, to_latex
 from faces.dashboard.workspace import MAX_UPLOAD_BYTES, Workspace
@@ -120,14 +120,14 @@ if selected:
         st.dataframe([dict(zip(laid.columns, row)) for row in laid.cells], hide_index=True, width="stretch",
                      column_config=config)
         c1, c2, c3, c4 = st.columns(4)
-        c1.download_button("Table I (LaTeX)", to_latex(laid), file_name="table1.tex", mime="text/x-tex",
+        c1.download_button("Table I (LaTeX)", to_latex(laid), file_name="table1.tex", mime=mime_of("table1.tex"),
                            key="table_tex", help="booktabs; needs \\usepackage{booktabs}")
-        c2.download_button("Table I (CSV)", layout_to_csv(laid), file_name="table1.csv", mime="text/csv",
+        c2.download_button("Table I (CSV)", layout_to_csv(laid), file_name="table1.csv", mime=mime_of("table1.csv"),
                            key="table_csv")
         c3.download_button("Table I (Markdown)", layout_to_markdown(laid) + "\n" + table["markdown"],
-                           file_name="table1.md", mime="text/markdown", key="table_md")
-        c4.download_button("All statistics (CSV)", table["csv"], file_name="table1-statistics.csv", mime="text/csv",
-                           key="table_stats_csv", help="one line per row and device: sd, interval bounds, "
+                           file_name="table1.md", mime=mime_of("table1.md"), key="table_md")
+        c4.download_button("All statistics (CSV)", table["csv"], file_name="table1-statistics.csv",
+                           mime=mime_of("table1-statistics.csv"), key="table_stats_csv", help="one line per row and device: sd, interval bounds, "
                            "worst-chip percentile, paired difference to SGD-BN")
         with st.expander("Statistics per row and paired differences to SGD-BN"):
             st.markdown(table["markdown"])

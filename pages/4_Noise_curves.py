@@ -2,6 +2,8 @@
 
 import streamlit as st
 
+from dat.trio import LABELS
+from landscape.defaults import CURVE_DRAWS, CURVE_POINTS, CURVE_SPAN
 from faces.dashboard.helpers import device_choices, landscape_spec, model_labels
 from faces.dashboard.workspace import Workspace
 from landscape.figures import curves_figure
@@ -25,7 +27,7 @@ if not rows:
     st.stop()
 labels = model_labels(rows)
 paths = {row["name"]: row["path"] for row in rows}
-default = [n for n, lab in labels.items() if lab in ("SGD", "DAT-A", "DAT-B")] or list(labels)[:3]
+default = [n for n, lab in labels.items() if lab in LABELS] or list(labels)[:3]
 choices = device_choices(ws)
 
 BANDS = {"std": "± 1 std", "p10-p90": "10-90 %"}
@@ -33,11 +35,11 @@ BANDS = {"std": "± 1 std", "p10-p90": "10-90 %"}
 form = fs.PageForm("curves", [
     fs.choices("curve_models", "models", list(labels), default),
     fs.choices("curve_devices", "devices", list(choices), ["device-A", "device-B"]),
-    fs.integer("curve_points", "points", 5, 121, 41),
-    fs.number("curve_span", "span", 0.5, 20.0, 3.0),
-    # 16 directions resolve the demo trio's device-to-device differences (2 SE); smaller model-to-model
+    fs.integer("curve_points", "points", 5, 121, CURVE_POINTS),
+    fs.number("curve_span", "span", 0.5, 20.0, CURVE_SPAN),
+    # 20 directions resolve the demo trio's device-to-device differences (2 SE); smaller model-to-model
     # differences get a warning under the summary saying how many draws they would need.
-    fs.integer("curve_draws", "draws", 2, 200, 16),
+    fs.integer("curve_draws", "draws", 2, 200, CURVE_DRAWS),
     fs.choice("curve_band", "band", list(BANDS), "std"),
     fs.integer("curve_samples", "samples", 0, 100_000, 0),
     fs.integer("curve_seed", "seed", 0, 1_000_000, 0),

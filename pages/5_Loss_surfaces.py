@@ -2,9 +2,10 @@
 
 import streamlit as st
 
-from faces.dashboard.helpers import (TRIO_LABELS, TRIO_ROLES, device_choices, model_labels, trio_labels,
-                                     trio_role_choices, trio_spec)
 from dat.checkpoint import name_slug
+from dat.trio import ROLES, TITLE_OF
+from landscape.defaults import SURFACE_ALPHA_RANGE, SURFACE_BETA_RANGE, SURFACE_DRAWS, SURFACE_RESOLUTION
+from faces.dashboard.helpers import device_choices, model_labels, trio_labels, trio_role_choices, trio_spec
 from faces.dashboard.workspace import Workspace
 from landscape.figures import fig1_figure, marker_rows, surface_figure
 from faces.dashboard.widgets.export import export_panel
@@ -33,11 +34,12 @@ form = fs.PageForm("surface", [
     fs.choice("surface_trio", "trio", groups, groups[0]),
     fs.choice("surface_dev_a", "a", labels, "device-A"),
     fs.choice("surface_dev_b", "b", labels, "device-B"),
-    fs.integer("surface_points", "points", 3, 61, 21),
-    fs.integer("surface_draws", "draws", 1, 200, 8),
+    fs.integer("surface_points_alpha", "points_alpha", 3, 61, SURFACE_RESOLUTION[0]),
+    fs.integer("surface_points_beta", "points_beta", 3, 61, SURFACE_RESOLUTION[1]),
+    fs.integer("surface_draws", "draws", 1, 200, SURFACE_DRAWS),
     fs.integer("surface_samples", "samples", 0, 100_000, 512),
-    fs.interval("surface_alpha", "alpha", -2.0, 3.0, (-0.5, 1.5)),
-    fs.interval("surface_beta", "beta", -2.0, 3.0, (-0.3, 0.8)),
+    fs.interval("surface_alpha", "alpha", -2.0, 3.0, tuple(SURFACE_ALPHA_RANGE)),
+    fs.interval("surface_beta", "beta", -2.0, 3.0, tuple(SURFACE_BETA_RANGE)),
     fs.integer("surface_seed", "seed", 0, 1_000_000, 0),
     fs.choice("surface_view", "view", list(VIEWS), "contour"),
     fs.choice("surface_metric", "quantity", ["loss", "accuracy"], "loss"),
@@ -48,17 +50,18 @@ shown = {n: f"{model_names[n]}  ·  {n}" for n in names}  # each checkpoint by i
 group = st.selectbox("Trio", groups, format_func=trio_names.get, key="surface_trio")
 options = trio_role_choices(rows, trios[group])  # only checkpoints that can share this trio's plane
 form.restore([fs.choice(f"{group}_{role}", role, options,
-                        next(n for n, p in names.items() if p == trios[group][role])) for role in TRIO_ROLES])
+                        next(n for n, p in names.items() if p == trios[group][role])) for role in ROLES])
 cols = st.columns(3)
 picked = {}
-for col, role in zip(cols, TRIO_ROLES):
-    picked[role] = names[col.selectbox(TRIO_LABELS[role], options, format_func=shown.get, key=f"{group}_{role}")]
+for col, role in zip(cols, ROLES):
+    picked[role] = names[col.selectbox(TITLE_OF[role], options, format_func=shown.get, key=f"{group}_{role}")]
 
 with st.form("surface_form"):
     c1, c2, c3 = st.columns(3)
     dev_a = c1.selectbox("Device A", labels, key="surface_dev_a")
     dev_b = c1.selectbox("Device B", labels, key="surface_dev_b")
-    resolution = c2.slider("Grid points per axis", 3, 61, key="surface_points")
+    n_alpha = c2.slider("Grid points along α", 3, 61, key="surface_points_alpha")
+    n_beta = c2.slider("Grid points along β", 3, 61, key="surface_points_beta")
     draws = c2.number_input("Noise draws per grid point (S)", 1, 200, key="surface_draws",
                             help="The hover gives each point's standard error, std / √S.")
     max_samples = c2.number_input("Training images used (0: all)", 0, 100_000, step=128, key="surface_samples",
@@ -77,21 +80,22 @@ if go or form.applied_link:  # a shared link shows its figure (at once when it i
             raise ValueError(f"expected two different devices, found {dev_a!r} twice")
         # Panels carry the devices' own names, as on every other page.
         spec = trio_spec(picked, {dev_a: choices[dev_a], dev_b: choices[dev_b]},
-                         resolution=(resolution, resolution), draws=int(draws), seed=int(seed),
+                         resolution=(n_alpha, n_beta), draws=int(draws), seed=int(seed),
                          alpha_range=(a_lo, a_hi), beta_range=(b_lo, b_hi),
                          max_samples=int(max_samples) or None)
     except (ValueError, TypeError, FileNotFoundError) as exc:
         st.error(f"Could not compute the surface: {exc}")
     else:
         landscape_jobs.submit(ws, "surface", {"surface": spec},
-                              f"loss surface: {resolution} x {resolution} grid, S = {int(draws)}")
+                              f"loss surface: {n_alpha} x {n_beta} grid, S = {int(draws)}")
         st.session_state["surface_name"] = trio_names[group]
 
 done = landscape_jobs.result_of(ws, "surface", "surface")
 if done is None:
     if landscape_jobs.followed("surface") is None:
         st.info("Pick the three checkpoints and the devices, then press **Compute surface** "
-                "(on the demo trio, 21 x 21 points take well under a minute and are cached).")
+                f"(on the demo trio, {SURFACE_RESOLUTION[0]} x {SURFACE_RESOLUTION[1]} points take well under a "
+                "minute and are cached).")
     st.stop()
 
 specs, outputs = done

@@ -3,8 +3,9 @@
 import streamlit as st
 
 from dat.checkpoint import name_slug
-from faces.dashboard.helpers import (SURFACE_LABELS, TRIO_ROLES, device_choices, landscape_spec, trio_labels,
-                                     trio_spec)
+from dat.trio import LABEL_OF, LABELS, ROLES
+from landscape.defaults import CURVE_DRAWS, CURVE_POINTS, SURFACE_DRAWS, SURFACE_RESOLUTION
+from faces.dashboard.helpers import device_choices, landscape_spec, trio_labels, trio_spec
 from faces.dashboard.workspace import Workspace
 from landscape.figures import comparison_figure
 from landscape.summary import compare_devices
@@ -33,9 +34,11 @@ form = fs.PageForm("compare", [
     fs.choice("compare_trio", "trio", groups, groups[0]),
     fs.choice("compare_dev_a", "a", labels, "device-A"),
     fs.choice("compare_dev_b", "b", labels, "device-B"),
-    fs.integer("compare_points", "points", 3, 61, 21),
-    # 16 resolve the demo trio's device-to-device differences at 2 SE (see the warnings for the rest).
-    fs.integer("compare_draws", "draws", 2, 200, 16),
+    fs.integer("compare_points", "points_alpha", 3, 61, SURFACE_RESOLUTION[0]),
+    fs.integer("compare_points_beta", "points_beta", 3, 61, SURFACE_RESOLUTION[1]),
+    fs.integer("compare_draws", "draws", 1, 200, SURFACE_DRAWS),
+    # 20 directions resolve the demo trio's device-to-device differences at 2 SE (see the warnings for the rest).
+    fs.integer("compare_curve_draws", "curve_draws", 2, 200, CURVE_DRAWS),
     fs.integer("compare_samples", "samples", 0, 100_000, 512),
     fs.number("compare_threshold", "threshold", 0.001, 10.0, 0.1),
     fs.choice("compare_view", "view", ["contour", "heatmap"], "contour"),
@@ -45,9 +48,12 @@ with st.form("compare_form"):
     c1, c2, c3 = st.columns(3)
     dev_a = c1.selectbox("Device A", labels, key="compare_dev_a")
     dev_b = c1.selectbox("Device B", labels, key="compare_dev_b")
-    resolution = c2.slider("Grid points per axis", 3, 61, key="compare_points")
-    draws = c2.number_input("Noise draws (S per point, directions per curve)", 2, 200, key="compare_draws",
-                            help="The summary numbers carry standard errors, std / √draws.")
+    n_alpha = c2.slider("Grid points along α", 3, 61, key="compare_points")
+    n_beta = c2.slider("Grid points along β", 3, 61, key="compare_points_beta")
+    draws = c2.number_input("Noise draws per grid point (S)", 1, 200, key="compare_draws",
+                            help="Each point's mean carries its standard error, std / √S.")
+    curve_draws = c2.number_input("Noise directions per curve", 2, 200, key="compare_curve_draws",
+                                  help="The summary numbers carry standard errors, std / √directions.")
     max_samples = c3.number_input("Training images used (0: all)", 0, 100_000, step=128, key="compare_samples")
     threshold = c3.number_input("Basin threshold (loss above the clean loss, nats)", 0.001, 10.0,
                                 key="compare_threshold")
@@ -60,16 +66,17 @@ if go or form.applied_link:  # a shared link shows its figure (at once when it i
         if dev_a == dev_b:
             raise ValueError(f"expected two different devices, found {dev_a!r} twice")
         devices = {dev_a: choices[dev_a], dev_b: choices[dev_b]}  # the devices' own names, as on every page
-        common = dict(draws=int(draws), max_samples=int(max_samples) or None)
-        surface_spec = trio_spec(trios[group], devices, resolution=(resolution, resolution), **common)
-        curves_spec = landscape_spec("curves", {SURFACE_LABELS[r]: trios[group][r] for r in TRIO_ROLES},
-                                     devices, num_alphas=41, **common)
+        common = dict(max_samples=int(max_samples) or None)
+        surface_spec = trio_spec(trios[group], devices, resolution=(n_alpha, n_beta), draws=int(draws), **common)
+        curves_spec = landscape_spec("curves", {LABEL_OF[r]: trios[group][r] for r in ROLES},
+                                     devices, num_alphas=CURVE_POINTS, draws=int(curve_draws), **common)
     except (ValueError, TypeError, FileNotFoundError) as exc:
         st.error(f"Could not compare the devices: {exc}")
     else:
         # The trio, data and devices are loaded once for both (the job shares them).
         landscape_jobs.submit(ws, "compare", {"surface": surface_spec, "curves": curves_spec},
-                              f"compare {dev_a} and {dev_b}: {resolution} x {resolution} grid, {int(draws)} draws")
+                              f"compare {dev_a} and {dev_b}: {n_alpha} x {n_beta} grid, {int(draws)} draws per "
+                              f"point, {int(curve_draws)} directions per curve")
         st.session_state["comparison_name"] = trio_names[group]
 
 done = landscape_jobs.result_of(ws, "compare", "comparison")
@@ -80,6 +87,7 @@ if done is None:
 
 specs, outputs = done
 spec, surface, curves = specs["surface"], outputs["surface"], outputs["curves"]
+summary_draws = specs["curves"].draws
 try:
     summary = compare_devices(curves, surface, threshold=float(threshold))
 except ValueError as exc:
@@ -90,11 +98,11 @@ figures = {"compare_devices": comparison_figure(surface, dev_a, dev_b, kind)}
 st.plotly_chart(figures["compare_devices"], key="compare_figure")
 
 st.subheader("Summary numbers")
-st.caption(f"Loss increase at each device's typical noise norm, mean ± standard error over {spec.draws} noise "
+st.caption(f"Loss increase at each device's typical noise norm, mean ± standard error over {summary_draws} noise "
            "directions (the same draws for every model, so differences are paired).")
 pairs = {p["what"]: p for p in summary.separation}
 c = st.columns(3)
-for col, model in zip(c, ("SGD", "DAT-A", "DAT-B")):
+for col, model in zip(c, LABELS):
     pair = pairs.get(f"{model}, {dev_b} − {dev_a}")
     if pair is not None:
         col.metric(f"{model}: loss increase under {dev_b} − under {dev_a}",

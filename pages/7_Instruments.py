@@ -68,7 +68,7 @@ with twins_tab:
     if make:
         try:
             from dat.transfer import preset_profile
-            from dat.twins import twin
+            from dat.noise.twins import twin
             from faces.dashboard.helpers import workspace_data_root
 
             full, targets = preset_profile(choices[source], preset, name=source, data_root=workspace_data_root(ws))

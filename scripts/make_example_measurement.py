@@ -1,10 +1,10 @@
 """Generate data/example_measurement.npz (+ a .csv excerpt) from a documented synthetic crossbar.
 
-The synthetic device is the parametric crossbar model (dat.devices) with the parameters in
+The synthetic device is the parametric crossbar model (dat.noise.crossbar) with the parameters in
 EXAMPLE below, on one 16 x 16 tile. 200 repeated programmings are drawn with the model's exact
 sampler (torch.Generator seeded with 0), as deviations from target in fractions of g_max. The
 .npz holds them under "maps" [200, 16, 16] and the generating parameters as JSON under "source";
-the .csv holds the first 40 samples in the layout `dat.measure.load_maps` reads.
+the .csv holds the first 40 samples in the layout `dat.noise.fitted.load_maps` reads.
 
 Usage: python scripts/make_example_measurement.py [--out data/example_measurement.npz]
 """
@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dat.devices import CrossbarParams
+from dat.noise.crossbar import CrossbarParams
 from dat.fileio import atomic_write
-from dat.profiles import bind
-from dat.targets import Targets
+from dat.noise.profile import bind
+from dat.noise.targets import Targets
 
 EXAMPLE = CrossbarParams(
     name="example-16x16",

@@ -9,7 +9,7 @@ import torch
 from dat.models import build_model
 from dat.optim import DAT
 from dat.parallel import GradientSync, init_from_env, local_slice, shutdown
-from dat.targets import find_targets
+from dat.noise.targets import find_targets
 from dat.train import head_step, two_pass_step
 
 

@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dat.devices import PRESETS, DenseDevice
+from dat.noise.crossbar import PRESETS
+from dat.noise.dense import DenseDevice
 from dat.errors import UserError
-from dat.profile_io import _hash, load_dense, load_device, save_device
+from dat.noise.io import _hash, load_dense, load_device, save_device
 
 ROOT = Path(__file__).resolve().parent.parent
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00"
@@ -179,7 +180,7 @@ def test_library_readers_raise_user_errors_not_eof_or_key_errors(tmp_path):
     for kind, path, phrase in bad_files(tmp_path, marker):
         reader = {"inspect": load_device, "dense": load_dense}.get(kind)
         if reader is None:
-            from dat.measure import load_maps as reader
+            from dat.noise.fitted import load_maps as reader
         with pytest.raises(UserError, match=None) as info:
             reader(path)
         assert phrase in str(info.value), (path.name, str(info.value))

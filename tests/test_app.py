@@ -12,6 +12,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from faces.dashboard import jobs
+from landscape.defaults import CURVE_DRAWS
 
 TIMEOUT = 240
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -113,8 +114,8 @@ def test_measurements_upload_fits_a_device_and_a_bad_file_shows_an_error(workspa
 
 
 def test_saving_a_profile_writes_a_loadable_file_and_a_bad_name_is_refused(workspace):
-    from dat.devices import PRESETS
-    from dat.profile_io import load_device
+    from dat.noise.crossbar import PRESETS
+    from dat.noise.io import load_device
 
     at = page("pages/1_Device_profiles.py")
     at.text_input[-1].set_value("my-device")
@@ -243,7 +244,8 @@ def test_loss_surface_page_marks_the_models_at_their_clean_loss(workspace):
     from dat.evaluate import evaluate
 
     at = page("pages/5_Loss_surfaces.py")
-    at.slider[0].set_value(3)
+    at.slider(key="surface_points_alpha").set_value(3)
+    at.slider(key="surface_points_beta").set_value(3)
     at.number_input[0].set_value(2)
     at.button(key="FormSubmitter:surface_form-Compute surface").click().run()
     finished(at)
@@ -285,17 +287,20 @@ def test_the_trio_roles_offer_only_compatible_checkpoints(workspace):
 def test_a_trio_with_one_file_twice_is_refused_before_computing(workspace):
     at = page("pages/5_Loss_surfaces.py")
     at.selectbox(key="_dat-a").set_value("sgd.safetensors")
-    at.slider[0].set_value(3)
+    at.slider(key="surface_points_alpha").set_value(3)
+    at.slider(key="surface_points_beta").set_value(3)
     at.button(key="FormSubmitter:surface_form-Compute surface").click().run()
-    finished(at)
     assert not at.exception and not at.get("plotly_chart")
+    assert not [j for j in jobs.registry().active() if j.lane == jobs.LANDSCAPE_LANE]  # nothing was submitted
     assert "three different checkpoints" in texts(at.error) and "sgd.safetensors" in texts(at.error)
 
 
 def test_compare_devices_page_shows_both_devices_and_the_numbers(workspace):
     at = page("pages/6_Compare_devices.py")
     at.slider(key="compare_points").set_value(3)
+    at.slider(key="compare_points_beta").set_value(3)
     at.number_input(key="compare_draws").set_value(2)
+    at.number_input(key="compare_curve_draws").set_value(2)
     at.button(key="FormSubmitter:compare_form-Compare").click().run()
     finished(at)
     assert not at.exception and not at.error
@@ -369,7 +374,7 @@ def test_home_counts_running_jobs_of_the_workspace(workspace):
 
 # -- device profiles for humans -----------------------------------------------------------------
 def test_a_time_preset_changes_the_profile_and_applying_confirms(workspace):
-    from dat.devices import PRESETS
+    from dat.noise.crossbar import PRESETS
 
     from faces.dashboard.helpers import time_choice
 
@@ -449,7 +454,8 @@ def held(monkeypatch):
 
 
 def tiny_surface(at: AppTest) -> None:
-    at.slider(key="surface_points").set_value(3)
+    at.slider(key="surface_points_alpha").set_value(3)
+    at.slider(key="surface_points_beta").set_value(3)
     at.number_input(key="surface_draws").set_value(1)
     at.number_input(key="surface_samples").set_value(128)
 
@@ -476,7 +482,7 @@ def test_a_landscape_job_survives_a_page_switch_and_its_result_is_shown_on_retur
     at.switch_page("pages/5_Loss_surfaces.py").run()  # back: the result, and the form as it was
     assert not at.exception and not at.error
     assert len(at.get("plotly_chart")) == 1
-    assert at.slider(key="surface_points").value == 3 and at.number_input(key="surface_draws").value == 1
+    assert at.slider(key="surface_points_alpha").value == 3 and at.number_input(key="surface_draws").value == 1
     assert at.selectbox(key="surface_dev_a").value == "device-B"
     assert list(at.dataframe[0].value["panel"]) == ["none", "device-B", "device-A"]
     assert not page("app.py").sidebar.get("progress")  # nothing runs any more
@@ -517,12 +523,12 @@ def test_a_link_restores_the_selection_and_shows_the_same_figure(workspace):
     at.button(key="FormSubmitter:surface_form-Compute surface").click().run()
     finished(at)
     url = dict(at.query_params)
-    assert url["points"] == "3" and url["a"] == "device-B" and url["seed"] == "7" and url["sgd"] == "sgd.safetensors"
+    assert url["points_alpha"] == "3" and url["points_beta"] == "3" and url["a"] == "device-B" and url["seed"] == "7" and url["sgd"] == "sgd.safetensors"
     first = json.loads(at.get("plotly_chart")[0].proto.spec)
 
     before = len(jobs.registry().jobs())
     other = linked(url)  # a new session: the same form ...
-    assert other.slider(key="surface_points").value == 3 and other.number_input(key="surface_seed").value == 7
+    assert other.slider(key="surface_points_alpha").value == 3 and other.number_input(key="surface_seed").value == 7
     assert other.selectbox(key="surface_dev_a").value == "device-B"
     assert other.slider(key="surface_alpha").value == (-0.5, 1.5)
     assert not other.warning
@@ -540,8 +546,8 @@ def test_a_link_restores_the_selection_and_shows_the_same_figure(workspace):
 
 
 @pytest.mark.parametrize("path, params, named", [
-    ("pages/5_Loss_surfaces.py", {"points": "999", "a": "no-such-device", "alpha": "2,1", "bogus": "1"},
-     ["points", "no-such-device", "alpha", "bogus"]),
+    ("pages/5_Loss_surfaces.py", {"points_alpha": "999", "a": "no-such-device", "alpha": "2,1", "bogus": "1"},
+     ["points_alpha", "no-such-device", "alpha", "bogus"]),
     ("pages/4_Noise_curves.py", {"models": "../../etc/passwd", "draws": "many", "quantity": "joy"},
      ["models", "draws", "quantity"]),
     ("pages/6_Compare_devices.py", {"trio": "nowhere", "threshold": "-1", "view": ""}, ["trio", "threshold", "view"]),
@@ -554,10 +560,10 @@ def test_bad_link_values_warn_and_fall_back_to_the_defaults(workspace, path, par
     assert "could not all be used" in warning and all(n in warning for n in named), warning
     assert len(jobs.registry().jobs()) == before  # a link with refused values computes nothing
     if path.startswith("pages/5"):
-        assert at.slider(key="surface_points").value == 21 and at.selectbox(key="surface_dev_a").value == "device-A"
+        assert at.slider(key="surface_points_alpha").value == 21 and at.selectbox(key="surface_dev_a").value == "device-A"
         assert at.slider(key="surface_alpha").value == (-0.5, 1.5)
     if path.startswith("pages/4"):
-        assert at.number_input(key="curve_draws").value == 16 and at.radio(key="curve_metric").value == "loss"
+        assert at.number_input(key="curve_draws").value == CURVE_DRAWS and at.radio(key="curve_metric").value == "loss"
 
 
 def test_a_new_threshold_on_the_same_comparison_reuses_the_job_and_refreshes_the_exported_summary(workspace):
@@ -582,13 +588,13 @@ def test_a_rerun_carrying_an_older_query_string_keeps_the_form(workspace):
     a session's first run reads the URL, later ones keep what the user set."""
     at = page("pages/5_Loss_surfaces.py")
     stale = dict(at.query_params)
-    assert stale["points"] == "21"
+    assert stale["points_alpha"] == "21"
     tiny_surface(at)
     at.button(key="FormSubmitter:surface_form-Compute surface").click().run()
-    assert at.query_params["points"] == "3"
+    assert at.query_params["points_alpha"] == "3"
     at.query_params.clear()
     at.query_params.update(stale)  # the rerun arrives with the query string of before the submit
     at.run()
     assert not at.exception and not at.warning
-    assert at.slider(key="surface_points").value == 3 and at.query_params["points"] == "3"
+    assert at.slider(key="surface_points_alpha").value == 3 and at.query_params["points_alpha"] == "3"
     finished(at)

@@ -140,9 +140,11 @@ COMPUTE_FOR_DOCS = {"noise_curves": ("Compute curves", None), "compare_devices":
 
 
 def compute(page, button: str, grid_points: int | None = 11) -> None:
-    """Set the first slider of the page's form (the grid size) and press its compute button."""
-    slider = page.locator('[data-testid="stSlider"] input[type="range"]').first
-    if grid_points is not None and slider.count():
+    """Set the first two sliders of the page's form (the grid points along alpha and beta) and press
+    its compute button."""
+    sliders = page.locator('[data-testid="stSlider"] input[type="range"]')
+    for i in range(min(2, sliders.count()) if grid_points is not None else 0):
+        slider = sliders.nth(i)
         slider.focus()
         page.keyboard.press("Home")  # the slider's minimum, then step up to grid_points
         low = int(slider.get_attribute("min"))

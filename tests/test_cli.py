@@ -8,7 +8,11 @@ import os
 import pytest
 
 from dat.checkpoint import read_meta
-from faces.cli import FIELD_HELP, build_parser, main
+import argparse
+import dataclasses
+
+from dat.config import PRESETS, TrainConfig, help_of, resolve
+from faces.cli import _config_from, build_parser, main
 
 TINY = ["--epochs", "1", "--width", "4", "--hidden", "16", "--eval-draws", "2", "--quiet"]
 
@@ -53,12 +57,49 @@ def test_table_writes_markdown_and_csv_from_the_checkpoints(trained, tmp_path, c
     assert "| DAT-Fast |" in text and "| SGD |" in text and "Train time (min)" in text
 
 
+def _train_parser():
+    return build_parser()._subparsers._group_actions[0].choices["train"]
+
+
 def test_help_explains_every_train_option():
     sub = build_parser()._subparsers._group_actions[0].choices
-    text = sub["train"].format_help()
-    for name in FIELD_HELP:
-        assert "--" + name.replace("_", "-") in text
+    text = " ".join(sub["train"].format_help().split())
+    for f in dataclasses.fields(TrainConfig):
+        assert f.metadata.get("help"), f"TrainConfig.{f.name} has no help in its field metadata"
+        if f.metadata.get("flag", True):
+            assert "--" + f.name.replace("_", "-") in text
+            assert " ".join(help_of(f.name).split()).replace("%", "%%")[:40].replace("%%", "%") in text
     assert {"train", "eval", "table", "demo", "profile", "landscape"} <= set(sub)
+
+
+def test_train_flags_follow_the_dataclass_types_and_defaults():
+    """One flag per TrainConfig field (but the free-form extra), typed by the field's real type:
+    no flag given resolves to the preset itself, and each flag's value reaches the field as that type."""
+    actions = {a.dest: a for a in _train_parser()._actions if a.dest not in ("help", "preset", "quiet")}
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    assert set(actions) == set(fields) - {"extra"}
+    expected = {"dataset": str, "data_root": str, "download": bool, "verify": bool, "arch": str, "batchnorm": bool,
+                "width": int, "hidden": int, "method": str, "device": str, "targets": str, "units": str, "tile": int,
+                "alpha": float, "k": int, "p": int, "rho": float, "strength": float, "lowrank": str, "stress": float,
+                "epochs": int, "batch_size": int, "lr": float, "momentum": float, "optimizer": str,
+                "weight_decay": float, "lr_decay": float, "lr_decay_every": int, "seed": int, "eval_draws": int,
+                "eval_device": str, "eval_seed": int, "eval_batch_size": int, "out": str, "name": str, "resume": bool,
+                "num_workers": int, "torch_device": str}
+    assert set(expected) == set(actions)
+    for name, action in actions.items():
+        assert action.default is None and action.help == fields[name].metadata["help"], name
+        if expected[name] is bool:
+            assert isinstance(action, argparse.BooleanOptionalAction), name
+        else:
+            assert action.type is expected[name], name
+    parse = build_parser().parse_args
+    for preset in PRESETS:
+        assert _config_from(parse(["train", "--preset", preset])) == resolve(preset)
+    config = _config_from(parse(["train", "--tile", "32", "--strength", "0.5", "--no-resume", "--batchnorm",
+                                 "--lr", "0.01", "--eval-device", "device-B"]))
+    assert (config.tile, config.strength, config.resume, config.batchnorm, config.lr, config.eval_device) == \
+        (32, 0.5, False, True, 0.01, "device-B")
+    assert type(config.tile) is int and type(config.strength) is float and type(config.lr) is float
 
 
 def test_bad_option_value_gives_a_clear_error(capsys):

@@ -10,14 +10,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import dat.profiles as profiles
 from dat.config import resolve
 from dat.data import load_dataset
-from dat.devices import PRESETS, DenseDevice
+from dat.noise.crossbar import PRESETS
+from dat.noise import linalg
+from dat.noise.dense import DenseBlock, DenseDevice
 from dat.models import build_model
 from dat.optim import DAT
-from dat.profiles import DrawBank, _lower_matmul, bind, cholesky_cache_path
-from dat.targets import Targets, find_targets
+from dat.noise.profile import DEFAULT_BANK_SIZE, DrawBank, bind, cholesky_cache_path
+from dat.noise.targets import Targets, find_targets
 from dat.train import train
 
 
@@ -75,13 +76,13 @@ def test_bank_hands_out_the_samplers_draws_in_order():
 
 
 def test_triangular_product_equals_the_plain_product():
-    """_lower_matmul skips L's zero upper triangle in column blocks; z @ L.T is the reference."""
+    """lower_matmul skips L's zero upper triangle in column blocks; z @ L.T is the reference."""
     g = torch.Generator().manual_seed(0)
     n = 300
     L = torch.randn(n, n, generator=g).tril()
     z = torch.randn(9, n, generator=g)
     for block in (1, 7, 64, 299, 300, 1000):
-        assert torch.allclose(_lower_matmul(z, L, block=block), z @ L.T, rtol=1e-5, atol=1e-4), block
+        assert torch.allclose(linalg.lower_matmul(z, L, block=block), z @ L.T, rtol=1e-5, atol=1e-4), block
 
 
 def test_bank_state_round_trips_and_bad_states_are_refused():
@@ -112,7 +113,7 @@ def _dat_full(seed=0, bank_size=8):
     targets = find_targets(model, "last-linear")
     params = dict(model.named_parameters())
     sampler = bind(PRESETS["device-A"], targets).sampler("cholesky")
-    assert sampler.bank_size == profiles.DEFAULT_BANK_SIZE > 1  # DAT-Full banks its draws by default
+    assert sampler.bank_size == DEFAULT_BANK_SIZE > 1  # DAT-Full banks its draws by default
     sampler.bank_size = bank_size  # a small bank, so that a few steps cross several banks
     opt = DAT(model.parameters(), torch.optim.SGD, targets=targets, sampler=sampler,
               target_params={l.name: params[l.name] for l in targets.layers}, alpha=50.0,
@@ -205,8 +206,8 @@ def test_cholesky_cache_hits_on_the_second_call(kind, tmp_path, monkeypatch):
     def no_factoring(*args, **kwargs):
         raise AssertionError("the factor was computed again instead of read from the cache")
 
-    monkeypatch.setattr(profiles, "_cholesky", no_factoring)
-    monkeypatch.setattr(profiles._DenseBlock, "cholesky", no_factoring)
+    monkeypatch.setattr(linalg, "cholesky", no_factoring)
+    monkeypatch.setattr(DenseBlock, "cholesky", no_factoring)
     second = make().sampler("cholesky", cache_dir=tmp_path)   # a new profile object, as in a second run
     assert second.source == "cache" and torch.equal(second.A, first.A)
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
@@ -267,7 +268,7 @@ def test_a_cached_factor_serves_the_dense_profiles_exact_sampler_too(tmp_path, m
     (the same Cholesky factor) does not factor Sigma again."""
     make = _profiles()["dense"]
     make().sampler("cholesky", cache_dir=tmp_path)
-    monkeypatch.setattr(profiles, "_cholesky", lambda *a, **k: pytest.fail("Sigma was factored again"))
+    monkeypatch.setattr(linalg, "cholesky", lambda *a, **k: pytest.fail("Sigma was factored again"))
     prof = make()
     banked = prof.sampler("cholesky", cache_dir=tmp_path)
     exact = prof.sampler("full")
@@ -282,11 +283,11 @@ def test_blocked_in_place_cholesky_equals_lapack(n, block):
     B = torch.randn(n, n, generator=g, dtype=torch.float64)
     sigma = B @ B.T / n + 0.1 * torch.eye(n, dtype=torch.float64)
     a = sigma.clone()
-    assert profiles._potrf_inplace(a, block=block) == 0
+    assert linalg.potrf_inplace(a, block=block) == 0
     assert torch.allclose(a.tril(), torch.linalg.cholesky(sigma), rtol=1e-10, atol=1e-12)
     bad = sigma.clone()
     bad[n // 2, n // 2] = -1.0  # not positive definite from column n // 2 + 1 on
-    assert profiles._potrf_inplace(bad, block=block) == n // 2 + 1
+    assert linalg.potrf_inplace(bad, block=block) == n // 2 + 1
 
 
 def test_an_unwritable_cache_costs_only_the_caching(tmp_path):

@@ -18,7 +18,7 @@ import torch
 from dat import figure_layout as fl
 from dat import profile_figures as pf
 from dat.checkpoint import save_checkpoint
-from dat.devices import CrossbarParams
+from dat.noise.crossbar import CrossbarParams
 from dat.models import build_model
 from landscape import figures
 from landscape.spec import LandscapeSpec, run_spec
@@ -263,3 +263,17 @@ def test_on_screen_the_modebar_row_is_above_every_panel_title(results):
                 # the title's top edge in px from the top of the figure (anchored at its bottom)
                 top = m.t + (1 - a.y) * (h - m.t - m.b) - (a.yshift or 0) - 1.3 * lines * size
                 assert top >= 30, (name, a.text, top)
+
+
+def test_colours_and_download_types_come_from_the_libraries():
+    """rgba through Plotly's hex_to_rgb, MIME types from the standard library's table: the same
+    strings as the hand-written conversions they replace (each hex pair read by hand here)."""
+    from faces.dashboard.helpers import mime_of
+
+    for colour in fl.PALETTE:
+        r, g, b = (int(colour[i:i + 2], 16) for i in (1, 3, 5))
+        assert fl.rgba(colour, 0.35) == f"rgba({r},{g},{b},0.35)"
+    assert {ext: mime_of(f"fig.{ext}") for ext in ("png", "svg", "pdf", "csv", "json", "zip", "html", "npz", "md")} == {
+        "png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf", "csv": "text/csv",
+        "json": "application/json", "zip": "application/zip", "html": "text/html",
+        "npz": "application/octet-stream", "md": "text/markdown"}

@@ -9,12 +9,13 @@ import pytest
 import torch
 
 from dat.chips import chip_summary
-from dat.devices import PRESETS, DenseDevice, preset
+from dat.noise.crossbar import PRESETS, preset
+from dat.noise.dense import DenseDevice
 from dat.errors import UserError
-from dat.measure import FittedTile
-from dat.profiles import bind
-from dat.targets import Targets, find_targets
-from dat.twins import twin, twin_device
+from dat.noise.fitted import FittedTile
+from dat.noise.profile import bind
+from dat.noise.targets import Targets, find_targets
+from dat.noise.twins import twin, twin_device
 
 TARGETS = Targets([("a", (7, 9)), ("b", (3, 5))], tile=(5, 4))
 
@@ -76,8 +77,8 @@ def test_twin_samples_have_the_twin_covariance():
 
 
 def test_twin_saved_and_loaded_is_the_same_device(tmp_path):
-    from dat.profile_io import load_device
-    from dat.twins import save_twin
+    from dat.noise.io import load_device
+    from dat.noise.twins import save_twin
 
     p = PROFILES["fitted"]()
     save_twin(tmp_path / "t.npz", p, "isotropic")

@@ -17,9 +17,9 @@ DAT_B = str(ROOT / "checkpoints" / "dat-b.safetensors")
 def test_profile_twin_writes_a_trainable_device_with_the_same_cell_variances(tmp_path, capsys):
     from dat.config import resolve
     from dat.data import load_dataset
-    from dat.devices import PRESETS
-    from dat.profile_io import load_device
-    from dat.profiles import bind
+    from dat.noise.crossbar import PRESETS
+    from dat.noise.io import load_device
+    from dat.noise.profile import bind
     from dat.transfer import config_targets
 
     out = tmp_path / "a-diag.npz"

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from dat.data import load_dataset
-from dat.devices import PRESETS
-from dat.profiles import bind
-from dat.targets import find_targets
+from dat.noise.crossbar import PRESETS
+from dat.noise.profile import bind
+from dat.noise.targets import find_targets
 from landscape import compute as C
 from landscape.cache import ResultCache, key_of
 

@@ -9,10 +9,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from dat.data import load_dataset
-from dat.devices import PRESETS, DenseDevice
+from dat.noise.crossbar import PRESETS
+from dat.noise.dense import DenseDevice
 from dat.errors import UserError
-from dat.profiles import bind
-from dat.targets import find_targets
+from dat.noise.profile import bind
+from dat.noise.targets import find_targets
 from landscape import compute as C
 from landscape.directions import filter_normalized_direction, noise_directions, trio_plane, typical_noise_norm
 
@@ -450,8 +451,8 @@ def test_memory_stays_bounded_for_a_huge_alpha_grid(tmp_path):
     script.write_text(
         "import resource, numpy as np, torch\n"
         "from torch import nn\n"
-        "from dat.data import load_dataset\nfrom dat.devices import PRESETS\nfrom dat.profiles import bind\n"
-        "from dat.targets import find_targets\nfrom landscape import compute as C\n"
+        "from dat.data import load_dataset\nfrom dat.noise.crossbar import PRESETS\nfrom dat.noise.profile import bind\n"
+        "from dat.noise.targets import find_targets\nfrom landscape import compute as C\n"
         "class M(nn.Module):\n"
         "    def __init__(s):\n        super().__init__(); s.body = nn.Sequential(nn.Flatten(), nn.Linear(64, 8));"
         " s.classifier = nn.Linear(8, 10)\n"

@@ -168,7 +168,7 @@ def test_marker_hover_gives_each_model_loss_and_accuracy_with_their_se(surface):
 
 def test_zip_bundle_and_default_figures(curves):
     spec, res = curves
-    data = export.bundle_zip(res, formats=("html", "csv", "npz"), spec=spec)
+    data = export.zip_bytes(export.bundle_files(res, formats=("html", "csv", "npz"), spec=spec))
     names = zipfile.ZipFile(io.BytesIO(data)).namelist()
     assert {"curves_loss.html", "curves_accuracy.html", "numbers.csv", "reproduce.json"} <= set(names)
 

@@ -9,7 +9,10 @@ import torch
 from dat.checkpoint import save_checkpoint
 from dat.errors import UserError
 from dat.models import build_model
-from faces.cli import main as cli_main
+from dat.trio import MARKERS
+from faces.cli import build_parser, main as cli_main
+from faces.cli.landscape import _spec_kwargs
+from landscape import defaults as D
 from landscape.export import load_numbers
 from landscape.spec import run_spec, spec_from_checkpoints
 
@@ -56,3 +59,22 @@ def test_checkpoints_trained_differently_are_refused(trio, tmp_path):
                             {"method": "x", "config": {**TRAINED, "targets": "last-linear"}})
     with pytest.raises(UserError, match="targets"):
         spec_from_checkpoints("curves", {**trio, "other": str(other)}, {"device-A": "device-A"})
+
+
+def test_both_faces_start_from_one_set_of_grid_and_draw_defaults(trio):
+    """The CLI's and the library's defaults are landscape.defaults; the kept surface grid (21 x 23
+    over the paper's ranges) has all three markers of the trio on grid points."""
+    args = build_parser().parse_args(["landscape", "2d", "--sgd", trio["SGD"], "--dat-a", trio["DAT-A"],
+                                      "--dat-b", trio["DAT-B"], "--out", "unused"])
+    surface = spec_from_checkpoints("surface", trio, **_spec_kwargs(args, "surface"))
+    library = spec_from_checkpoints("surface", trio, {"A": "device-A"})
+    for spec in (surface, library):
+        assert (spec.resolution, spec.draws) == (D.SURFACE_RESOLUTION, D.SURFACE_DRAWS)
+        assert (spec.alpha_range, spec.beta_range) == (D.SURFACE_ALPHA_RANGE, D.SURFACE_BETA_RANGE)
+    alphas = np.linspace(*surface.alpha_range, surface.resolution[0])
+    betas = np.linspace(*surface.beta_range, surface.resolution[1])
+    for a, b in MARKERS.values():
+        assert np.isclose(alphas, a, atol=1e-12).any() and np.isclose(betas, b, atol=1e-12).any(), (a, b)
+    args = build_parser().parse_args(["landscape", "1d", "--checkpoint", f"SGD={trio['SGD']}", "--out", "unused"])
+    curves = spec_from_checkpoints("curves", {"SGD": trio["SGD"]}, **_spec_kwargs(args, "curves"))
+    assert (curves.draws, curves.num_alphas, curves.span) == (D.CURVE_DRAWS, D.CURVE_POINTS, D.CURVE_SPAN)

@@ -12,12 +12,14 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = {
     0: ["dat.__init__", "dat.errors", "dat.fileio", "dat.arrayfile", "dat.models", "dat.parallel", "dat.chips",
         "dat.figure_layout"],
-    1: ["dat.targets", "dat.devices", "dat.measure", "dat.profiles", "dat.profile_io", "dat.twins",
+    1: ["dat.noise.__init__", "dat.noise.targets", "dat.noise.checks", "dat.noise.linalg", "dat.noise.crossbar",
+        "dat.noise.dense", "dat.noise.fitted", "dat.noise.profile", "dat.noise.io", "dat.noise.twins",
         "dat.profile_figures"],
-    2: ["dat.config", "dat.data", "dat.optim", "dat.strength", "dat.checkpoint", "dat.evaluate", "dat.train",
+    2: ["dat.config", "dat.trio", "dat.data", "dat.optim", "dat.strength", "dat.checkpoint", "dat.evaluate", "dat.train",
         "dat.table", "dat.transfer", "dat.aging"],
     3: ["landscape.__init__", "landscape.cache", "landscape.compute", "landscape.directions", "landscape.evaluator",
-        "landscape.parallel", "landscape.spec", "landscape.summary", "landscape.figures", "landscape.export",
+        "landscape.parallel", "landscape.defaults", "landscape.spec", "landscape.summary", "landscape.figures",
+        "landscape.export",
         "landscape.sharpness", "landscape.instruments"],
     4: ["faces.__init__", "faces.cli.__init__", "faces.cli.__main__", "faces.cli.profile", "faces.cli.twin",
         "faces.cli.landscape", "faces.cli.instruments", "faces.dashboard.__init__", "faces.dashboard.helpers",
@@ -107,7 +109,7 @@ def test_no_import_cycle_between_packages():
 def test_the_checker_sees_an_upward_import_and_a_cycle():
     """The checks above are only worth something if they can fail: the graph of a few months ago
     (targets importing the config's vocabulary; devices and measure importing each other)."""
-    old = {"dat.targets": {"dat.config"}, "dat.config": {"dat.errors"}, "dat.devices": {"dat.measure"},
-           "dat.measure": {"dat.devices"}}
-    assert _upward(old) == ["dat.targets (noise profile) imports dat.config (training)"]
-    assert _cycles(old) == ["dat.devices -> dat.measure -> dat.devices"]
+    old = {"dat.noise.targets": {"dat.config"}, "dat.config": {"dat.errors"}, "dat.noise.crossbar": {"dat.noise.fitted"},
+           "dat.noise.fitted": {"dat.noise.crossbar"}}
+    assert _upward(old) == ["dat.noise.targets (noise profile) imports dat.config (training)"]
+    assert _cycles(old) == ["dat.noise.crossbar -> dat.noise.fitted -> dat.noise.crossbar"]

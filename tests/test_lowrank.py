@@ -1,5 +1,5 @@
 """Low rank: loss-relevant projection (exact invariance, PSD), tie handling, canonical vectors,
-multi-tile heads. References are built independently of dat.profiles (explicit P from the layout
+multi-tile heads. References are built independently of dat.noise.profile (explicit P from the layout
 map, numpy/torch eigh of the dense matrix)."""
 
 import numpy as np
@@ -7,9 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dat.devices import PRESETS, CrossbarParams, DenseDevice
-from dat.profiles import TIE_RTOL, _canonical_basis, bind
-from dat.targets import Targets
+from dat.noise.crossbar import PRESETS, CrossbarParams
+from dat.noise.dense import DenseDevice
+from dat.noise import linalg
+from dat.noise.linalg import TIE_RTOL, canonical_basis
+from dat.noise.profile import bind
+from dat.noise.targets import Targets
 
 # A classifier head of 6 outputs x 11 inputs on 4 x 6 tiles: three tile rows (the last partial),
 # one tile column holding every output; plus a hidden layer in front (its noise is all relevant).
@@ -117,13 +120,13 @@ def test_canonical_basis_does_not_depend_on_the_solver_basis_or_library():
     group_t = vecs_t.numpy()[:, 3:6]  # ascending order: 2, 2, 2 are at 3..5
     group_n = vecs_n[:, 3:6]
     rot, _ = np.linalg.qr(np.random.default_rng(0).standard_normal((3, 3)))
-    a, b, c = _canonical_basis(group_t), _canonical_basis(group_n), _canonical_basis(group_t @ rot)
+    a, b, c = canonical_basis(group_t), canonical_basis(group_n), canonical_basis(group_t @ rot)
     assert np.allclose(a, b, atol=1e-10) and np.allclose(a, c, atol=1e-10)
     assert np.allclose(a.T @ a, np.eye(3), atol=1e-12)
     # one vector: its largest-|component| entry is positive, whichever sign the solver returned
     v = vecs_n[:, [7]]
-    assert np.allclose(_canonical_basis(v), _canonical_basis(-v))
-    assert _canonical_basis(v)[np.argmax(np.abs(v[:, 0])), 0] > 0
+    assert np.allclose(canonical_basis(v), canonical_basis(-v))
+    assert canonical_basis(v)[np.argmax(np.abs(v[:, 0])), 0] > 0
 
 
 def test_identical_tiles_are_treated_alike_and_the_choice_is_deterministic():
@@ -147,11 +150,9 @@ def test_identical_tiles_are_treated_alike_and_the_choice_is_deterministic():
 
 def test_lanczos_and_dense_eigh_give_the_same_canonical_factor(monkeypatch):
     # 40 x 30 tiles (1200 cells): Lanczos by default, a dense eigh when the threshold is raised
-    import dat.profiles as profiles
-
     targets = Targets([("classifier.weight", (30, 80))], tile=(40, 30))
     lanczos = bind(PRESETS["device-B"], targets).lowrank(6)
-    monkeypatch.setattr(profiles, "SMALL_TILE", 10_000)
+    monkeypatch.setattr(linalg, "SMALL_TILE", 10_000)
     dense = bind(PRESETS["device-B"], targets).lowrank(6)
     assert lanczos.k_used == dense.k_used
     assert torch.allclose(lanczos.values, dense.values, rtol=1e-8)

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from dat.devices import CrossbarParams
-from dat.measure import FittedTile, fit_file, load_maps, save_maps_csv
-from dat.profiles import bind
-from dat.targets import Targets
+from dat.noise.crossbar import CrossbarParams
+from dat.noise.fitted import FittedTile, fit_file, load_maps
+from dat.noise.profile import bind
+from dat.noise.targets import Targets
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 KNOWN = CrossbarParams(kernel="gaussian", ell=1.5, sigma_spatial=0.05, sigma_row=0.02, sigma_col=0.03,
@@ -79,7 +79,9 @@ def test_npz_and_csv_files_round_trip(tmp_path):
     maps = draws(30)
     np.savez(tmp_path / "m.npz", maps=maps)
     assert np.array_equal(load_maps(tmp_path / "m.npz"), maps)
-    save_maps_csv(tmp_path / "m.csv", maps)
+    # the documented layout: a "# rows=R cols=C" header, then one sample of rows*cols numbers per line
+    np.savetxt(tmp_path / "m.csv", maps.reshape(len(maps), -1), delimiter=",", fmt="%.17g",
+               header=f"rows={maps.shape[1]} cols={maps.shape[2]}", comments="# ")
     assert np.array_equal(load_maps(tmp_path / "m.csv"), maps)
     # a square tile needs no header
     sq = maps[:, :4, :4].reshape(30, 16)

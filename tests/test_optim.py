@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from dat.models import build_model
 from dat.optim import DAT, SAM, NoiseInjection
-from dat.targets import find_targets
+from dat.noise.targets import find_targets
 
 
 class GaussianSampler:
@@ -152,6 +152,52 @@ def test_scheduler_and_state_dict_act_on_the_shared_groups():
     state = opt.state_dict()
     opt.load_state_dict(state)
     assert opt.base_optimizer.param_groups is opt.param_groups
+
+
+class AlphaSchedule:
+    """A scheduler of DAT's strength, as torch's schedulers change "lr": it writes each param
+    group's "alpha" (the groups a resume restores and a StepLR steps)."""
+
+    def __init__(self, optimizer, values):
+        self.optimizer, self.values = optimizer, list(values)
+
+    def step(self, i):
+        for group in self.optimizer.param_groups:
+            group["alpha"] = self.values[i]
+
+
+def test_a_scheduler_that_changes_alpha_in_the_groups_is_honoured():
+    """The perturbation of each step is alpha_t * eps with the alpha the schedule set for that step
+    (the reference: the projection formula by hand), also after a load_state_dict, and p likewise."""
+    model, x, y, targets, tp = _setup("all-analog")
+    sampler = GaussianSampler(targets.n)
+    opt = DAT(model.parameters(), torch.optim.SGD, targets=targets, sampler=sampler, target_params=tp,
+              alpha=1.0, generator=torch.Generator().manual_seed(3), lr=0.1)
+    schedule = AlphaSchedule(opt.base_optimizer, [40.0, 0.0, 250.0])
+    reference_gen = torch.Generator().manual_seed(3)
+    for i, alpha in enumerate(schedule.values):
+        schedule.step(i)
+        if i == 2:  # a resume's load_state_dict keeps the scheduled value
+            opt.base_optimizer.load_state_dict(opt.base_optimizer.state_dict())
+        assert opt.alpha == alpha
+        opt.zero_grad()
+        _closure(model, x, y)()
+        w = {n: q.detach().clone() for n, q in tp.items()}
+        g = torch.cat([tp[n].grad.flatten() for n in tp])
+        opt.first_step()
+        d = torch.cat([t.flatten() for t in targets.eta_to_deltas(
+            sampler.sample(1, reference_gen)[0].double(), w).values()])
+        moved = torch.cat([(tp[n].detach() - w[n]).flatten() for n in tp])
+        assert torch.allclose(moved, alpha * (g @ d) / (d @ d) * d, rtol=1e-10, atol=1e-14), i
+        opt.second_step(zero_grad=True)
+    for group in opt.base_optimizer.param_groups:
+        group["p"] = 3
+    assert opt.p == 3 and opt.step(_closure(model, x, y)) is not None
+    opt.base_optimizer.param_groups[0]["alpha"] = 5.0  # one strength per step: disagreeing groups are refused
+    opt.base_optimizer.add_param_group({"params": [torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))],
+                                        "alpha": 6.0})
+    with pytest.raises(ValueError, match="alpha"):
+        opt.alpha
 
 
 @pytest.mark.parametrize("kwargs, match", [(dict(alpha=-1.0), "alpha"), (dict(alpha="big"), "alpha"),

@@ -23,7 +23,8 @@ def test_two_paper_steps_are_w_minus_lr_times_the_gradient():
     # Two steps: with momentum the second step would differ (it adds 0.9 x the first one's buffer).
     config = resolve("digits", method="sgd", optimizer="paper", width=4, hidden=8, weight_decay=0.0)
     bundle = load_dataset("digits")
-    model, _, _, optimizer, *_ = build_run(config, bundle, torch.device("cpu"))
+    run = build_run(config, bundle, torch.device("cpu"))
+    model, optimizer = run.model, run.optimizer
     x, y = bundle.train.tensors[0][:32], bundle.train.tensors[1][:32]
     for _ in range(2):
         params = {n: p.detach().clone() for n, p in model.named_parameters()}

@@ -5,8 +5,8 @@ import plotly.graph_objects as go
 import pytest
 
 from dat import profile_figures as pf
-from dat.devices import CrossbarParams, wan2022_prog_std
-from dat.measure import FittedTile
+from dat.noise.crossbar import CrossbarParams, wan2022_prog_std
+from dat.noise.fitted import FittedTile
 
 
 def design_sigma(p: CrossbarParams, R: int, C: int) -> np.ndarray:

@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from dat.devices import PRESETS, DenseDevice
+from dat.noise.crossbar import PRESETS
+from dat.noise.dense import DenseDevice
 from dat.errors import UserError
-from dat.measure import FittedTile
+from dat.noise.fitted import FittedTile
 from faces.cli.profile import add_profile_parser, run_profile_command
-from dat.profile_io import device_hash, load_dense, load_device, read_metadata, save_device
-from dat.profiles import bind
-from dat.targets import Targets
+from dat.noise.io import device_hash, load_dense, load_device, read_metadata, save_device
+from dat.noise.profile import bind
+from dat.noise.targets import Targets
 
 
 def fitted():

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from dat.devices import PRESETS, CrossbarParams, DenseDevice, wan2022_prog_std
-from dat.profiles import bind
-from dat.targets import Targets
+from dat.noise.crossbar import PRESETS, CrossbarParams, wan2022_prog_std
+from dat.noise.dense import DenseDevice
+from dat.noise.profile import bind
+from dat.noise.targets import Targets
 
 # Two layers, 5 x 4 tiles: full tiles, partial tiles on the right and bottom edges.
 SHAPES = [("a", (7, 9)), ("b", (3, 5))]
@@ -179,7 +180,7 @@ def test_singular_dense_device_samples_with_documented_jitter():
     prof = bind(DenseDevice(np.zeros(t.n), np.outer(v, v)), t)
     s = prof.sampler("full")
     x = s.sample(5, torch.Generator().manual_seed(0))
-    assert x.shape == (5, 6) and prof.block.jitter <= 1e-8
+    assert x.shape == (5, 6) and prof.whole.jitter <= 1e-8
 
 
 # -- bad input -------------------------------------------------------------------------------
@@ -275,7 +276,7 @@ def test_low_rank_sampler_keeps_a_tied_group_whole():
 
 
 def test_stress_scales_the_covariance_by_its_square_and_keeps_the_mean():
-    from dat.profile_io import apply_stress
+    from dat.noise.io import apply_stress
 
     t = Targets(SHAPES, tile=TILE)
     base = bind(PARAMS["exponential"], t)

@@ -10,9 +10,9 @@ from dat.config import resolve
 from dat.data import load_dataset
 from dat.models import build_model
 from dat.optim import DAT
-from dat.profile_io import make_profile
+from dat.noise.io import make_profile
 from dat.strength import calibrate_alpha, calibration_batches, target_gradient, typical_noise_norm
-from dat.targets import find_targets
+from dat.noise.targets import find_targets
 from dat.train import train
 
 

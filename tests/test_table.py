@@ -208,7 +208,7 @@ def test_latex_is_well_formed_booktabs_with_one_row_per_method_and_the_rows_numb
 
 
 def test_special_characters_in_names_are_escaped_and_profiles_are_shown_by_name(runs, tmp_path):
-    from dat.profile_io import resolve_device, save_device
+    from dat.noise.io import resolve_device, save_device
     from dat.table import latex_escape, layout_table, layout_to_csv, layout_to_markdown, to_latex
 
     assert latex_escape("a_b 50% & c#") == r"a\_b 50\% \& c\#"

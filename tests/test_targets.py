@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from dat.targets import Targets, find_targets
+from dat.noise.targets import Targets, find_targets
 
 
 class Net(nn.Module):

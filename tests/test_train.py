@@ -13,7 +13,7 @@ from dat.data import load_dataset
 from dat.evaluate import _evaluate_general, evaluate
 from dat.models import build_model
 from dat.optim import DAT
-from dat.targets import find_targets
+from dat.noise.targets import find_targets
 from dat.train import head_step, make_profile, train, two_pass_step
 
 

@@ -92,7 +92,7 @@ def test_default_workspace_follows_the_environment(tmp_path, monkeypatch):
 
 
 def test_saved_profiles_are_device_choices(tmp_path):
-    from dat.devices import PRESETS
+    from dat.noise.crossbar import PRESETS
 
     ws = Workspace(tmp_path)
     ws.save_profile("lab-tile", PRESETS["device-B"])
@@ -196,7 +196,7 @@ def test_missing_data_message_names_the_missing_cifar_files(tmp_path):
 def test_every_crossbar_field_has_a_label_in_words_with_its_unit():
     import dataclasses
 
-    from dat.devices import CROSSBAR_UNITS, CrossbarParams
+    from dat.noise.crossbar import CROSSBAR_UNITS, CrossbarParams
 
     fields = [f.name for f in dataclasses.fields(CrossbarParams)]
     assert list(ui_helpers.PARAMETER_LABELS) == fields
@@ -219,7 +219,7 @@ def test_time_since_programming_from_a_preset_or_a_free_value():
 
 def test_noise_over_time_matches_the_profile_at_each_time():
     from dat import profile_figures as pf
-    from dat.devices import PRESETS, wan2022_prog_std
+    from dat.noise.crossbar import PRESETS, wan2022_prog_std
 
     device = PRESETS["device-B"]
     times = [1.0, 3600.0, 86400.0, 604800.0]
@@ -264,7 +264,7 @@ def test_fit_summary_reads_as_words_and_its_condition_number_is_right():
 
 
 def test_device_choices_list_each_device_once(tmp_path):
-    from dat.devices import PRESETS
+    from dat.noise.crossbar import PRESETS
 
     ws = Workspace(tmp_path)
     ws.save_profile("device-A", PRESETS["device-A"])  # the demo's copy of the preset

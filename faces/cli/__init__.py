@@ -13,85 +13,42 @@ import argparse
 import dataclasses
 import json
 import sys
+import types
+import typing
 
 from dat.errors import UserError
-from dat.config import METHODS, PRESETS, TARGET_CHOICES, UNITS, TrainConfig
+from dat.config import METHODS, PRESETS, TARGET_CHOICES, TrainConfig, resolve
 
-# One line per TrainConfig field, shown by `dat train --help` (units in brackets).
-FIELD_HELP = {
-    "dataset": "dataset: digits (embedded), cifar10 or cifar100",
-    "data_root": "folder that holds cifar-10-batches-py / cifar-100-python",
-    "download": "download CIFAR into --data-root when it is missing",
-    "verify": "check CIFAR files against the official md5 sums (--no-verify for a folder you built)",
-    "arch": "architecture: cnn6 (the paper's 6-layer CNN) or resnet18 (CIFAR variant)",
-    "batchnorm": "use BatchNorm (default: off for sgd, on for every other method)",
-    "width": "channels of the first stage [channels] (default 64)",
-    "hidden": "CNN6 hidden linear width [units] (default 256); the head is hidden x classes",
-    "method": f"training method: {', '.join(METHODS)}",
-    "device": "noise profile for training (and evaluation): a preset (device-A, device-B) or a saved .npz",
-    "targets": f"noise targets: {', '.join(TARGET_CHOICES)}",
-    "units": f"noise units: {', '.join(UNITS)} (relative: delta_W = max|W| * eta)",
-    "tile": "crossbar tile size T [cells per side]",
-    "alpha": "DAT perturbation strength alpha [dimensionless multiplier of eps]",
-    "k": "rank of the low-rank factor A_k used by dat-fast [eigenpairs]",
-    "p": "perturbations averaged per step (Algorithm 1's p)",
-    "rho": "SAM radius on the noise targets [weight units]",
-    "strength": "DAT strength: mean ||alpha eps|| as a fraction of the device's noise norm r; alpha is "
-                "calibrated from it at the start of training (default: use --alpha as given)",
-    "lowrank": "dat-fast factor: plain (top-k of Sigma, the paper) or relevant (top-k of the "
-               "loss-relevant Sigma', this project's extension)",
-    "stress": "multiplier on every device std (1 = the device as it is) [dimensionless]",
-    "epochs": "passes over the training set",
-    "batch_size": "images per step",
-    "lr": "base SGD learning rate",
-    "momentum": "SGD momentum (this project's default 0.9; Algorithm 1 has none)",
-    "optimizer": "paper: plain SGD exactly as Algorithm 1 (momentum 0); project: SGD with --momentum",
-    "weight_decay": "L2 weight decay",
-    "lr_decay": "learning-rate multiplier applied every --lr-decay-every epochs",
-    "lr_decay_every": "epochs between learning-rate decays",
-    "seed": "seed of initialisation, data order and noise draws",
-    "eval_draws": "noise draws R for the noisy accuracy (mean and std)",
-    "eval_device": "profile for the noisy evaluation (default: --device)",
-    "eval_seed": "seed of the evaluation noise draws (default 0; the same rule as dat eval and dat table)",
-    "eval_batch_size": "images per evaluation batch",
-    "out": "checkpoint path (default checkpoints/<dataset>-<arch>-<method>[-<device>]-s<seed>.safetensors)",
-    "name": "the run's name in legends, tables and export file names (default: made from the settings, e.g. "
-            "'SGD-BN digits CNN6, 20 epochs'); a name is never a path",
-    "resume": "continue from <out>.resume.pt when it exists (--no-resume starts over)",
-    "num_workers": "DataLoader worker processes",
-    "torch_device": "torch device: cpu or cuda",
-}
+def _flag_type(hint) -> type:
+    """The scalar type a flag parses to, from a field's real type: bool, int, float or str (an
+    Optional's None dropped)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)] if typing.get_origin(hint) in (
+        typing.Union, types.UnionType) else [hint]
+    if len(args) != 1 or args[0] not in (bool, int, float, str):
+        raise TypeError(f"a command-line flag needs a bool, int, float or str field, found {hint!r}")
+    return args[0]
 
 
-def _field_type(field: dataclasses.Field):
-    text = str(field.type)
-    if "bool" in text:
-        return "bool"
-    if "int" in text:
-        return int
-    if "float" in text:
-        return float
-    return str
+def train_flags() -> dict:
+    """{field name: (flag type, help)} of every TrainConfig field that is a `dat train` flag."""
+    hints = typing.get_type_hints(TrainConfig)
+    return {f.name: (_flag_type(hints[f.name]), f.metadata["help"]) for f in dataclasses.fields(TrainConfig)
+            if f.metadata.get("flag", True)}
 
 
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="digits", choices=sorted(PRESETS),
                         help="named settings to start from (default: digits); every option below overrides it")
-    for field in dataclasses.fields(TrainConfig):
-        if field.name not in FIELD_HELP:
-            continue
-        flag = "--" + field.name.replace("_", "-")
-        kind = _field_type(field)
-        if kind == "bool":
-            parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None,
-                                help=FIELD_HELP[field.name])
+    for name, (kind, text) in train_flags().items():
+        flag = "--" + name.replace("_", "-")
+        if kind is bool:
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
-            parser.add_argument(flag, dest=field.name, type=kind, default=None, help=FIELD_HELP[field.name])
+            parser.add_argument(flag, dest=name, type=kind, default=None, help=text)
 
 
 def _config_from(args) -> TrainConfig:
-    from dat.config import resolve
-    overrides = {name: getattr(args, name) for name in FIELD_HELP if getattr(args, name, None) is not None}
+    overrides = {name: getattr(args, name) for name in train_flags() if getattr(args, name, None) is not None}
     return resolve(args.preset, **overrides)
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from dat.errors import UserError
+from dat.trio import LABELS
+from landscape.defaults import CURVE_DRAWS, CURVE_POINTS, CURVE_SPAN, SURFACE_DRAWS, SURFACE_RESOLUTION
 
 DEFAULT_DEVICES = ["device-A=device-A", "device-B=device-B"]
 DEFAULT_MEMORY_MB = 1024.0  # landscape.evaluator.DEFAULT_MEMORY_BUDGET in MiB
@@ -42,7 +44,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--targets", default=None, choices=["last-linear", "all-analog"],
                    help="noise targets (default: as the checkpoints were trained)")
     p.add_argument("--tile", type=int, default=None, help="crossbar tile size T in cells (default: as trained)")
-    p.add_argument("--draws", type=int, default=None, help="noise draws (default 20 for 1d, 8 for 2d)")
+    p.add_argument("--draws", type=int, default=None,
+                   help=f"noise draws (default {CURVE_DRAWS} directions per device for 1d, {SURFACE_DRAWS} per grid point for 2d)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise draws")
     p.add_argument("--sampler", default="full", choices=["full", "low-rank"])
     p.add_argument("--k", type=int, default=10, help="rank of the low-rank sampler")
@@ -65,7 +68,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _grid(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alpha-range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"))
     p.add_argument("--beta-range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"))
-    p.add_argument("--resolution", type=int, nargs=2, default=[21, 23], metavar=("N_ALPHA", "N_BETA"))
+    p.add_argument("--resolution", type=int, nargs=2, default=list(SURFACE_RESOLUTION), metavar=("N_ALPHA", "N_BETA"))
     p.add_argument("--bn", default="interpolate", choices=["interpolate", "recalibrate"])
     p.add_argument("--recal-batches", type=int, default=None, help="train batches for BatchNorm recalibration")
     p.add_argument("--chunk-size", type=int, default=None,
@@ -80,8 +83,8 @@ def _trio(p: argparse.ArgumentParser, required: bool) -> None:
 
 def _curve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alphas", default=None, help="explicit alpha grid, comma separated")
-    p.add_argument("--span", type=float, default=3.0, help="default grid: alpha in [-span r, span r]")
-    p.add_argument("--num-alphas", type=int, default=61)
+    p.add_argument("--span", type=float, default=CURVE_SPAN, help="default grid: alpha in [-span r, span r]")
+    p.add_argument("--num-alphas", type=int, default=CURVE_POINTS)
     p.add_argument("--band", default="std", choices=["std", "p10-p90"])
     p.add_argument("--threshold", type=float, default=0.1, help="basin: loss within g(0) + threshold")
 
@@ -130,14 +133,14 @@ def _spec_kwargs(args, kind: str) -> dict:
                 alphas = [float(a) for a in args.alphas.split(",")]
             except ValueError:
                 raise UserError(f"--alphas: expected comma-separated numbers, found {args.alphas!r}") from None
-        kw.update(draws=20 if args.draws is None else args.draws, span=args.span, num_alphas=args.num_alphas,
+        kw.update(draws=args.draws, span=args.span, num_alphas=args.num_alphas,
                   band=args.band, alphas=alphas)
     else:
         free = kind == "free-plane"
-        kw.update(draws=8 if args.draws is None else args.draws, resolution=tuple(args.resolution), bn=args.bn,
+        kw.update(draws=args.draws, resolution=tuple(args.resolution), bn=args.bn,
                   recal_batches=args.recal_batches, chunk_size=args.chunk_size,
-                  alpha_range=tuple(args.alpha_range or ((-1.0, 1.0) if free else (-0.5, 1.5))),
-                  beta_range=tuple(args.beta_range or ((-1.0, 1.0) if free else (-0.3, 0.8))))
+                  alpha_range=args.alpha_range and tuple(args.alpha_range),
+                  beta_range=args.beta_range and tuple(args.beta_range))  # None: landscape.defaults by kind
         if free:
             kw["direction_seed"] = args.direction_seed
     return kw
@@ -213,13 +216,13 @@ def run_landscape_command(args) -> int:
         else:
             if not all((args.sgd, args.dat_a, args.dat_b)):
                 raise SystemExit("2d needs --sgd, --dat-a and --dat-b (or --free PATH for a free plane)")
-            trio = {"SGD": args.sgd, "DAT-A": args.dat_a, "DAT-B": args.dat_b}
+            trio = dict(zip(LABELS, (args.sgd, args.dat_a, args.dat_b)))
             check_trio(trio)  # one file twice, or models that cannot share a plane: refused before computing
             spec = spec_from_checkpoints("surface", trio, **_spec_kwargs(args, "surface"))
         _export(_run(spec, args, "2D surface"), args, out, spec)
         return 0
     # compare: both landscapes of the trio, the A-vs-B figure and the summary table.
-    trio = {"SGD": args.sgd, "DAT-A": args.dat_a, "DAT-B": args.dat_b}
+    trio = dict(zip(LABELS, (args.sgd, args.dat_a, args.dat_b)))
     check_trio(trio)
     c_spec = spec_from_checkpoints("curves", trio, **_spec_kwargs(args, "curves"))
     s_spec = spec_from_checkpoints("surface", trio, **_spec_kwargs(args, "surface"))

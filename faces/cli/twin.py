@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dat.targets import CHOICES
-from dat.twins import KINDS
+from dat.noise.targets import CHOICES
+from dat.noise.twins import KINDS
 
 
 def add_twin_parser(sub) -> None:
@@ -33,7 +33,7 @@ def add_twin_parser(sub) -> None:
 
 def run_twin_command(args) -> int:
     from dat.transfer import preset_profile
-    from dat.twins import save_twin
+    from dat.noise.twins import save_twin
 
     profile, targets = preset_profile(args.source, args.preset, name=Path(args.source).stem, targets=args.targets,
                                       tile=args.tile)

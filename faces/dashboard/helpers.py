@@ -7,12 +7,14 @@ Pages stay thin by calling these; each function is plain Python and tested witho
 from __future__ import annotations
 
 import io
+import mimetypes
 from dataclasses import replace
 from pathlib import Path
 
+from dat.trio import LABEL_OF, ROLES, TITLE_OF
 from faces.dashboard import jobs
-from faces.dashboard.workspace import TRIO_ROLES, Workspace
-TRIO_LABELS = {"sgd": "SGD", "dat-a": "DAT on device A", "dat-b": "DAT on device B"}
+from faces.dashboard.workspace import Workspace
+
 MEASUREMENT_SUFFIXES = (".npz", ".csv")
 # Measurement files are small (a few hundred repeats of a 64 x 64 tile is about 10 MB as float64).
 # One number for the library and the upload widget (Streamlit's MB are 2**20 bytes).
@@ -27,7 +29,7 @@ def device_choices(ws: Workspace) -> dict[str, str]:
     call, so a profile saved on one page is a choice on every page at once. Each device once: a saved
     profile named like a preset that holds exactly that preset (the demo's ``profiles/device-A.npz``)
     is the preset, listed under the preset's name only; every other saved profile is "NAME (saved)"."""
-    from dat.devices import PRESETS
+    from dat.noise.crossbar import PRESETS
 
     choices = {name: name for name in PRESETS}
     for row in ws.list_profiles():
@@ -40,7 +42,7 @@ def device_choices(ws: Workspace) -> dict[str, str]:
 def _holds_preset(path: str, name: str) -> bool:
     """Whether the saved profile at ``path`` is exactly the preset ``name`` (an unreadable file is not:
     it stays a choice, so that picking it shows why it cannot be read)."""
-    from dat.devices import PRESETS
+    from dat.noise.crossbar import PRESETS
     from dat.errors import UserError
 
     try:
@@ -136,7 +138,7 @@ def fit_sentence(fitted) -> str:
 
 def load_device(spec: str):
     """The device object behind a spec from :func:`device_choices`."""
-    from dat.profile_io import resolve_device
+    from dat.noise.io import resolve_device
 
     return resolve_device(spec)[0]
 
@@ -145,11 +147,11 @@ def fit_measurements(filename: str, data: bytes, *, estimator: str = "ledoitwolf
                      name: str | None = None):
     """Fit a ``FittedTile`` from uploaded repeated programming maps (.npz or .csv bytes).
 
-    The bytes are read in memory by ``dat.measure.load_maps`` (no pickle, no temporary file), so
+    The bytes are read in memory by ``dat.noise.fitted.load_maps`` (no pickle, no temporary file), so
     every message names the uploaded file as the user knows it.
     """
     from dat.errors import UserError, expected
-    from dat.measure import FittedTile, load_maps
+    from dat.noise.fitted import FittedTile, load_maps
 
     suffix = Path(str(filename)).suffix.lower()
     if suffix not in MEASUREMENT_SUFFIXES:
@@ -168,12 +170,12 @@ def _trio_reporter(report):
     """Turn per-run events of a trio into one overall progress (each run a third of the job)."""
     def cb(event: str, payload: dict) -> None:
         run = payload.get("run")
-        if run in TRIO_ROLES:
-            i = TRIO_ROLES.index(run)
+        if run in ROLES:
+            i = ROLES.index(run)
             total, step = payload.get("total_steps"), payload.get("step", 0)
             frac = step / total if isinstance(total, (int, float)) and total else (1.0 if event == "end" else 0.0)
-            payload = {**payload, "progress": (i + frac) / len(TRIO_ROLES),
-                       "stage": f"{TRIO_LABELS[run]} ({i + 1}/{len(TRIO_ROLES)})"}
+            payload = {**payload, "progress": (i + frac) / len(ROLES),
+                       "stage": f"{TITLE_OF[run]} ({i + 1}/{len(ROLES)})"}
         report(event, payload)
     return cb
 
@@ -287,7 +289,7 @@ def submit_demo(ws: Workspace, **overrides) -> jobs.Job:
     if any(j.label == DEMO_LABEL for j in jobs.registry().active()):
         raise ValueError("the demo checkpoints are already being made; wait for that job to finish")
     spec = {"kind": "demo", "overrides": overrides}
-    outputs = [str(ws.checkpoints_dir / f"{role}.safetensors") for role in TRIO_ROLES]
+    outputs = [str(ws.checkpoints_dir / f"{role}.safetensors") for role in ROLES]
     return jobs.submit(_training_work(ws, spec), label=DEMO_LABEL, outputs=outputs, spec=spec, store=ws.jobs_file)
 
 
@@ -358,7 +360,7 @@ def training_figure(job: jobs.Job):
     fig = make_subplots(rows=1, cols=2, subplot_titles=("training loss per step", "accuracy per epoch"))
     palette = {"": "#1f77b4", "sgd": "#7f7f7f", "dat-a": "#1f77b4", "dat-b": "#d62728"}
     for run in dict.fromkeys(r["run"] for r in curves["steps"] + curves["epochs"]):
-        name = TRIO_LABELS.get(run, "model")
+        name = TITLE_OF.get(run, "model")
         steps = [r for r in curves["steps"] if r["run"] == run]
         epochs = [r for r in curves["epochs"] if r["run"] == run]
         colour = palette.get(run, "#2ca02c")
@@ -445,9 +447,6 @@ def evaluation_row(name: str, device: str | None, result: dict) -> dict:
 
 
 # -- landscapes ---------------------------------------------------------------------------------
-SURFACE_LABELS = {"sgd": "SGD", "dat-a": "DAT-A", "dat-b": "DAT-B"}  # trio role -> plane marker
-
-
 def landscape_spec(kind: str, checkpoints: dict[str, str], devices: dict[str, str], **settings):
     """A ``landscape.spec.LandscapeSpec`` for checkpoints {label: path} under devices {label: spec},
     by the library's one recipe (``landscape.spec.spec_from_checkpoints``: dataset, targets, tile,
@@ -465,10 +464,10 @@ def trio_spec(trio: dict[str, str], devices: dict[str, str], **settings):
     models that cannot share a plane is refused first (``dat.checkpoint.check_trio``, UserError)."""
     from dat.checkpoint import check_trio
 
-    missing = [r for r in TRIO_ROLES if r not in trio]
+    missing = [r for r in ROLES if r not in trio]
     if missing:
-        raise ValueError(f"a trio needs checkpoints for {list(TRIO_ROLES)}, missing {missing}")
-    labelled = {SURFACE_LABELS[r]: trio[r] for r in TRIO_ROLES}
+        raise ValueError(f"a trio needs checkpoints for {list(ROLES)}, missing {missing}")
+    labelled = {LABEL_OF[r]: trio[r] for r in ROLES}
     check_trio(labelled)
     return landscape_spec("surface", labelled, devices, **settings)
 
@@ -506,13 +505,15 @@ def zip_files(files: dict[str, bytes]) -> bytes:
     return zip_bytes(files)
 
 
-MIME = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf", "csv": "text/csv",
-        "npz": "application/octet-stream", "json": "application/json", "zip": "application/zip",
-        "html": "text/html"}
+# The standard library's own table (not the system's mime.types, which varies between machines);
+# Markdown (RFC 7763) joined that table only in Python 3.13.
+_MIME_TYPES = mimetypes.MimeTypes()
+_MIME_TYPES.add_type("text/markdown", ".md")
 
 
 def mime_of(name: str) -> str:
-    return MIME.get(name.rsplit(".", 1)[-1], "application/octet-stream")
+    """The MIME type of a file name for a download button ("application/octet-stream" when unknown)."""
+    return _MIME_TYPES.guess_type(name)[0] or "application/octet-stream"
 
 
 def model_labels(checkpoints: list[dict]) -> dict[str, str]:

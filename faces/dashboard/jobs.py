@@ -85,7 +85,6 @@ class Job:
     progress: float = 0.0  # fraction done, 0..1
     stage: str = ""  # e.g. "dat-fast on device-A (2/3)"
     history: list[dict] = field(default_factory=list)  # numeric payloads of "step"/"epoch" events
-    events: int = 0  # number of callback events received
     result: dict | None = None  # what the work returned (for training: checkpoint paths, metrics)
     error: str | None = None  # message of the exception that failed the job
     traceback: str | None = None
@@ -140,8 +139,8 @@ class Job:
         return (self.finished or time.time()) - self.started
 
 
-_STORED_FIELDS = ("id", "label", "state", "progress", "stage", "history", "events", "result", "error", "traceback",
-                  "outputs", "submitted", "started", "finished", "spec", "lane")
+_STORED_FIELDS = ("id", "label", "state", "progress", "stage", "history", "result", "error", "traceback", "outputs",
+                  "submitted", "started", "finished", "spec", "lane")
 _STATES = (QUEUED, RUNNING, DONE, FAILED, CANCELLED, INTERRUPTED)
 
 
@@ -350,7 +349,6 @@ class JobRegistry:
 
         def report(event: str, payload: dict | None = None) -> None:
             payload = dict(payload or {})
-            job.events += 1
             if "stage" in payload and isinstance(payload["stage"], str):
                 job.stage = payload["stage"]
             progress = _progress_from(payload)

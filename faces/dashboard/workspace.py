@@ -16,12 +16,11 @@ from pathlib import Path
 from faces.dashboard import jobs
 from dat.errors import UserError
 from dat.fileio import check_name, clean_stale_temps, temp_file, workspace_root
+from dat.trio import ROLES
 
 # Uploaded checkpoints larger than this are refused before anything is written: the digits and
 # CIFAR CNN6 models are a few MB, ResNet18 about 45 MB.
 MAX_UPLOAD_BYTES = 200 * 1024 * 1024
-# The file stems of a trio (``dat.train.train_trio`` and ``make_demo`` write them side by side).
-TRIO_ROLES = ("sgd", "dat-a", "dat-b")
 @dataclass(frozen=True)
 class Workspace:
     """The folders the dashboard reads and writes, under one root."""
@@ -81,14 +80,14 @@ class Workspace:
         return rows
 
     def save_profile(self, name: str, device, *, overwrite: bool = False, **meta) -> Path:
-        """Save a device under ``profiles/NAME.npz`` (atomic, through ``dat.profile_io``)."""
-        from dat import profile_io
+        """Save a device under ``profiles/NAME.npz`` (atomic, through ``dat.noise.io``)."""
+        from dat.noise.io import save_device
 
         path = self.profile_path(name)
         if path.exists() and not overwrite:
             raise FileExistsError(f"a profile named {name!r} already exists at {path}; pick another name")
         self.profiles_dir.mkdir(parents=True, exist_ok=True)
-        profile_io.save_device(path, device, **meta)
+        save_device(path, device, **meta)
         return path
 
     # -- checkpoints ---------------------------------------------------------------------------
@@ -120,9 +119,9 @@ class Workspace:
         found: dict[str, dict[str, str]] = {}
         for row in self.list_checkpoints() if rows is None else rows:
             role = Path(row["path"]).stem
-            if role in TRIO_ROLES:
+            if role in ROLES:
                 found.setdefault(row["group"], {})[role] = row["path"]
-        return {g: roles for g, roles in found.items() if len(roles) == len(TRIO_ROLES)}
+        return {g: roles for g, roles in found.items() if len(roles) == len(ROLES)}
 
     def checkpoint_path(self, name: str) -> Path:
         """Path of a checkpoint by its name relative to ``checkpoints/`` (at most one subfolder),

@@ -7,7 +7,7 @@ For a profile N(mu, Sigma) bound to a model's targets (any kind: crossbar, fitte
 Both keep the mean mu, so a comparison full vs twin isolates the covariance's structure.
 
 A twin is a `DenseDevice` of the targets' n (diagonal matrices, exact in float64), so it is bound,
-sampled (every sampler), saved (`dat.profile_io.save_device`) and trained with (a saved twin is a
+sampled (every sampler), saved (`dat.noise.io.save_device`) and trained with (a saved twin is a
 device path for `TrainConfig.device`) like any other device. For a crossbar preset the per-cell
 variance is the same in every cell, so its two twins coincide.
 """
@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from dat.devices import DenseDevice
 from dat.errors import expected
-from dat.profiles import DENSE_LIMIT, NoiseProfile, bind
+from dat.noise.dense import DenseDevice
+from dat.noise.io import save_device
+from dat.noise.profile import DENSE_LIMIT, NoiseProfile, bind
 
 KINDS = ("diagonal", "isotropic")
 
@@ -26,7 +27,7 @@ KINDS = ("diagonal", "isotropic")
 def twin_device(profile: NoiseProfile, kind: str, name: str | None = None, max_n: int = DENSE_LIMIT) -> DenseDevice:
     """The ``kind`` twin ("diagonal" or "isotropic") of a bound profile, as a dense device."""
     if not isinstance(profile, NoiseProfile):
-        raise expected("profile", "a NoiseProfile (dat.profiles.bind(device, targets))", type(profile).__name__)
+        raise expected("profile", "a NoiseProfile (dat.noise.profile.bind(device, targets))", type(profile).__name__)
     if kind not in KINDS:
         raise expected("twin kind", f"one of {KINDS}", repr(kind))
     if profile.n > max_n:
@@ -46,8 +47,6 @@ def twin(profile: NoiseProfile, kind: str, name: str | None = None) -> NoiseProf
 
 def save_twin(path, profile: NoiseProfile, kind: str, name: str | None = None) -> dict:
     """Write the twin as a profile file (a device path for training and evaluation); returns its metadata."""
-    from dat.profile_io import save_device
-
     device = twin_device(profile, kind, name)
     meta = save_device(path, device, name=device.name, targets=profile.targets)
     return meta

@@ -1,13 +1,13 @@
 """NoiseProfile: a device bound to a model's noise targets, N(mu, Sigma) over eta (length n).
 
-Parametric and fitted devices give a block-diagonal Sigma, one block per crossbar tile. Full
+Sigma is block-diagonal. A parametric or fitted device gives one block per crossbar tile; full
 tiles of a layer are identical and edge tiles differ only in shape, so every quantity is computed
 once per distinct tile shape and repeated: Sigma is never formed densely unless `dense()` is asked.
-- matvec: per tile through reshapes (Kr X Kc etc. for the crossbar model);
-- full sampling: exact per tile (structured square roots, or a Cholesky of the fitted tile);
-- top-k eigenpairs: per tile shape (dense eigh for small tiles, Lanczos otherwise), merged over
-  tiles with multiplicity; each eigenvector lives on one tile.
-A dense device (`DenseDevice`) is one n x n block: Cholesky for full sampling, eigh / Lanczos.
+A dense device (`DenseDevice`) is the special case of one block over the whole of eta.
+- matvec: per block (Kr X Kc etc. for the crossbar block, `dat.noise.crossbar`; Sigma X for a dense one);
+- full sampling: exact per block (structured square roots, or a Cholesky of a dense block);
+- top-k eigenpairs: per block shape (dense eigh for small blocks, Lanczos otherwise, `dat.noise.linalg`),
+  merged over tiles with multiplicity; each eigenvector lives on one tile.
 The "cholesky" sampler (DAT-Full) factors the dense Sigma of any profile; `cholesky_factor` can
 keep that factor on disk, and `DrawBank` makes its O(n^2) draws in batches (one GEMM for many).
 
@@ -23,156 +23,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse.linalg as spla
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from dat.devices import CROSSBAR_UNITS, CrossbarParams, DenseDevice
 from dat.errors import UserError
 from dat.fileio import atomic_write
-from dat.measure import FittedTile
-from dat.targets import Targets
+from dat.noise import linalg
+from dat.noise.crossbar import CROSSBAR_UNITS, CrossbarBlock, CrossbarParams
+from dat.noise.dense import DenseBlock, DenseDevice
+from dat.noise.fitted import FittedTile
+from dat.noise.targets import Targets
 
-SMALL_TILE = 1024  # up to this many cells a tile's eigenpairs come from a dense eigh
 DENSE_LIMIT = 20_000  # dense() refuses larger n unless asked (20,000^2 float64 = 3.2 GB)
-# Relative jitters tried, in turn, when a PSD but singular Sigma has no Cholesky factor.
-JITTERS = (0.0, 1e-12, 1e-10, 1e-8)
-
-
-def _check_k(k, n) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise TypeError(f"k must be an int, found {type(k).__name__}")
-    if not 1 <= k <= n:
-        raise ValueError(f"k must be between 1 and n = {n}, found k = {k}")
-    return int(k)
-
-
-# Eigenvalues closer than TIE_RTOL * (largest eigenvalue) to one another are one tied group.
-TIE_RTOL = 1e-6
-
-
-def _canonical_basis(vecs: np.ndarray) -> np.ndarray:
-    """A basis of span(vecs) that does not depend on which basis the eigensolver returned.
-
-    Pivoted Cholesky of the projector P = V V^T: pivot j is the cell with the largest remaining
-    diagonal of P (the lowest index among those within 1e-6 of it, so exact symmetric ties do not
-    depend on rounding), and column j is P's residual column there, scaled so that its pivot entry
-    is positive. For one vector this is the sign rule "largest |component| positive, first such
-    cell on ties"; for a tied group it fixes the rotation inside the eigenspace. P = W W^T with W
-    orthonormal (P is a projector), so W spans the same space."""
-    m, g = vecs.shape
-    W = np.zeros((m, g))
-    d = (vecs**2).sum(1)  # diag(P)
-    for j in range(g):
-        piv = int(np.flatnonzero(d >= d.max() * (1 - 1e-6))[0])
-        col = vecs @ vecs[piv] - W[:, :j] @ W[piv, :j]  # P e_piv minus what W already spans
-        W[:, j] = col / np.sqrt(max(col[piv], 1e-300))
-        d = d - W[:, j] ** 2
-    return W
-
-
-def _tie_groups(vals: np.ndarray, tol: float) -> list[tuple[int, int]]:
-    """[start, end) of runs of a descending array whose values lie within tol of the run's first."""
-    groups, start = [], 0
-    for i in range(1, len(vals) + 1):
-        if i == len(vals) or vals[start] - vals[i] > tol:
-            groups.append((start, i))
-            start = i
-    return groups
-
-
-def _canonical(vals: np.ndarray, vecs: np.ndarray, tol: float) -> np.ndarray:
-    out = np.empty_like(vecs)
-    for a, b in _tie_groups(vals, tol):
-        out[:, a:b] = _canonical_basis(vecs[:, a:b])
-    return out
-
-
-def _top_eig_operator(matvec, m: int, k: int, dense=None, store: dict | None = None):
-    """Top eigenpairs of a symmetric PSD operator of size m, descending: at least k of them, more
-    when the k-th is tied with the next (the list ends at a tie-group boundary, see TIE_RTOL), with
-    canonical vectors (`_canonical_basis`), so the result does not depend on the eigensolver.
-    Lanczos (eigsh) asks for more pairs until the group closes; past m / 2 a dense eigh is used."""
-    want, vals = k, None
-    while m > SMALL_TILE and want < m // 2:
-        op = spla.LinearOperator((m, m), matvec=matvec, matmat=matvec, dtype=np.float64)
-        v0 = np.random.default_rng(0).standard_normal(m)  # fixed start: eigsh is otherwise seeded globally
-        vals, vecs = spla.eigsh(op, k=want + 1, which="LA", v0=v0, tol=1e-10)
-        order = np.argsort(vals)[::-1]
-        vals, vecs = np.clip(vals[order], 0.0, None), vecs[:, order]
-        end = next(b for a, b in _tie_groups(vals, TIE_RTOL * max(vals[0], 0.0)) if b >= k)
-        if end <= want:  # the group holding the k-th value closed inside the list
-            vals, vecs = vals[:end], vecs[:, :end]
-            break
-        want, vals = 2 * want, None
-    if vals is None:
-        if store is not None and "eigh" in store:  # a later, larger k reuses the decomposition
-            vals, vecs = store["eigh"]
-        else:
-            mat = dense() if dense is not None else matvec(np.eye(m))
-            vals, vecs = (x.numpy() for x in torch.linalg.eigh(torch.as_tensor(mat, dtype=torch.float64)))
-            vals, vecs = np.clip(vals[::-1], 0.0, None), vecs[:, ::-1]
-            if store is not None:
-                store["eigh"] = (vals, vecs)
-        end = next(b for a, b in _tie_groups(vals, TIE_RTOL * max(vals[0], 0.0)) if b >= k)
-        vals, vecs = vals[:end], vecs[:, :end]
-    vals = np.ascontiguousarray(vals)
-    return vals, _canonical(vals, np.ascontiguousarray(vecs), TIE_RTOL * max(float(vals[0]), 0.0))
-
-
-def _potrf_inplace(a: torch.Tensor, block: int = 1024) -> int:
-    """Overwrite the lower triangle of the symmetric float64 matrix ``a`` with its Cholesky factor
-    (LAPACK's left-looking blocked algorithm: for each column block, subtract the finished columns'
-    contribution, factor the diagonal block, solve for the block below it). The set-up thus holds
-    one n x n matrix plus an n x block panel. The strict upper triangle is left as it was. Returns
-    0, or (as LAPACK's info) the 1-based column at which ``a`` is found not positive definite."""
-    n = a.shape[0]
-    for k0 in range(0, n, block):
-        k1 = min(k0 + block, n)
-        panel = a[k0:, k0:k1]  # a view: rows k0.., columns of this block
-        if k0:
-            panel -= a[k0:, :k0] @ a[k0:k1, :k0].T  # A[k0:, J] - L[k0:, :k0] L[J, :k0]^T
-        Lkk, info = torch.linalg.cholesky_ex(panel[: k1 - k0])
-        if int(info):
-            return k0 + int(info)
-        panel[: k1 - k0] = Lkk
-        if k1 < n:  # L[k1:, J] = A[k1:, J] Lkk^-T
-            panel[k1 - k0:] = torch.linalg.solve_triangular(Lkk.T, panel[k1 - k0:], upper=True, left=False)
-    return 0
-
-
-def _cholesky(make_sigma) -> tuple[torch.Tensor, float]:
-    """Cholesky factor L (float32, lower) of a PSD matrix, computed in float64. ``make_sigma()``
-    returns a fresh float64 copy of Sigma that is factored in place (`_potrf_inplace`), so the
-    set-up holds one n x n float64 matrix, not two. A singular Sigma gets the smallest jitter of
-    JITTERS times mean(diag) that makes it PD (the added variance is at most 1e-8 of the average
-    variance)."""
-    for jit in JITTERS:
-        a = make_sigma().to(torch.float64).contiguous()
-        scale = float(a.diagonal().mean()) if a.numel() else 1.0
-        if jit:
-            a.diagonal().add_(jit * scale)  # Sigma + jitter I, in place
-        if _potrf_inplace(a) == 0:
-            return a.tril_().float(), jit * scale
-        del a
-    raise ValueError(
-        f"Sigma is not positive definite even with jitter {JITTERS[-1]:g} x mean variance: "
-        "use the low-rank sampler or repair the matrix"
-    )
-
-
-def _lower_matmul(z: torch.Tensor, L: torch.Tensor, block: int = 2048) -> torch.Tensor:
-    """z @ L.T for a lower-triangular L, skipping L's zero upper triangle: column block J of the
-    result needs only L's rows J and columns up to the block's end (about half of z @ L.T's work)."""
-    n = L.shape[0]
-    if n <= 2 * block:  # too few blocks to pay for the extra GEMM calls
-        return z @ L.T
-    out = torch.empty(z.shape[0], n, dtype=z.dtype, device=z.device)
-    for j0 in range(0, n, block):
-        j1 = min(j0 + block, n)
-        out[:, j0:j1] = z[:, :j1] @ L[j0:j1, :j1].T  # (L z)_i = sum_{c <= i} L_ic z_c
-    return out
 
 
 # -- the Cholesky factor on disk ------------------------------------------------------------------
@@ -186,7 +49,7 @@ def cholesky_cache_key(profile: "NoiseProfile") -> str:
     """What a cached factor must match: the profile's content hash (device and targets), n, the
     factor's dtype, the jitter ladder and the torch version."""
     desc = {"format": CHOLESKY_CACHE_FORMAT, "profile": profile.content_hash(), "n": profile.n,
-            "dtype": "float32", "jitters": list(JITTERS), "torch": torch.__version__}
+            "dtype": "float32", "jitters": list(linalg.JITTERS), "torch": torch.__version__}
     return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()
 
 
@@ -249,123 +112,6 @@ def cholesky_factor(profile: "NoiseProfile", max_n: int = DENSE_LIMIT, cache_dir
     return L, jitter, "computed"
 
 
-class _CrossbarBlock:
-    """One tile shape of the parametric crossbar model (see dat.devices for the formula)."""
-
-    def __init__(self, params: CrossbarParams, rows: int, cols: int, tile_shape):
-        self.rows, self.cols, self.m = rows, cols, rows * cols
-        self.s = params.stds()
-        self.Kr = torch.from_numpy(params.kernel_1d(rows))
-        self.Kc = torch.from_numpy(params.kernel_1d(cols))
-        self.mu = torch.from_numpy(params.tile_mean(rows, cols, tile_shape))
-        self._roots = None
-
-    def variance(self):
-        s = self.s
-        v = s["spatial"] ** 2 + s["row"] ** 2 + s["col"] ** 2 + s["tile"] ** 2 + s["prog"] ** 2
-        return torch.full((self.m,), v, dtype=torch.float64)
-
-    def matvec(self, X: torch.Tensor) -> torch.Tensor:
-        """X [B, m, k] -> Sigma_tile X for each of the B tiles, without forming Sigma_tile."""
-        B, _, k = X.shape
-        X4 = X.reshape(B, self.rows, self.cols, k)
-        s = self.s
-        out = s["prog"] ** 2 * X4
-        if s["spatial"]:  # (Kr (x) Kc) vec(X) = vec(Kr X Kc^T) with row-major cells
-            out = out + s["spatial"] ** 2 * torch.einsum("ij,bjlk,ml->bimk", self.Kr, X4, self.Kc)
-        if s["row"]:  # cells on one word line share a value: sum over the columns of that row
-            out = out + s["row"] ** 2 * X4.sum(2, keepdim=True)
-        if s["col"]:
-            out = out + s["col"] ** 2 * X4.sum(1, keepdim=True)
-        if s["tile"]:
-            out = out + s["tile"] ** 2 * X4.sum((1, 2), keepdim=True)
-        return out.reshape(B, self.m, k)
-
-    def dense(self) -> torch.Tensor:
-        s, R, C = self.s, self.rows, self.cols
-        eye_r, eye_c = torch.eye(R, dtype=torch.float64), torch.eye(C, dtype=torch.float64)
-        one_r, one_c = torch.ones(R, R, dtype=torch.float64), torch.ones(C, C, dtype=torch.float64)
-        return (
-            s["spatial"] ** 2 * torch.kron(self.Kr, self.Kc)
-            + s["row"] ** 2 * torch.kron(eye_r, one_c)
-            + s["col"] ** 2 * torch.kron(one_r, eye_c)
-            + s["tile"] ** 2 * torch.ones(self.m, self.m, dtype=torch.float64)
-            + s["prog"] ** 2 * torch.eye(self.m, dtype=torch.float64)
-        )
-
-    def _square_roots(self):
-        # Symmetric square roots of the kernel factors (negative round-off eigenvalues clipped):
-        # Rr Z Rc^T with Z standard normal has covariance Kr (x) Kc exactly.
-        if self._roots is None:
-            roots = []
-            for K in (self.Kr, self.Kc):
-                vals, vecs = torch.linalg.eigh(K)
-                roots.append(((vecs * vals.clamp(min=0).sqrt()) @ vecs.T).float())
-            self._roots = tuple(roots)
-        return self._roots
-
-    def sample(self, num: int, generator: torch.Generator) -> torch.Tensor:
-        """num zero-mean draws [num, m] (float32), exact."""
-        s, R, C = self.s, self.rows, self.cols
-        dev = generator.device
-        out = torch.zeros(num, R, C, device=dev)
-        if s["spatial"]:
-            Rr, Rc = (x.to(dev) for x in self._square_roots())
-            Z = torch.randn(num, R, C, generator=generator, device=dev)
-            out += s["spatial"] * (Rr @ Z @ Rc.T)
-        if s["row"]:
-            out += s["row"] * torch.randn(num, R, 1, generator=generator, device=dev)
-        if s["col"]:
-            out += s["col"] * torch.randn(num, 1, C, generator=generator, device=dev)
-        if s["tile"]:
-            out += s["tile"] * torch.randn(num, 1, 1, generator=generator, device=dev)
-        if s["prog"]:
-            out += s["prog"] * torch.randn(num, R, C, generator=generator, device=dev)
-        return out.reshape(num, self.m)
-
-    def top_eig(self, k: int):
-        def mv(x):
-            x2 = torch.from_numpy(np.asarray(x, dtype=np.float64).reshape(self.m, -1))
-            return self.matvec(x2[None])[0].numpy().reshape(np.shape(x))
-
-        return _top_eig_operator(mv, self.m, k, dense=lambda: self.dense().numpy(),
-                                 store=self.__dict__.setdefault("_eig_store", {}))
-
-
-class _DenseBlock:
-    """A tile (or a whole profile) given by an explicit mean and covariance."""
-
-    def __init__(self, mu, sigma):
-        self.mu = torch.as_tensor(mu, dtype=torch.float64)
-        self.sigma = torch.as_tensor(sigma, dtype=torch.float64)
-        self.m = self.sigma.shape[0]
-        self._L = None
-        self.jitter = None
-
-    def variance(self):
-        return self.sigma.diagonal().clone()
-
-    def matvec(self, X):
-        return self.sigma @ X
-
-    def dense(self):
-        return self.sigma.clone()
-
-    def cholesky(self):
-        if self._L is None:
-            self._L, self.jitter = _cholesky(self.sigma.clone)
-        return self._L
-
-    def sample(self, num, generator):
-        L = self.cholesky().to(generator.device)
-        Z = torch.randn(num, self.m, generator=generator, device=generator.device)
-        return Z @ L.T
-
-    def top_eig(self, k):
-        s = self.sigma.numpy()
-        return _top_eig_operator(lambda x: s @ x, self.m, k, dense=lambda: s,
-                                 store=self.__dict__.setdefault("_eig_store", {}))
-
 
 class _ProjectedBlock:
     """A tile of the classifier layer seen by the loss: Sigma' = P Sigma P with P = I_rows (x)
@@ -402,8 +148,8 @@ class _ProjectedBlock:
             x2 = torch.from_numpy(np.asarray(x, dtype=np.float64).reshape(self.m, -1))
             return self.matvec(x2[None])[0].numpy().reshape(np.shape(x))
 
-        return _top_eig_operator(mv, self.m, k, dense=lambda: self.dense().numpy(),
-                                 store=self.__dict__.setdefault("_eig_store", {}))
+        return linalg.top_eig(mv, self.m, k, dense=lambda: self.dense().numpy(),
+                              store=self.__dict__.setdefault("_eig_store", {}))
 
 
 def _block_trace(block) -> float:
@@ -419,9 +165,9 @@ class LowRank:
     of the loss-relevant Sigma' = P Sigma P ("relevant", this project's extension; P removes, on the
     classifier layer, perturbations equal on every output for a given input).
 
-    Ties: every eigenvalue within TIE_RTOL x (largest) of the k-th is kept, so k_used >= k and the
+    Ties: every eigenvalue within TIE_RTOL x (largest, `dat.noise.linalg`) of the k-th is kept, so k_used >= k and the
     factor does not depend on how a solver orders a tied group (for identical tiles: every tile's
-    copy is kept, none preferred by position). Vectors are canonical (`_canonical_basis`).
+    copy is kept, none preferred by position). Vectors are canonical (`dat.noise.linalg.canonical_basis`).
     `mean` is mu ("plain") or P mu ("relevant"). Captured fractions are over the kept k_used pairs:
     captured_variance = (variance the factor carries) / trace(Sigma); captured_relevant_variance =
     ||P A||_F^2 / trace(Sigma'), the part of the loss-relevant variance the factor carries."""
@@ -452,7 +198,7 @@ def _tie_report(vals: torch.Tensor, k: int, k_used: int, tol: float) -> dict | N
     first = int((vals > vk + tol).sum()) + 1
     if first == k_used:
         return None
-    return {"value": vk, "first": first, "last": k_used, "size": k_used - first + 1, "rtol": TIE_RTOL}
+    return {"value": vk, "first": first, "last": k_used, "size": k_used - first + 1, "rtol": linalg.TIE_RTOL}
 
 
 SAMPLING_METHODS = ("low-rank", "full", "cholesky")
@@ -505,7 +251,7 @@ class Sampler:
         mu, A = self._on_device[dev]
         if A is not None:
             z = torch.randn(num, self.k, generator=generator, device=dev)
-            return mu + (_lower_matmul(z, A) if self.method == "cholesky" else z @ A.T)
+            return mu + (linalg.lower_matmul(z, A) if self.method == "cholesky" else z @ A.T)
         return mu + self.profile._sample_centered(num, generator)
 
     def __repr__(self) -> str:
@@ -583,30 +329,34 @@ class DrawBank:
         self._position = position
 
 
+
 class NoiseProfile:
-    """N(mu, Sigma) over a model's noise targets (see module docstring)."""
+    """N(mu, Sigma) over a model's noise targets: block-diagonal, one block model per distinct
+    block shape, repeated over the blocks of that shape (see the module docstring). ``make_block(rows,
+    cols)`` builds the block of a tile of rows x cols used cells; with ``whole=True`` it is called
+    once, as ``make_block(None, None)``, for one block over the whole of eta (a dense device)."""
 
-    kind = "abstract"
-
-    def __init__(self, device, targets: Targets, name: str):
-        self.device, self.targets, self.name = device, targets, name
+    def __init__(self, device, targets: Targets, name: str, kind: str, make_block, whole: bool = False):
+        self.device, self.targets, self.name, self.kind = device, targets, name, kind
         self._eig_cache = {}  # mode -> (values, vectors) of the top list, ending at a tie boundary
         self._hash = None
+        groups: dict[tuple[int, int], list[int]] = {}
+        if whole:
+            groups[(None, None)] = [0]
+        else:
+            for t in targets.tiles():
+                groups.setdefault((t.rows, t.cols), []).append(t.offset)
+        self.groups = []
+        self._blocks = {}  # (rows, cols) -> block
+        for (rows, cols), offsets in groups.items():
+            block = self._blocks[(rows, cols)] = make_block(rows, cols)
+            idx = torch.tensor(offsets)[:, None] + torch.arange(block.m)[None, :]
+            self.groups.append((block, idx))
+        # A dense device is one block over all of eta: its eigenpairs, factor and loss-relevant part
+        # are the block's own (nothing to merge over tiles).
+        self.whole = self.groups[0][0] if whole else None
+        self._relevant_groups = None
 
-    # -- subclass interface ----------------------------------------------------------------
-    def mean(self) -> torch.Tensor: ...
-    def variance(self) -> torch.Tensor: ...
-    def matvec(self, x: torch.Tensor) -> torch.Tensor: ...
-    def _dense(self) -> torch.Tensor: ...
-    def _eig(self, k: int, mode: str = "plain"): ...
-    def relevant_trace(self) -> float: ...
-    def _relevant_mean(self) -> torch.Tensor: ...
-    def _prepare_full(self): ...
-    def _sample_centered(self, num, generator) -> torch.Tensor: ...
-    def _hash_arrays(self) -> list[np.ndarray]: ...
-    def _device_dict(self) -> dict: ...
-
-    # -- shared -----------------------------------------------------------------------------
     @property
     def n(self) -> int:
         return self.targets.n
@@ -630,17 +380,23 @@ class NoiseProfile:
         return self._dense()
 
     def _factor(self) -> tuple[torch.Tensor, float]:
-        """(L float32, jitter) with L L^T = Sigma + jitter I, from the dense Sigma (see cholesky_factor)."""
-        return _cholesky(self._dense)
+        """(L float32, jitter) with L L^T = Sigma + jitter I, from the dense Sigma (see cholesky_factor);
+        a dense device's is its block's, which its exact "full" sampler uses too."""
+        if self.whole is not None:
+            return self.whole.cholesky(), self.whole.jitter
+        return linalg.cholesky(self._dense)
 
     def _adopt_factor(self, L: torch.Tensor, jitter: float) -> None:
-        """A factor read from the disk cache (structured profiles' exact sampler does not use it)."""
+        """A factor read from the disk cache: a dense device's "full" sampler reuses it (the
+        structured exact samplers of tiles do not need it)."""
+        if self.whole is not None:
+            self.whole._L, self.whole.jitter = L, jitter
 
     def _top(self, k: int, mode: str = "plain"):
         """Top eigenpairs of Sigma (or Sigma'), at least k, ending at a tie-group boundary."""
         if mode not in LOWRANK_MODES:
             raise UserError(f"low-rank mode: expected one of {LOWRANK_MODES}, found {mode!r}")
-        k = _check_k(k, self.n)
+        k = linalg.check_k(k, self.n)
         cached = self._eig_cache.get(mode)
         if cached is None or cached[0].shape[0] < k:
             cached = self._eig_cache[mode] = self._eig(k, mode)
@@ -671,7 +427,7 @@ class NoiseProfile:
                             f"{self.targets.layers[-1].cols} output")
         vals, vecs = self._top(k, mode)
         tr, tr_rel = self.trace(), self.relevant_trace()
-        tol = TIE_RTOL * float(vals[0]) if vals.numel() else 0.0
+        tol = linalg.TIE_RTOL * float(vals[0]) if vals.numel() else 0.0
         vk = float(vals[k - 1])
         k_used = int((vals >= vk - tol).sum())
         vals, vecs = vals[:k_used].clone(), vecs[:, :k_used].clone()
@@ -691,7 +447,7 @@ class NoiseProfile:
 
     def spectrum(self, k_max: int = 50) -> dict:
         """Top eigenvalues and the cumulative captured variance (k_max capped at n), JSON-able."""
-        k = _check_k(min(k_max, self.n) if isinstance(k_max, int) and k_max >= 1 else k_max, self.n)
+        k = linalg.check_k(min(k_max, self.n) if isinstance(k_max, int) and k_max >= 1 else k_max, self.n)
         vals = self.eig(k)[0]
         tr = self.trace()
         cum = (vals.cumsum(0) / tr) if tr > 0 else torch.ones_like(vals)
@@ -707,7 +463,7 @@ class NoiseProfile:
             raise ValueError(f"method must be one of {SAMPLING_METHODS}, found {method!r}")
         if lowrank not in LOWRANK_MODES:
             raise UserError(f"low-rank mode: expected one of {LOWRANK_MODES}, found {lowrank!r}")
-        return Sampler(self, method, _check_k(k, self.n) if method == "low-rank" else 0, max_n=max_n,
+        return Sampler(self, method, linalg.check_k(k, self.n) if method == "low-rank" else 0, max_n=max_n,
                        lowrank=lowrank, cache_dir=cache_dir)
 
     def content_hash(self) -> str:
@@ -722,25 +478,7 @@ class NoiseProfile:
         return self._hash
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r}, kind={self.kind!r}, n={self.n})"
-
-
-class BlockProfile(NoiseProfile):
-    """Block-diagonal Sigma over the targets' tiles, one block model per distinct tile shape."""
-
-    def __init__(self, device, targets, name, kind, make_block):
-        super().__init__(device, targets, name)
-        self.kind = kind
-        groups: dict[tuple[int, int], list[int]] = {}
-        for t in targets.tiles():
-            groups.setdefault((t.rows, t.cols), []).append(t.offset)
-        self.groups = []
-        self._blocks = {}  # (rows, cols) -> block
-        for (rows, cols), offsets in groups.items():
-            block = self._blocks[(rows, cols)] = make_block(rows, cols)
-            idx = torch.tensor(offsets)[:, None] + torch.arange(rows * cols)[None, :]
-            self.groups.append((block, idx))
-        self._relevant_groups = None
+        return f"NoiseProfile(name={self.name!r}, kind={self.kind!r}, n={self.n})"
 
     def mean(self):
         out = torch.empty(self.n, dtype=torch.float64)
@@ -773,6 +511,11 @@ class BlockProfile(NoiseProfile):
     def _groups(self, mode: str):
         if mode == "plain":
             return self.groups
+        if self._relevant_groups is None and self.whole is not None:
+            # P Sigma P over all of eta (P acts on the classifier layer's part), kept symmetric
+            P, (block, idx) = self.project_relevant, self.groups[0]
+            s = P(P(block.sigma).T.contiguous())
+            self._relevant_groups = [(DenseBlock(P(block.mu), 0.5 * (s + s.T)), idx)]
         if self._relevant_groups is None:
             # Tiles of the classifier layer become P Sigma_tile P; P acts inside a tile only when
             # the tile holds all of the layer's outputs (one tile column).
@@ -794,6 +537,9 @@ class BlockProfile(NoiseProfile):
         return self._relevant_groups
 
     def relevant_trace(self):
+        """trace(Sigma') = trace(P Sigma P)."""
+        if self.whole is not None:  # the diagonal of the one block, summed in place
+            return float(self._groups("relevant")[0][0].sigma.diagonal().sum())
         return sum(idx.shape[0] * _block_trace(block) for block, idx in self._groups("relevant"))
 
     def _relevant_mean(self):
@@ -804,6 +550,9 @@ class BlockProfile(NoiseProfile):
 
     def _eig(self, k, mode="plain"):
         groups = self._groups(mode)
+        if self.whole is not None:
+            vals, vecs = groups[0][0].top_eig(k)
+            return torch.from_numpy(vals.copy()), torch.from_numpy(vecs)
         want = [min(k, block.m) for block, _ in groups]
         found: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         while True:
@@ -813,7 +562,7 @@ class BlockProfile(NoiseProfile):
             # identical tiles repeat each eigenvalue once per tile, eigenvector on that tile
             cands = sorted((-float(v), g, t, j) for g, (block, idx) in enumerate(groups)
                            for j, v in enumerate(found[g][0]) for t in range(idx.shape[0]))
-            tol = TIE_RTOL * max(-cands[0][0], 0.0)
+            tol = linalg.TIE_RTOL * max(-cands[0][0], 0.0)
             vk = -cands[k - 1][0]
             # A block whose last computed value is still inside the k-th value's tied group may
             # hold more of that group: ask it for more, so the group is complete.
@@ -832,7 +581,7 @@ class BlockProfile(NoiseProfile):
 
     def _prepare_full(self):
         for block, _ in self.groups:
-            if isinstance(block, _DenseBlock):
+            if isinstance(block, DenseBlock):
                 block.cholesky()
 
     def _sample_centered(self, num, generator):
@@ -846,83 +595,27 @@ class BlockProfile(NoiseProfile):
     def _hash_arrays(self):
         if isinstance(self.device, FittedTile):
             return [self.device.mu_, self.device.sigma_]
+        if isinstance(self.device, DenseDevice):
+            return [self.device.mu, self.device.sigma]
         return []
 
     def _device_dict(self):
-        if isinstance(self.device, CrossbarParams):
-            return {"type": "crossbar", "params": self.device.to_dict(), "units": CROSSBAR_UNITS}
         d = self.device
+        if isinstance(d, CrossbarParams):
+            return {"type": "crossbar", "params": d.to_dict(), "units": CROSSBAR_UNITS}
+        if isinstance(d, DenseDevice):
+            return {"type": "dense", "repair": d.repair_report}
         return {"type": "fitted", "estimator": d.estimator, "tile_shape": list(d.tile_shape_),
                 "shrinkage": d.shrinkage_, "n_samples": d.n_samples_, "k": d.k}
-
-
-class DenseProfile(NoiseProfile):
-    """One n x n Sigma given explicitly (`DenseDevice`)."""
-
-    kind = "dense"
-
-    def __init__(self, device: DenseDevice, targets, name):
-        super().__init__(device, targets, name)
-        self.block = _DenseBlock(device.mu, device.sigma)
-
-    def mean(self):
-        return self.block.mu.clone()
-
-    def variance(self):
-        return self.block.variance()
-
-    def matvec(self, x):
-        self._check_x(x)
-        return self.block.sigma @ x.to(torch.float64)
-
-    def _dense(self):
-        return self.block.dense()
-
-    def _factor(self):
-        L = self.block.cholesky()  # the factor the "full" sampler uses: computed once
-        return L, self.block.jitter
-
-    def _adopt_factor(self, L, jitter):
-        self.block._L, self.block.jitter = L, jitter  # so the "full" sampler (evaluation) reuses it
-
-    def _eig(self, k, mode="plain"):
-        block = self.block if mode == "plain" else self._relevant_block()
-        vals, vecs = block.top_eig(k)
-        return torch.from_numpy(vals.copy()), torch.from_numpy(vecs)
-
-    def _relevant_block(self) -> "_DenseBlock":
-        if getattr(self, "_rel", None) is None:
-            P = self.project_relevant
-            s = P(P(self.block.sigma).T.contiguous())  # P Sigma P (Sigma symmetric)
-            self._rel = _DenseBlock(P(self.block.mu), 0.5 * (s + s.T))
-        return self._rel
-
-    def relevant_trace(self):
-        return float(self._relevant_block().sigma.diagonal().sum())
-
-    def _relevant_mean(self):
-        return self._relevant_block().mu.clone()
-
-    def _prepare_full(self):
-        self.block.cholesky()
-
-    def _sample_centered(self, num, generator):
-        return self.block.sample(num, generator)
-
-    def _hash_arrays(self):
-        return [self.device.mu, self.device.sigma]
-
-    def _device_dict(self):
-        return {"type": "dense", "repair": self.device.repair_report}
 
 
 def bind(device, targets: Targets, name: str | None = None) -> NoiseProfile:
     """Bind a device (CrossbarParams, fitted FittedTile, DenseDevice) to a model's targets."""
     if not isinstance(targets, Targets):
-        raise TypeError(f"targets must be dat.targets.Targets, found {type(targets).__name__}")
+        raise TypeError(f"targets must be dat.noise.targets.Targets, found {type(targets).__name__}")
     if isinstance(device, CrossbarParams):
-        return BlockProfile(device, targets, name or device.name, "crossbar",
-                            lambda r, c: _CrossbarBlock(device, r, c, targets.tile_shape))
+        return NoiseProfile(device, targets, name or device.name, "crossbar",
+                            lambda r, c: CrossbarBlock(device, r, c, targets.tile_shape))
     if isinstance(device, FittedTile):
         if not device.is_fitted():
             raise ValueError("FittedTile is not fitted yet: call fit(maps) first")
@@ -932,16 +625,10 @@ def bind(device, targets: Targets, name: str | None = None) -> NoiseProfile:
                 f"{targets.tile_shape[0]} x {targets.tile_shape[1]} tiles: build the targets with "
                 f"tile={device.tile_shape_}"
             )
-        C = device.tile_shape_[1]
-
-        def fitted_block(r, c):
-            # a partial edge tile uses the sub-block of its cells (row-major index r * C + c)
-            cells = (np.arange(r)[:, None] * C + np.arange(c)[None, :]).reshape(-1)
-            return _DenseBlock(device.mu_[cells], device.sigma_[np.ix_(cells, cells)])
-
-        return BlockProfile(device, targets, name or device.name, "fitted", fitted_block)
+        return NoiseProfile(device, targets, name or device.name, "fitted", device.block)
     if isinstance(device, DenseDevice):
         if device.n != targets.n:
             raise ValueError(f"the dense device has n = {device.n} but the targets have n = {targets.n}")
-        return DenseProfile(device, targets, name or device.name)
+        return NoiseProfile(device, targets, name or device.name, "dense",
+                            lambda r, c: DenseBlock(device.mu, device.sigma), whole=True)
     raise TypeError(f"device must be CrossbarParams, FittedTile or DenseDevice, found {type(device).__name__}")

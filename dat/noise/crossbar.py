@@ -1,8 +1,10 @@
-"""Device descriptions, independent of any model: the parametric ReRAM crossbar, a fitted tile, a
-dense N(mu, Sigma). `dat.profiles.bind(device, targets)` turns one into a `NoiseProfile`.
+"""The parametric ReRAM crossbar device: its Sigma formula, its parameters (`CrossbarParams`, the
+presets device-A / device-B) and the code of one tile's block (`CrossbarBlock`: mean, variance,
+Sigma x, exact draws, eigenpairs) in one place. `dat.noise.profile.bind(device, targets)` repeats
+the block over every tile of a model's targets.
 
 Every noise value is relative to g_max, the conductance that max|W| of a layer is mapped to
-(see `dat.targets`): a std of 0.05 means 5% of g_max.
+(see `dat.noise.targets`): a std of 0.05 means 5% of g_max.
 
 Parametric crossbar model, per tile of R x C cells (cell (r, c) at eta index r*C + c):
 
@@ -31,6 +33,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from dat.noise import linalg
+from dat.noise.checks import finite_number
+
 KERNELS = ("exponential", "gaussian")
 
 # Programming-noise std (fraction of g_max) against time since programming, from the Wan et al.
@@ -47,17 +52,6 @@ def wan2022_prog_std(t_seconds: float) -> float:
     logs = [math.log10(t) for t, _ in WAN2022_PROG_STD]
     vals = [v for _, v in WAN2022_PROG_STD]
     return float(np.interp(math.log10(t_seconds), logs, vals))
-
-
-def _finite_number(name: str, value, minimum=None, strict=False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{name} must be a number, found {type(value).__name__} {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, found {value}")
-    if minimum is not None and (value < minimum or (strict and value == minimum)):
-        raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum}, found {value}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -96,12 +90,12 @@ class CrossbarParams:
             raise ValueError(f"name must be a non-empty string, found {self.name!r}")
         if self.kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}, found {self.kernel!r}")
-        _finite_number("ell (correlation length, cells)", self.ell, 0.0, strict=True)
+        finite_number("ell (correlation length, cells)", self.ell, 0.0, strict=True)
         for f in ("sigma_spatial", "sigma_row", "sigma_col", "sigma_tile", "prog_noise", "scale"):
-            _finite_number(f, getattr(self, f), 0.0)
+            finite_number(f, getattr(self, f), 0.0)
         for f in ("relax_per_decade", "grad_row", "grad_col"):
-            _finite_number(f, getattr(self, f))
-        _finite_number("t_seconds (time since programming)", self.t_seconds, 1.0)
+            finite_number(f, getattr(self, f))
+        finite_number("t_seconds (time since programming)", self.t_seconds, 1.0)
 
     # -- derived quantities ---------------------------------------------------------------
     def stds(self) -> dict[str, float]:
@@ -216,84 +210,84 @@ def preset(name: str, /, **overrides) -> CrossbarParams:
     return PRESETS[name].replace(**overrides) if overrides else PRESETS[name]
 
 
-def check_covariance(sigma, n=None, repair=False, what="Sigma"):
-    """Validate a dense covariance: square, finite, symmetric, positive semi-definite.
+class CrossbarBlock:
+    """One tile shape (rows x cols used cells of a nominal tile_shape) of the formula above."""
 
-    Returns (sigma as float64 array, report dict). With repair=True, negative eigenvalues are
-    clipped to zero and the report says by how much the matrix changed; otherwise a matrix with
-    an eigenvalue below -1e-10 * max|eigenvalue| is refused, naming its most negative eigenvalue.
-    """
-    try:
-        s = np.asarray(sigma, dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"{what} must be a numeric matrix, found {type(sigma).__name__}") from err
-    if s.ndim != 2 or s.shape[0] != s.shape[1]:
-        raise ValueError(f"{what} must be a square matrix, found shape {s.shape}")
-    if n is not None and s.shape[0] != n:
-        raise ValueError(f"{what} must be {n} x {n}, found {s.shape[0]} x {s.shape[1]}")
-    if not np.all(np.isfinite(s)):
-        raise ValueError(f"{what} must be finite, found {int((~np.isfinite(s)).sum())} NaN/inf entries")
-    asym = float(np.max(np.abs(s - s.T))) if s.size else 0.0
-    if asym > 1e-8 * max(float(np.max(np.abs(s))), 1e-300):
-        raise ValueError(f"{what} must be symmetric, found max |S - S^T| = {asym:.3g}")
-    s = 0.5 * (s + s.T)
-    if np.any(np.diag(s) < 0):
-        raise ValueError(f"{what} has negative variances on its diagonal, e.g. {float(np.diag(s).min()):.3g}")
-    # A Cholesky factor proves positive definiteness at a fraction of an eigendecomposition's cost.
-    st = torch.from_numpy(s)
-    if s.size and int(torch.linalg.cholesky_ex(st)[1]) == 0:
-        return s, {"most_negative_eigenvalue": None, "positive_definite": True, "repaired": False}
-    evals, evecs = (x.numpy() for x in torch.linalg.eigh(st))
-    most_negative = float(evals.min()) if evals.size else 0.0
-    tol = 1e-10 * max(float(np.abs(evals).max()) if evals.size else 0.0, 1e-300)
-    report = {"most_negative_eigenvalue": most_negative, "positive_definite": False, "repaired": False}
-    if most_negative < -tol:
-        if not repair:
-            raise ValueError(
-                f"{what} must be positive semi-definite, found most negative eigenvalue "
-                f"{most_negative:.6g} (clip negative eigenvalues with `dat profile dense --repair`, "
-                f"or repair=True in Python)"
-            )
-        fixed = (evecs * np.clip(evals, 0.0, None)) @ evecs.T
-        fixed = 0.5 * (fixed + fixed.T)
-        report.update(
-            repaired=True,
-            clipped_eigenvalues=int((evals < 0).sum()),
-            frobenius_change=float(np.linalg.norm(fixed - s)),
-            relative_change=float(np.linalg.norm(fixed - s) / max(np.linalg.norm(s), 1e-300)),
+    def __init__(self, params: CrossbarParams, rows: int, cols: int, tile_shape):
+        self.rows, self.cols, self.m = rows, cols, rows * cols
+        self.s = params.stds()
+        self.Kr = torch.from_numpy(params.kernel_1d(rows))
+        self.Kc = torch.from_numpy(params.kernel_1d(cols))
+        self.mu = torch.from_numpy(params.tile_mean(rows, cols, tile_shape))
+        self._roots = None
+
+    def variance(self):
+        s = self.s
+        v = s["spatial"] ** 2 + s["row"] ** 2 + s["col"] ** 2 + s["tile"] ** 2 + s["prog"] ** 2
+        return torch.full((self.m,), v, dtype=torch.float64)
+
+    def matvec(self, X: torch.Tensor) -> torch.Tensor:
+        """X [B, m, k] -> Sigma_tile X for each of the B tiles, without forming Sigma_tile."""
+        B, _, k = X.shape
+        X4 = X.reshape(B, self.rows, self.cols, k)
+        s = self.s
+        out = s["prog"] ** 2 * X4
+        if s["spatial"]:  # (Kr (x) Kc) vec(X) = vec(Kr X Kc^T) with row-major cells
+            out = out + s["spatial"] ** 2 * torch.einsum("ij,bjlk,ml->bimk", self.Kr, X4, self.Kc)
+        if s["row"]:  # cells on one word line share a value: sum over the columns of that row
+            out = out + s["row"] ** 2 * X4.sum(2, keepdim=True)
+        if s["col"]:
+            out = out + s["col"] ** 2 * X4.sum(1, keepdim=True)
+        if s["tile"]:
+            out = out + s["tile"] ** 2 * X4.sum((1, 2), keepdim=True)
+        return out.reshape(B, self.m, k)
+
+    def dense(self) -> torch.Tensor:
+        s, R, C = self.s, self.rows, self.cols
+        eye_r, eye_c = torch.eye(R, dtype=torch.float64), torch.eye(C, dtype=torch.float64)
+        one_r, one_c = torch.ones(R, R, dtype=torch.float64), torch.ones(C, C, dtype=torch.float64)
+        return (
+            s["spatial"] ** 2 * torch.kron(self.Kr, self.Kc)
+            + s["row"] ** 2 * torch.kron(eye_r, one_c)
+            + s["col"] ** 2 * torch.kron(one_r, eye_c)
+            + s["tile"] ** 2 * torch.ones(self.m, self.m, dtype=torch.float64)
+            + s["prog"] ** 2 * torch.eye(self.m, dtype=torch.float64)
         )
-        s = fixed
-    return s, report
 
+    def _square_roots(self):
+        # Symmetric square roots of the kernel factors (negative round-off eigenvalues clipped):
+        # Rr Z Rc^T with Z standard normal has covariance Kr (x) Kc exactly.
+        if self._roots is None:
+            roots = []
+            for K in (self.Kr, self.Kc):
+                vals, vecs = torch.linalg.eigh(K)
+                roots.append(((vecs * vals.clamp(min=0).sqrt()) @ vecs.T).float())
+            self._roots = tuple(roots)
+        return self._roots
 
-def check_mean(mu, n, what="mu") -> np.ndarray:
-    try:
-        m = np.asarray(mu, dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"{what} must be a numeric vector, found {type(mu).__name__}") from err
-    if m.shape != (n,):
-        raise ValueError(f"{what} must have shape ({n},), found {m.shape}")
-    if not np.all(np.isfinite(m)):
-        raise ValueError(f"{what} must be finite, found {int((~np.isfinite(m)).sum())} NaN/inf entries")
-    return m
+    def sample(self, num: int, generator: torch.Generator) -> torch.Tensor:
+        """num zero-mean draws [num, m] (float32), exact."""
+        s, R, C = self.s, self.rows, self.cols
+        dev = generator.device
+        out = torch.zeros(num, R, C, device=dev)
+        if s["spatial"]:
+            Rr, Rc = (x.to(dev) for x in self._square_roots())
+            Z = torch.randn(num, R, C, generator=generator, device=dev)
+            out += s["spatial"] * (Rr @ Z @ Rc.T)
+        if s["row"]:
+            out += s["row"] * torch.randn(num, R, 1, generator=generator, device=dev)
+        if s["col"]:
+            out += s["col"] * torch.randn(num, 1, C, generator=generator, device=dev)
+        if s["tile"]:
+            out += s["tile"] * torch.randn(num, 1, 1, generator=generator, device=dev)
+        if s["prog"]:
+            out += s["prog"] * torch.randn(num, R, C, generator=generator, device=dev)
+        return out.reshape(num, self.m)
 
+    def top_eig(self, k: int):
+        def mv(x):
+            x2 = torch.from_numpy(np.asarray(x, dtype=np.float64).reshape(self.m, -1))
+            return self.matvec(x2[None])[0].numpy().reshape(np.shape(x))
 
-class DenseDevice:
-    """A device given directly as N(mu, Sigma) over n noise values (in the targets' eta order).
-
-    Sigma is validated on entry (see `check_covariance`); `repair_report` says what was found and
-    whether negative eigenvalues were clipped.
-    """
-
-    def __init__(self, mu, sigma, name: str = "dense", repair: bool = False):
-        self.sigma, self.repair_report = check_covariance(sigma, repair=repair)
-        self.mu = check_mean(mu, self.sigma.shape[0])
-        self.name = name
-
-    @property
-    def n(self) -> int:
-        return self.sigma.shape[0]
-
-    def __repr__(self) -> str:
-        return f"DenseDevice(name={self.name!r}, n={self.n})"
-
+        return linalg.top_eig(mv, self.m, k, dense=lambda: self.dense().numpy(),
+                              store=self.__dict__.setdefault("_eig_store", {}))

@@ -32,10 +32,13 @@ import torch
 
 import dat
 from dat.arrayfile import numeric, read_npy, read_npz, text
-from dat.devices import CROSSBAR_UNITS, CrossbarParams, DenseDevice, _finite_number
 from dat.errors import UserError, expected
-from dat.measure import ESTIMATORS, FittedTile
 from dat.fileio import atomic_write
+from dat.noise.checks import finite_number
+from dat.noise.crossbar import CROSSBAR_UNITS, PRESETS, CrossbarParams
+from dat.noise.dense import DenseDevice
+from dat.noise.fitted import ESTIMATORS, FittedTile
+from dat.noise.profile import bind
 
 FORMAT = "dat-profile"
 FORMAT_VERSION = 1
@@ -242,8 +245,6 @@ def load_dense(path, repair: bool = False, name: str | None = None) -> DenseDevi
 def resolve_device(spec):
     """A device from a preset name ("device-A", "device-B") or a saved profile path; device
     objects pass through. Returns (device, name)."""
-    from dat.devices import PRESETS
-
     if not isinstance(spec, (str, os.PathLike)):
         return spec, getattr(spec, "name", type(spec).__name__)
     spec = os.fspath(spec)
@@ -263,7 +264,7 @@ def apply_stress(device, stress: float = 1.0):
     noise a larger one would. stress = 1 returns the device unchanged. A stressed crossbar device is
     named "<name>-stress<stress>" so every result that used it says so.
     """
-    stress = _finite_number("stress", stress, 0.0, strict=True)
+    stress = finite_number("stress", stress, 0.0, strict=True)
     if stress == 1.0:
         return device
     if isinstance(device, CrossbarParams):
@@ -282,7 +283,5 @@ def apply_stress(device, stress: float = 1.0):
 def make_profile(spec, targets, name: str | None = None, stress: float = 1.0):
     """Bind a device (preset, path or object) to a model's targets; `stress` multiplies its stds
     (:func:`apply_stress`; 1 = the device as it is)."""
-    from dat.profiles import bind
-
     device, _ = resolve_device(spec)
     return bind(apply_stress(device, stress), targets, name=name)

@@ -10,15 +10,14 @@ tile. Files:
 
 `FittedTile` estimates mu and Sigma of the rows*cols cells with shrinkage (scikit-learn's
 LedoitWolf by default, OAS as an option), which keeps Sigma well conditioned when n_samples is
-not much larger than the number of cells. Bound to targets (`dat.profiles.bind`), the fitted tile
-is repeated over every tile of the layout; partial edge tiles use the matching sub-block.
+not much larger than the number of cells. Bound to targets (`dat.noise.profile.bind`), the fitted tile
+is repeated over every tile of the layout; partial edge tiles use the matching sub-block (`FittedTile.block`).
 """
 
 from __future__ import annotations
 
-import functools
-
 import csv
+import functools
 import math
 import re
 import warnings
@@ -28,10 +27,10 @@ import numpy as np
 import torch
 from sklearn.covariance import OAS, LedoitWolf
 
-from dat.devices import check_covariance, check_mean
 from dat.arrayfile import display_name, numeric, read_bytes, read_npz
 from dat.errors import UserError, expected
-from dat.fileio import atomic_write
+from dat.noise.checks import check_covariance, check_mean
+from dat.noise.dense import DenseBlock
 
 ESTIMATORS = {"ledoitwolf": LedoitWolf, "oas": OAS}
 # Fewer repeats than this leave even a shrunk covariance poorly determined: fit warns.
@@ -122,21 +121,6 @@ def load_maps(source, name: str | None = None) -> np.ndarray:
         raise UserError(f"{label}: {err}") from None
 
 
-def save_maps_csv(path, maps) -> None:
-    """Write maps in the .csv layout `load_maps` reads (header with the tile shape)."""
-    maps = check_maps(maps)
-    n, r, c = maps.shape
-
-    def write(tmp):
-        with open(tmp, "w", newline="") as fh:
-            fh.write(f"# rows={r} cols={c}\n")
-            w = csv.writer(fh)
-            for s in maps.reshape(n, r * c):
-                w.writerow([repr(float(v)) for v in s])
-
-    atomic_write(path, write)
-
-
 class FittedTile:
     """A tile's N(mu, Sigma) fitted from repeated programming maps (scikit-learn manners).
 
@@ -196,6 +180,13 @@ class FittedTile:
         sigma, _ = check_covariance(sigma, what="fitted Sigma")
         obj._set(check_mean(mu, sigma.shape[0]), sigma, tile_shape, shrinkage, n_samples)
         return obj
+
+    def block(self, rows: int, cols: int) -> DenseBlock:
+        """The block of a tile with rows x cols used cells: mu and Sigma of those cells (row-major
+        index r * C + c of the fitted tile), the whole fit for a full tile, a sub-block for an edge one."""
+        C = self.tile_shape_[1]
+        cells = (np.arange(rows)[:, None] * C + np.arange(cols)[None, :]).reshape(-1)
+        return DenseBlock(self.mu_[cells], self.sigma_[np.ix_(cells, cells)])
 
     def is_fitted(self) -> bool:
         return hasattr(self, "sigma_")
