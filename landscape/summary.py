@@ -7,6 +7,8 @@ Definitions (docs/landscape.md states them with the same words):
   with the two crossings found by linear interpolation between grid points; ``censored`` says an end
   of the alpha grid was reached before the curve rose that far (the width is then a lower bound).
   It is given in weight units and in units of r, which is comparable across devices.
+- accuracy at the typical noise norm: the mean over draws and the worst chips, its 1st and 5th
+  percentile over the draws (each draw one programmed chip);
 - with a surface: at each model's marker, the expected loss under the device minus the noise-free loss.
 - every Monte-Carlo number comes with its standard error (``_se``: sample std over the draws /
   sqrt(draws)); ``separation`` says which compared differences the draws resolve (|d| >= 2 SE).
@@ -108,6 +110,7 @@ def compare_devices(curves: Curves, surface: Surface | None = None, *, threshold
                    "loss_increase_at_typical_se": std / np.sqrt(inc.size),
                    "loss_increase_at_typical_std": std, "draws": int(inc.size),
                    "accuracy_drop_at_typical": float(curves.clean_accuracy[i] - curves.accuracy_at_typical[i, j].mean()),
+                   **_chips(curves.accuracy_at_typical[i, j]),
                    "basin_left": left, "basin_right": right, "basin_width": right - left,
                    "basin_width_over_typical": (right - left) / r, "basin_censored": censored}
             if surface is not None:
@@ -116,6 +119,15 @@ def compare_devices(curves: Curves, surface: Surface | None = None, *, threshold
     meta = {"curves": curves.meta.get("inputs", {}), "threshold": threshold,
             "surface": None if surface is None else surface.meta.get("inputs", {})}
     return Comparison(rows, float(threshold), meta, separation(curves))
+
+
+def _chips(per_draw: np.ndarray) -> dict:
+    """Accuracy at the typical noise norm over the draws (each draw one chip): the mean and the worst
+    chips, its 1st and 5th percentile (``dat.chips``)."""
+    from dat.chips import chip_summary
+
+    c = chip_summary(per_draw)
+    return {"accuracy_at_typical": c["mean"], "accuracy_at_typical_p1": c["p1"], "accuracy_at_typical_p5": c["p5"]}
 
 
 def _draws_to_separate(d: float, sd: float) -> int | None:
