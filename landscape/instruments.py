@@ -109,8 +109,7 @@ def aging_figure(result, metric: str = "acc", *, title: str | None = None) -> go
                                 legendgroup=name, showlegend=False, line=dict(color=colour, dash="dot", width=1),
                                 hovertemplate="p1 %{y:.1f} %<extra></extra>")
     fig.update_xaxes(type="log", title="time since programming", tickvals=list(t), ticktext=list(result.time_labels))
-    band = ("band: 5th-95th percentile over draws and seeds; dotted: 1st percentile (worst chips)"
-            if metric == "acc" else "band: range over seeds")
+    band = "band: p5-p95, dotted: p1 (over draws and seeds)" if metric == "acc" else "band: range over seeds"
     fig.update_yaxes(title="test accuracy (%)" if metric == "acc" else "test loss (cross-entropy, nats)")
     fig.update_layout(legend=dict(orientation="h", y=-0.3))
     tag(fig, "lines", legend=True)  # print layouts keep room for the legend under the axis
