@@ -55,8 +55,15 @@ def transfer_figure(result, *, title: str | None = None) -> go.Figure:
     fig.update_yaxes(autorange="reversed", title="trained on")
     fig.update_xaxes(title="tested on", side="bottom")
     n_seeds = len(result.seeds)
-    sub = f"mean over {n_seeds} seed(s) [95 % CI over seeds]; p1, p5: 1st, 5th-percentile chip over draws"
-    return _style(fig, title or f"Transfer matrix<br><sup>{sub}</sup>")
+    sub = f"mean over {n_seeds} seed(s) [95 % CI]; p1, p5: worst chips over draws"
+    fig = _style(fig, title or f"Transfer matrix<br><sup>{sub}</sup>")
+    # Room on the left for the longest row label ("DAT-Full on device-A:diagonal") and the axis
+    # title, and on the right for the colour bar, in print layouts.
+    labels = [r.replace(" on ", " on<br>") for r in result.rows]
+    fig.update_yaxes(tickvals=list(result.rows), ticktext=labels)
+    tag(fig, "lines", left_em=0.55 * max(len(line) for r in labels for line in r.split("<br>")) + 2.5,
+        colorbars="right")
+    return fig
 
 
 def ablation_figure(rows: list[dict], *, title: str | None = None) -> go.Figure:

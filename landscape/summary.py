@@ -10,6 +10,8 @@ Definitions (docs/landscape.md states them with the same words):
 - accuracy at the typical noise norm: the mean over draws and the worst chips, its 1st and 5th
   percentile over the draws (each draw one programmed chip);
 - with a surface: at each model's marker, the expected loss under the device minus the noise-free loss.
+- with ``Comparison.with_prediction`` (``landscape.sharpness.predicted_vs_measured``): the device
+  sharpness (1/2) tr(H Sigma_w) beside each measured increase, and their rank correlation;
 - every Monte-Carlo number comes with its standard error (``_se``: sample std over the draws /
   sqrt(draws)); ``separation`` says which compared differences the draws resolve (|d| >= 2 SE).
 """
