@@ -287,3 +287,157 @@ def sharpness_study(models: dict, devices: dict, X: torch.Tensor, Y: torch.Tenso
                        "eigenvalues": eigenvalues, "profile_hashes": hashes},
             "wall_time_s": time.perf_counter() - started, "versions": versions()}
     return SharpnessResult(tuple(rows), tuple(layer_rows), eig, correlation, meta)
+
+
+# ----------------------------------------------------------------------------------------------
+# The prediction next to the measured increase (Compare page and `dat landscape compare`)
+# ----------------------------------------------------------------------------------------------
+PREDICTION_PROBES = 64  # Hutchinson probes per model and device: a standard error of ~5-10 % on the demo trio
+
+
+@dataclass(frozen=True)
+class DeviceSharpness:
+    """(1/2) tr(H Sigma_w) per model and device ([model, device] arrays) with its standard error over
+    probes, and the second-order predicted increase (with the device's mean shift); the cacheable
+    part of :class:`Prediction`."""
+
+    models: tuple
+    devices: tuple
+    sharpness: np.ndarray
+    se: np.ndarray
+    predicted_increase: np.ndarray
+    meta: dict = field(default_factory=dict)
+
+    kind = "device-sharpness"
+
+    def labels(self) -> dict:
+        return {"models": list(self.models), "devices": list(self.devices)}
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {"sharpness": self.sharpness, "se": self.se, "predicted_increase": self.predicted_increase}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict, labels: dict, meta: dict) -> "DeviceSharpness":
+        shape = (len(labels["models"]), len(labels["devices"]))
+        out = {k: np.asarray(arrays[k], dtype=np.float64) for k in ("sharpness", "se", "predicted_increase")}
+        bad = [k for k, v in out.items() if v.shape != shape]
+        if bad:
+            raise expected("cached device sharpness", f"arrays of shape {shape}", {k: out[k].shape for k in bad})
+        return cls(tuple(labels["models"]), tuple(labels["devices"]), meta=meta, **out)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Per model and device: the predicted loss increase (1/2) tr(H Sigma_w) +- its standard error
+    over probes next to the measured increase at the typical noise norm +- its standard error over
+    draws, and how well the prediction ranks the pairs (Spearman over models x devices)."""
+
+    rows: tuple[dict, ...]
+    correlation: dict
+    meta: dict = field(default_factory=dict)
+
+    def to_csv(self) -> str:
+        from dat.transfer import rows_csv
+
+        return rows_csv(list(self.rows))
+
+    def sentence(self) -> str:
+        c = self.correlation
+        if c["pairs"] < 3:
+            return f"Spearman rank correlation: needs 3 or more model-device pairs, found {c['pairs']}."
+        return (f"Spearman rank correlation of the predicted with the measured increase: "
+                f"{c['spearman']:.2f} (p = {c['p_value']:.2g}, n = {c['pairs']} model-device pairs).")
+
+
+def _source_hash() -> str:
+    import hashlib
+    from pathlib import Path
+
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+
+
+def device_sharpness_table(models: dict, profiles: dict, targets_of, X: torch.Tensor, Y: torch.Tensor, *,
+                           probes: int = PREDICTION_PROBES, seed: int = 0, cache=None,
+                           progress=None) -> DeviceSharpness:
+    """:func:`device_sharpness` for every model (label -> module) and device (label -> profile bound
+    to the models' targets), ``targets_of(model)`` giving a model's noise targets; cached on disk under
+    the models', profiles' and data's hashes, the probes, the seed and this module's source."""
+    from . import cache as _cache
+
+    started = time.perf_counter()
+    m_labels, d_labels = tuple(models), tuple(profiles)
+    inputs = {"what": "device sharpness", "source": _source_hash(),
+              "models": {m: _cache.state_hash(models[m]) for m in m_labels},
+              "profiles": {d: profiles[d].content_hash() for d in d_labels},
+              "data": {"n": int(Y.shape[0]), "hash": _cache.tensor_hash({"X": X, "Y": Y})},
+              "model_order": list(m_labels), "device_order": list(d_labels), "probes": int(probes), "seed": int(seed)}
+    store = _cache.as_cache(cache)
+    if store is not None:
+        hit = store.load(inputs, DeviceSharpness)
+        if hit is not None:
+            return hit
+    shape = (len(m_labels), len(d_labels))
+    s, se, pred = np.zeros(shape), np.zeros(shape), np.zeros(shape)
+    for i, m in enumerate(m_labels):
+        targets = targets_of(models[m])
+        f = TargetLoss(models[m], targets, X, Y)
+        for j, d in enumerate(d_labels):
+            r = device_sharpness(models[m], profiles[d], targets, X, Y, probes=probes, seed=seed, loss=f)
+            s[i, j], se[i, j], pred[i, j] = r["sharpness"], r["se"], r["predicted_increase"]
+            if progress is not None:
+                progress(i * len(d_labels) + j + 1, len(m_labels) * len(d_labels))
+    result = DeviceSharpness(m_labels, d_labels, s, se, pred,
+                             {"inputs": inputs, "seconds": round(time.perf_counter() - started, 3)})
+    if store is not None:
+        store.save(inputs, result)
+    return result
+
+
+def predicted_vs_measured(spec, comparison, inputs=None, *, probes: int = PREDICTION_PROBES, cache=None,
+                          progress=None) -> Prediction:
+    """The device-sharpness prediction next to a device comparison's measured increases: one recipe
+    for the Compare page and `dat landscape compare`.
+
+    ``spec``: the comparison's landscape spec (curves or surface of the trio: the same checkpoints,
+    devices, data and samples); ``comparison``: ``landscape.summary.compare_devices`` of its curves;
+    ``inputs``: ``landscape.spec.load_inputs(spec)`` if already loaded. The probes are seeded with the
+    spec's seed, and the data are the curves' own (checked by hash), so the prediction and the
+    measurement see the same loss."""
+    from dat.noise.targets import find_targets
+
+    from . import cache as _cache
+    from .compute import as_tensors
+    from .spec import load_inputs
+
+    if not comparison.rows:
+        raise expected("comparison", "at least one model and device", "no rows")
+    inputs = load_inputs(spec) if inputs is None else inputs
+    X, Y = as_tensors(inputs.data, spec.max_samples)
+    measured_data = (comparison.meta.get("curves") or {}).get("data", {}).get("hash")
+    if measured_data is not None and measured_data != _cache.tensor_hash({"X": X, "Y": Y}):
+        raise expected("data of the prediction", "the samples the comparison measured on (same split and "
+                       "max_samples)", f"other samples ({int(Y.shape[0])} of split {spec.split!r})")
+    m_labels = list(dict.fromkeys(r["model"] for r in comparison.rows))
+    d_labels = list(dict.fromkeys(r["device"] for r in comparison.rows))
+    missing = [m for m in m_labels if m not in inputs.models] + [d for d in d_labels if d not in inputs.profiles]
+    if missing:
+        raise expected("models and devices of the comparison", f"in the spec ({list(inputs.models)}, "
+                       f"{list(inputs.profiles)})", missing)
+    table = device_sharpness_table({m: inputs.models[m] for m in m_labels}, {d: inputs.profiles[d] for d in d_labels},
+                                   lambda model: find_targets(model, spec.targets, tile=(spec.tile, spec.tile),
+                                                              units=spec.units),
+                                   X, Y, probes=probes, seed=spec.seed, cache=cache, progress=progress)
+    rows = []
+    for r in comparison.rows:
+        i, j = m_labels.index(r["model"]), d_labels.index(r["device"])
+        rows.append({"model": r["model"], "device": r["device"], "typical_norm": r["typical_norm"],
+                     "sharpness": float(table.sharpness[i, j]), "sharpness_se": float(table.se[i, j]),
+                     "predicted_increase": float(table.predicted_increase[i, j]),
+                     "predicted_increase_se": float(table.se[i, j]),
+                     "measured_increase": r["loss_increase_at_typical"],
+                     "measured_increase_se": r["loss_increase_at_typical_se"],
+                     "probes": int(probes), "draws": r["draws"]})
+    correlation = rank_correlation([r["predicted_increase"] for r in rows], [r["measured_increase"] for r in rows])
+    return Prediction(tuple(rows), correlation, {"inputs": table.meta.get("inputs", {}), "samples": int(Y.shape[0]),
+                                                 "seconds": table.meta.get("seconds"),
+                                                 "cache_hit": bool(table.meta.get("cache", {}).get("hit"))})

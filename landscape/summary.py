@@ -7,8 +7,12 @@ Definitions (docs/landscape.md states them with the same words):
   with the two crossings found by linear interpolation between grid points; ``censored`` says an end
   of the alpha grid was reached before the curve rose that far (the width is then a lower bound).
   It is given in weight units and in units of r, which is comparable across devices.
+- accuracy at the typical noise norm: the mean over draws and the worst chips, its 1st and 5th
+  percentile over the draws (each draw one programmed chip);
 - with a surface: at each model's marker, the expected loss under the device minus the noise-free loss
   (``surface_loss_increase``, with its SE over the surface's draws).
+- with ``Comparison.with_prediction`` (``landscape.sharpness.predicted_vs_measured``): the device
+  sharpness (1/2) tr(H Sigma_w) beside each measured increase, and their rank correlation;
 - every Monte-Carlo number comes with its standard error (``_se``: sample std over the draws /
   sqrt(draws)); ``separation`` says which compared differences the draws resolve (|d| >= 2 SE).
 """
@@ -17,7 +21,7 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -49,6 +53,7 @@ def basin_width(alphas: np.ndarray, curve: np.ndarray, clean: float, threshold: 
     return ends[0], ends[1], censored
 
 
+PREDICTION_COLUMNS = ("sharpness", "sharpness_se", "predicted_increase", "predicted_increase_se", "probes")
 SEPARATION_Z = 2.0  # a difference is resolved when |d| >= 2 standard errors (about 95 % two-sided)
 
 
@@ -58,6 +63,21 @@ class Comparison:
     threshold: float
     meta: dict = field(default_factory=dict)
     separation: list = field(default_factory=list)
+    prediction: object = None  # a landscape.sharpness.Prediction, once with_prediction has added it
+
+    def with_prediction(self, prediction) -> "Comparison":
+        """This comparison with the device-sharpness prediction (``landscape.sharpness.
+        predicted_vs_measured``) beside each row: sharpness, its SE, the predicted increase, and the
+        rank correlation across all rows (repeated per row, so summary.csv carries it)."""
+        by_pair = {(p["model"], p["device"]): p for p in prediction.rows}
+        missing = [(r["model"], r["device"]) for r in self.rows if (r["model"], r["device"]) not in by_pair]
+        if missing:
+            raise ValueError(f"prediction: expected every model-device pair of the comparison, found none for {missing}")
+        c = prediction.correlation
+        rows = [{**r, **{k: by_pair[(r["model"], r["device"])][k] for k in PREDICTION_COLUMNS},
+                 "prediction_spearman": c["spearman"], "prediction_p_value": c["p_value"],
+                 "prediction_pairs": c["pairs"]} for r in self.rows]
+        return replace(self, rows=rows, prediction=prediction)
 
     @property
     def warnings(self) -> list[str]:
@@ -93,6 +113,7 @@ def compare_devices(curves: Curves, surface: Surface | None = None, *, threshold
                    "loss_increase_at_typical_se": std / np.sqrt(inc.size),
                    "loss_increase_at_typical_std": std, "draws": int(inc.size),
                    "accuracy_drop_at_typical": float(curves.clean_accuracy[i] - curves.accuracy_at_typical[i, j].mean()),
+                   **_chips(curves.accuracy_at_typical[i, j]),
                    "basin_left": left, "basin_right": right, "basin_width": right - left,
                    "basin_width_over_typical": (right - left) / r, "basin_censored": censored}
             if surface is not None:
@@ -102,6 +123,15 @@ def compare_devices(curves: Curves, surface: Surface | None = None, *, threshold
     meta = {"curves": curves.meta.get("inputs", {}), "threshold": threshold,
             "surface": None if surface is None else surface.meta.get("inputs", {})}
     return Comparison(rows, float(threshold), meta, separation(curves))
+
+
+def _chips(per_draw: np.ndarray) -> dict:
+    """Accuracy at the typical noise norm over the draws (each draw one chip): the mean and the worst
+    chips, its 1st and 5th percentile (``dat.chips``)."""
+    from dat.chips import chip_summary
+
+    c = chip_summary(per_draw)
+    return {"accuracy_at_typical": c["mean"], "accuracy_at_typical_p1": c["p1"], "accuracy_at_typical_p5": c["p5"]}
 
 
 def _draws_to_separate(d: float, sd: float) -> int | None:

@@ -88,7 +88,8 @@ with st.form("evaluate_form"):
         st.session_state["evaluations"] = results
 if st.session_state.get("evaluations"):
     st.dataframe(st.session_state["evaluations"], hide_index=True)
-    st.caption("Noisy accuracy: mean ± standard deviation over the R noise draws (simulated chips) of one model.")
+    st.caption("Noisy accuracy: mean ± standard deviation over the R noise draws (simulated chips) of one model; "
+               "p1, p5: its worst chips, the 1st and 5th percentile over the draws.")
 
 st.header("Table I")
 selected = st.multiselect("Models in the table", names, default=names, key="table_models",

@@ -112,5 +112,34 @@ if summary.warnings:  # differences within 2 standard errors of zero: more draws
     st.warning("Not resolved by these draws:\n" + "\n".join(f"- {m}" for m in summary.warnings))
 st.dataframe(summary.rows, hide_index=True)
 
+# -- Curvature prediction next to the measured increase (landscape.sharpness.predicted_vs_measured,
+# the recipe of `dat landscape compare`); its numbers go into the export's summary.csv.
+st.subheader("Predicted from curvature against measured")
+st.caption("Predicted increase: the device sharpness (1/2) tr(H Σ_w) (plus the device's mean shift, if it "
+           "has one), by Hutchinson's method with probes drawn from the device, ± standard error over "
+           "probes. Measured: the loss increase at the typical noise norm, ± standard error over draws. "
+           "Both in nats, on the same training images.")
+stored_prediction = st.session_state.get("compare_prediction")
+prediction_key = (id(curves), float(threshold))  # the job's result and the summary's threshold
+if stored_prediction is None or stored_prediction[0] != prediction_key:
+    try:
+        from landscape.sharpness import predicted_vs_measured
+
+        with st.spinner("Estimating the device sharpness of each model..."):
+            stored_prediction = (prediction_key, predicted_vs_measured(spec, summary, cache=ws.cache_dir / "landscape"))
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        st.error(f"Could not predict the increase from curvature: {exc}")
+        stored_prediction = (prediction_key, None)
+    st.session_state["compare_prediction"] = stored_prediction
+if stored_prediction[1] is not None:
+    prediction = stored_prediction[1]
+    st.dataframe([{"model": r["model"], "device": r["device"],
+                   "predicted (nats)": f"{r['predicted_increase']:.4f} ± {r['predicted_increase_se']:.4f}",
+                   "measured (nats)": f"{r['measured_increase']:.4f} ± {r['measured_increase_se']:.4f}",
+                   "probes": r["probes"], "draws": r["draws"]} for r in prediction.rows],
+                 hide_index=True, key="compare_prediction_table")
+    st.markdown(prediction.sentence())
+    summary = summary.with_prediction(prediction)
+
 export_panel("compare", surface, figures, spec, summary,
              stem=name_slug(st.session_state.get("comparison_name", ""), "compare"))

@@ -61,3 +61,12 @@ def test_sharpness_prints_the_rank_correlation_and_eigenvalues(tmp_path, capsys)
 def test_bad_input_is_a_clear_error(argv, message, capsys):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["transfer", "aging", "sharpness"])
+def test_help_prints_without_error(command, capsys):
+    """argparse expands % in help strings: a bare "%" once made `dat transfer --help` crash."""
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    assert "usage: " in capsys.readouterr().out

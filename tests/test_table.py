@@ -199,7 +199,8 @@ def test_latex_is_well_formed_booktabs_with_one_row_per_method_and_the_rows_numb
         for dev in ("device-A", "device-B"):
             (row,) = [r for r in rows if r["device"] == dev and r["trained_on"] == (trained if trained != "-" else "")
                       and {"SGD-BN": "sgd-bn", "DAT-Fast": "dat-fast"}[method] == r["method"]]
-            for q, label in (("test_clean", "w/o noise"), ("test_noisy", "w/ noise")):
+            for q, label in (("test_clean", "w/o noise"), ("test_noisy", "w/ noise"), ("test_noisy_p1", "p1"),
+                             ("test_noisy_p5", "p5")):
                 assert line[header.index(f"{dev} {label}")] == _reference_cell(row, q).replace("±", "$\\pm$")
             assert line[header.index(f"{dev} n")] == str(len(row["per_seed"]))
         assert line[header.index("Epochs")] == "1"
@@ -219,7 +220,7 @@ def test_special_characters_in_names_are_escaped_and_profiles_are_shown_by_name(
     laid = layout_table(rows)
     assert laid.devices == ["lab_50%&co"]
     tex = to_latex(laid)
-    assert r"\multicolumn{3}{c}{lab\_50\%\&co}" in tex
+    assert r"\multicolumn{5}{c}{lab\_50\%\&co}" in tex
     for text in (tex, layout_to_csv(laid), layout_to_markdown(laid)):
         assert str(tmp_path) not in text
     assert "lab_50%&co" not in tex  # only the escaped form
@@ -233,8 +234,8 @@ def test_csv_round_trip_keeps_column_order_and_labels_and_files_are_written(runs
     header, *body = list(csv.reader(io.StringIO(text)))
     assert header == laid.columns and body == laid.cells
     assert header[:1] == ["Method"] and header[-3:] == ["Time (min)", "Epochs", "Trained on"]
-    assert header[1:7] == ["device-A w/o noise", "device-A w/ noise", "device-A n",
-                           "device-B w/o noise", "device-B w/ noise", "device-B n"]
+    assert header[1:11] == ["device-A w/o noise", "device-A w/ noise", "device-A p1", "device-A p5", "device-A n",
+                            "device-B w/o noise", "device-B w/ noise", "device-B p1", "device-B p5", "device-B n"]
     paths = {k: tmp_path / f"t.{k}" for k in ("tex", "csv", "md")}
     write_layout(laid, latex=str(paths["tex"]), csv_path=str(paths["csv"]), markdown=str(paths["md"]))
     assert paths["tex"].read_text() == to_latex(laid) and paths["csv"].read_bytes().decode() == text
@@ -293,3 +294,28 @@ def test_table_reports_the_dat_strength_and_the_alpha_it_resolved_to(runs):
     assert f"{fast['strength']:g} (alpha {fast['alpha_mean']:.3g})" in to_markdown(rows)
     line = next(r for r in csv.DictReader(io.StringIO(to_csv(rows))) if r["method"] == "dat-fast")
     assert float(line["alpha_mean"]) == fast["alpha_mean"] and float(line["strength"]) == fast["strength"]
+
+
+def test_worst_chips_p1_and_p5_in_every_form_of_table_one(runs):
+    """The 1st and 5th percentile over each model's draws (np.percentile of its stored per-draw
+    accuracies), averaged over seeds, in the statistics, the Markdown, the CSV and the laid-out
+    table (LaTeX, CSV, Markdown)."""
+    from dat.table import layout_table, layout_to_csv, layout_to_markdown, to_latex
+
+    keys = ("bn-e1-s0", "bn-e1-s1")
+    (row,) = table_rows([runs[k] for k in keys], device="device-A")
+    for q, pct in (("test_noisy_p1", 1), ("test_noisy_p5", 5)):
+        per_model = [100 * np.percentile(read_meta(runs[k]["path"])["metrics"]["test"]["noisy"]["acc_per_draw"], pct)
+                     for k in keys]
+        assert row[f"{q}_mean"] == pytest.approx(np.mean(per_model))
+    assert row["test_noisy_p1_mean"] <= row["test_noisy_p5_mean"] <= row["test_noisy_mean"]
+    text = to_markdown([row])
+    assert "| Test noisy p1 | Test noisy p5 |" in text and _reference_cell(row, "test_noisy_p1") in text
+    (line,) = csv.DictReader(io.StringIO(to_csv([row])))
+    assert float(line["test_noisy_p1_mean"]) == pytest.approx(row["test_noisy_p1_mean"])
+    laid = layout_table([row])
+    assert {"device-A p1", "device-A p5"} <= set(laid.columns) and "1st and 5th" in laid.caption
+    cell = laid.cells[0][laid.columns.index("device-A p1")]
+    assert cell == _reference_cell(row, "test_noisy_p1")
+    assert cell.replace("±", "$\\pm$") in to_latex(laid)
+    assert "device-A p1" in layout_to_csv(laid) and "device-A p1" in layout_to_markdown(laid)

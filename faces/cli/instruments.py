@@ -202,7 +202,7 @@ def add_instrument_parsers(subparsers) -> None:
     p.add_argument("--epochs", type=int, default=5, help="epochs per model (default 5: a small budget)")
     p.add_argument("--method", default="dat-full",
                    help="device-aware method of the device rows (default dat-full: exact draws; a twin's flat "
-                        "spectrum leaves dat-fast's k = 10 eigenpairs a few % of its variance)")
+                        "spectrum leaves dat-fast's k = 10 eigenpairs a few %% of its variance)")
     p.add_argument("--alpha", type=float, default=None, help="DAT strength (default: the preset's)")
     p.add_argument("--width", type=int, default=None, help="CNN width (default: the preset's)")
     p.add_argument("--hidden", type=int, default=None, help="hidden width (default: the preset's)")

@@ -107,6 +107,9 @@ def add_landscape_parser(subparsers) -> argparse.ArgumentParser:
     _common(two)
     cmp_ = sub.add_parser("compare", help="devices A vs B: curves, surface, difference panel and summary numbers")
     _trio(cmp_, required=True)
+    cmp_.add_argument("--probes", type=int, default=None,
+                      help="Hutchinson probes of the device-sharpness prediction per model and device "
+                           "(default 64; 0: no prediction)")
     _curve_args(cmp_)
     _grid(cmp_)
     _common(cmp_)
@@ -230,10 +233,28 @@ def run_landscape_command(args) -> int:
     curves = _run(c_spec, args, "1D curves", inputs)
     surface = _run(s_spec, args, "2D surface", inputs)
     comparison = compare_devices(curves, surface, threshold=args.threshold)
+    prediction = _prediction(args, c_spec, comparison, inputs)
+    if prediction is not None:
+        comparison = comparison.with_prediction(prediction)
     _export(curves, args, out / "curves", c_spec, comparison)
     _export(surface, args, out / "surface", s_spec, comparison)
     print(comparison.to_csv(), end="")
+    if prediction is not None:
+        print(prediction.sentence())
     return 0
+
+
+def _prediction(args, spec, comparison, inputs):
+    """The device-sharpness prediction beside the measured increases (the Compare page's recipe)."""
+    from landscape.sharpness import PREDICTION_PROBES, predicted_vs_measured
+
+    probes = PREDICTION_PROBES if args.probes is None else args.probes
+    if probes == 0:
+        return None
+    if probes < 2:
+        raise UserError(f"--probes: expected 0 (no prediction) or an int >= 2, found {probes}")
+    return predicted_vs_measured(spec, comparison, inputs, probes=probes,
+                                 cache=None if args.no_cache else args.cache_dir)
 
 
 def _reproduce(args) -> int:

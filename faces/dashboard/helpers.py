@@ -345,6 +345,7 @@ def checkpoint_rows(checkpoints: list[dict]) -> list[dict]:
             "seed": meta.get("seed", ""),
             "test acc (clean)": clean.get("acc", ""),
             "test acc (noisy)": noisy.get("acc_mean", noisy.get("acc", "")),
+            **_worst_chips(noisy.get("acc_per_draw"), "test acc (noisy {})", scale=1.0, digits=None),
             "train time (s)": meta.get("train_time_s", ""),
         })
     return rows
@@ -430,6 +431,18 @@ def evaluate_checkpoint(path: str, device_spec: str | None = None, *, draws: int
     return evaluate_splits(ckpt.model, bundle, targets=ckpt.noise_targets(), batch_size=recipe["batch_size"])
 
 
+def _worst_chips(per_draw, column: str, scale: float = 100.0, digits: int | None = 2) -> dict:
+    """The worst chips of a noisy accuracy, its 1st and 5th percentile over the draws (``dat.chips``),
+    as two columns named by ``column`` (a format with one ``{}``: p1, p5); blank without per-draw values."""
+    from dat.chips import chip_summary
+
+    if not per_draw:
+        return {column.format("p1"): "", column.format("p5"): ""}
+    chips = chip_summary(per_draw)
+    return {column.format(q): scale * chips[q] if digits is None else round(scale * chips[q], digits)
+            for q in ("p1", "p5")}
+
+
 def evaluation_row(name: str, device: str | None, result: dict) -> dict:
     """One table row from :func:`evaluate_checkpoint`: accuracies in percent; noisy as mean ± standard
     deviation over the R draws (named in the row with the eval seed)."""
@@ -441,6 +454,7 @@ def evaluation_row(name: str, device: str | None, result: dict) -> dict:
         row[f"{split} acc noisy (%)"] = (f"{100 * noisy['acc_mean']:.2f} ± {100 * noisy['acc_std']:.2f}"
                                          if noisy else "")
     noisy = result["test"].get("noisy")
+    row.update(_worst_chips((noisy or {}).get("acc_per_draw"), "test noisy {} (%)"))
     row["± over"] = f"std over {noisy['draws']} draws" if noisy else ""
     row["eval seed"] = result.get("eval_seed", "") if noisy else ""
     return row
