@@ -25,6 +25,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from dat.errors import expected
+from dat.evaluate import head_names, is_head_only
 
 STRATEGIES = ("auto", "loop", "vmap")
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of working memory for one piece of work (1 GiB)
@@ -40,19 +41,6 @@ class _Features(nn.Module):
 
     def forward(self, x):
         return self.model.features(x)
-
-
-def head_names(model: nn.Module) -> tuple[str | None, str | None]:
-    """state_dict names of the classifier's weight and bias (None when the model has no classifier)."""
-    head = getattr(model, "classifier", None)
-    if not isinstance(head, nn.Linear):
-        return None, None
-    for prefix, module in model.named_modules():
-        if module is head:
-            w = f"{prefix}.weight" if prefix else "weight"
-            b = (f"{prefix}.bias" if prefix else "bias") if head.bias is not None else None
-            return w, b
-    return None, None
 
 
 def _ce_and_correct(logits: torch.Tensor, y: torch.Tensor):
@@ -130,7 +118,7 @@ class Evaluator:
             X = X.contiguous(memory_format=torch.channels_last)
         self.X, self.Y = X, Y.to(device)
         self.n = int(Y.shape[0])
-        self.head_w, self.head_b = head_names(self.model)
+        self.head_w, self.head_b = head_names(self.model) or (None, None)
         self.body = _Features(self.model) if callable(getattr(self.model, "features", None)) else None
         # The private module's own tensors: a point is evaluated by copying its values into them.
         self.live = {k: v for k, v in self.model.state_dict(keep_vars=True).items()}
@@ -166,7 +154,8 @@ class Evaluator:
             yield self.X[i : i + batch], self.Y[i : i + batch]
 
     def head_only(self, target_names) -> bool:
-        return self.body is not None and self.head_w is not None and set(target_names) <= {self.head_w}
+        """Noise on the classifier's weight only (dat.evaluate.is_head_only, the one rule)."""
+        return is_head_only(self.model, target_names)
 
     def _load(self, values: Mapping[str, torch.Tensor]) -> None:
         for k, v in values.items():

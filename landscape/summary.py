@@ -14,13 +14,9 @@ Definitions (docs/landscape.md states them with the same words):
 
 from __future__ import annotations
 
-import csv
-import io
-from dataclasses import dataclass, field
-
 import numpy as np
 
-from .compute import Curves, Surface
+from .results import Comparison, Curves, Surface
 
 
 def _crossing(a0: float, g0: float, a1: float, g1: float, level: float) -> float:
@@ -49,27 +45,6 @@ def basin_width(alphas: np.ndarray, curve: np.ndarray, clean: float, threshold: 
 
 
 SEPARATION_Z = 2.0  # a difference is resolved when |d| >= 2 standard errors (about 95 % two-sided)
-
-
-@dataclass(frozen=True)
-class Comparison:
-    rows: list
-    threshold: float
-    meta: dict = field(default_factory=dict)
-    separation: list = field(default_factory=list)
-
-    @property
-    def warnings(self) -> list[str]:
-        """One sentence per compared pair whose difference the draws cannot resolve."""
-        return [s["message"] for s in self.separation if not s["separated"]]
-
-    def to_csv(self) -> str:
-        buf = io.StringIO()
-        if self.rows:
-            writer = csv.DictWriter(buf, fieldnames=list(self.rows[0]))
-            writer.writeheader()
-            writer.writerows(self.rows)
-        return buf.getvalue()
 
 
 def compare_devices(curves: Curves, surface: Surface | None = None, *, threshold: float = 0.1) -> Comparison:
