@@ -1,6 +1,6 @@
 """Landscape speed on what users run, side by side in one run, as ratios (and a CSV).
 
-    python bench/bench_landscape.py [--grid 21] [--cifar-grid 7] [--cifar-samples 256] [--repeat 1]
+    python bench/bench_landscape.py [--grid 21] [--cifar-grid 5] [--cifar-samples 64] [--repeat 1]
                                     [--threads N] [--csv FILE] [--quick]
 
 ``bench/run_all.py`` (``make bench``) prints these rows next to the training benchmark's.
@@ -183,7 +183,7 @@ def _cifar(samples: int):
     return trio, torch.randn(samples, 3, 32, 32, generator=gen), torch.randint(0, 10, (samples,), generator=gen)
 
 
-def rows(quick: bool = False, grid: int = 21, cifar_grid: int = 7, cifar_samples: int = 256,
+def rows(quick: bool = False, grid: int = 21, cifar_grid: int = 5, cifar_samples: int = 64,
          repeat: int = 1) -> list[dict]:
     """Every landscape ratio of issue 10 as table rows (keys what, ours_s, baseline, baseline_s, ratio,
     goal, met): the demo trio at ``grid`` (plane and 1D curve) and the CIFAR-size CNN6 at ``cifar_grid``
@@ -202,8 +202,8 @@ def rows(quick: bool = False, grid: int = 21, cifar_grid: int = 7, cifar_samples
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--grid", type=int, default=21, help="demo plane points per axis (issue 10: 21)")
-    ap.add_argument("--cifar-grid", type=int, default=7, help="CIFAR-size plane points per axis (0: skip)")
-    ap.add_argument("--cifar-samples", type=int, default=256, help="random 32 x 32 x 3 images")
+    ap.add_argument("--cifar-grid", type=int, default=5, help="CIFAR-size plane points per axis (0: skip)")
+    ap.add_argument("--cifar-samples", type=int, default=64, help="random 32 x 32 x 3 images")
     ap.add_argument("--csv", default="bench_landscape.csv", help="where the rows are written")
     ap.add_argument("--repeat", type=int, default=1, help="rounds of interleaved timings; the minimum is kept")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
