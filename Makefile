@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PORT ?= 8501
 
-.PHONY: app test env browser demo
+.PHONY: app test env browser demo bench
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -32,3 +32,9 @@ test: env browser
 
 demo: env
 	$(VENV)/bin/dat demo
+
+# Every speed ratio side by side in one run (bench/run_all.py): a table, and the CSV it writes.
+# BENCH_ARGS="--quick" checks that it runs; BENCH_ARGS="--paper" adds DAT-Full at the paper's size.
+bench: env
+	$(PY) -m pip install -q -e ".[bench]"
+	$(PY) bench/run_all.py $(BENCH_ARGS)

@@ -1,7 +1,9 @@
 """Landscape speed on what users run, side by side in one run, as ratios (and a CSV).
 
-    python bench/bench_landscape.py [--grid 21] [--cifar-grid 5] [--cifar-samples 256] [--repeat 1]
-                                    [--threads N] [--csv FILE]
+    python bench/bench_landscape.py [--grid 21] [--cifar-grid 5] [--cifar-samples 64] [--repeat 1]
+                                    [--threads N] [--csv FILE] [--quick]
+
+``bench/run_all.py`` (``make bench``) prints these rows next to the training benchmark's.
 
 Needs the `bench` extra (`pip install -e .[bench]`: loss-landscapes) for the library baseline.
 
@@ -108,13 +110,21 @@ def deep_copy_curve(model, profile, targets, X, Y, alphas, draws, seed):
     return out
 
 
-def run_workload(name, trio, X, Y, grid, rows, repeat=1):
+def _row(what, ours_s, baseline, baseline_s, ratio, goal) -> dict:
+    op, value = goal.split()
+    met = ratio >= float(value) if op == ">=" else ratio <= float(value)
+    return {"what": what, "ours_s": ours_s, "baseline": baseline, "baseline_s": baseline_s, "ratio": ratio,
+            "goal": goal, "met": "yes" if met else "NO"}
+
+
+def run_workload(name, trio, X, Y, grid, repeat=1, curve_alphas: int = 51) -> list[dict]:
+    """The plane ratios on one trio (and, with ``curve_alphas``, the 1D curve ratio), as table rows."""
     targets = find_targets(trio[0])
     prof_a = bind(PRESETS["device-A"], targets)
     prof_a.sampler("full")  # the one-time Cholesky is set-up, not part of any timing
     kw = dict(alpha_range=(-0.5, 1.5), beta_range=(-0.3, 0.8), resolution=grid)
     print(f"\n[{name}] {len(Y)} samples of {tuple(X.shape[1:])}; {grid} x {grid} plane; "
-          f"torch threads {torch.get_num_threads()}")
+          f"torch threads {torch.get_num_threads()}", flush=True)
 
     axes = (np.linspace(-0.5, 1.5, grid), np.linspace(-0.3, 0.8, grid))
     fns = {"clean": lambda: plane_surface(*trio, (X, Y), profiles={"none": None}, **kw),
@@ -127,59 +137,89 @@ def run_workload(name, trio, X, Y, grid, rows, repeat=1):
     except ImportError:
         print("loss-landscapes is not installed (pip install -e .[bench]): library column skipped")
     t, out = _rounds(fns, repeat)
-    t_clean, t_loop, t_noisy, t_lib = t["clean"], t["loop"], t["noisy"], t.get("lib", float("nan"))
+    t_clean, t_loop, t_noisy = t["clean"], t["loop"], t["noisy"]
     diff = float(np.max(np.abs(out["clean"].loss[0] - out["loop"]) / np.abs(out["loop"])))
-    print(f"noise-free plane: engine {t_clean:.2f} s | plain loop {t_loop:.2f} s ({t_loop / t_clean:.2f}x, goal >= 1) "
-          f"| loss-landscapes {t_lib:.2f} s ({t_lib / t_clean:.2f}x, goal >= 1.2); max rel diff to the loop {diff:.1e}")
-    print(f"S = 8 noisy plane: {t_noisy:.2f} s = {t_noisy / t_clean:.2f}x the noise-free one (goal <= 1.2)")
-    rows += [(name, "plane noise-free: plain loop / engine", t_loop / t_clean, ">= 1", t_clean, t_loop),
-             (name, "plane noise-free: loss-landscapes / engine", t_lib / t_clean, ">= 1.2", t_clean, t_lib),
-             (name, "plane S=8 noisy / noise-free", t_noisy / t_clean, "<= 1.2", t_clean, t_noisy)]
-
-    alphas = np.linspace(-3.0, 3.0, 51)
+    if not diff <= 1e-5:
+        raise AssertionError(f"{name}: the engine's plane differs from the plain loop's by {diff:.1e} (relative)")
+    print(f"noise-free plane: engine {t_clean:.2f} s | plain loop {t_loop:.2f} s ({t_loop / t_clean:.2f}x, goal >= 1); "
+          f"max rel diff to the loop {diff:.1e}")
+    plane = f"{name}, {grid}x{grid} noise-free plane"
+    rows = [_row(f"{plane}: speed-up over a plain loop", t_clean, "plain loop", t_loop, t_loop / t_clean, ">= 1")]
+    if "lib" in t:
+        print(f"  loss-landscapes {t['lib']:.2f} s ({t['lib'] / t_clean:.2f}x, goal >= 1.2)")
+        rows.append(_row(f"{plane}: speed-up over loss-landscapes", t_clean, "loss-landscapes", t["lib"],
+                         t["lib"] / t_clean, ">= 1.2"))
+    print(f"S = 8 noisy plane: {t_noisy:.2f} s = {t_noisy / t_clean:.2f}x the noise-free one (goal <= 1.2)", flush=True)
+    rows.append(_row(f"{name}, {grid}x{grid} S=8 noisy plane: time / noise-free time", t_noisy, "noise-free plane",
+                     t_clean, t_noisy / t_clean, "<= 1.2"))
+    if not curve_alphas:
+        return rows
+    alphas = np.linspace(-3.0, 3.0, curve_alphas)
     t, out = _rounds({"engine": lambda: noise_curves({"m": trio[0]}, {"A": prof_a}, (X, Y), alphas=alphas, draws=8),
                       "copy": lambda: deep_copy_curve(trio[0], prof_a, targets, X, Y, alphas, 8, 0)}, repeat)
     (res, ref_c), (t_curve, t_copy) = (out["engine"], out["copy"]), (t["engine"], t["copy"])
     diff = float(np.max(np.abs(res.loss[0, 0] - ref_c) / np.abs(ref_c)))
-    print(f"1D head-noise curve (8 draws x 51 alphas): engine {t_curve:.3f} s | deep-copy loop {t_copy:.2f} s "
-          f"({t_copy / t_curve:.0f}x, goal >= 150); max rel diff {diff:.1e}")
-    rows.append((name, "1D curve: deep-copy loop / engine", t_copy / t_curve, ">= 150", t_curve, t_copy))
+    if not diff <= 1e-5:
+        raise AssertionError(f"{name}: the engine's curve differs from the deep-copy loop's by {diff:.1e} (relative)")
+    print(f"1D head-noise curve (8 draws x {curve_alphas} alphas): engine {t_curve:.3f} s | deep-copy loop "
+          f"{t_copy:.2f} s ({t_copy / t_curve:.0f}x, goal >= 150); max rel diff {diff:.1e}", flush=True)
+    rows.append(_row(f"{name}, 1D head-noise curve 8 draws x {curve_alphas} alphas: speed-up over a deep-copy loop",
+                     t_curve, "deep-copy loop", t_copy, t_copy / t_curve, ">= 150"))
+    return rows
+
+
+def _demo():
+    trio = [load_checkpoint(ROOT / "checkpoints" / f"{n}.safetensors").model.eval() for n in ("sgd", "dat-a", "dat-b")]
+    X, Y = load_dataset("digits").train_eval.tensors
+    return trio, X, Y
+
+
+def _cifar(samples: int):
+    """Three random-weight CNN6 (32 x 32 x 3, width 64) and ``samples`` random images: timing only."""
+    gen = torch.Generator().manual_seed(0)
+    trio = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        trio.append(build_model("cnn6", True, 3, 32, 10, width=64).eval())
+    return trio, torch.randn(samples, 3, 32, 32, generator=gen), torch.randint(0, 10, (samples,), generator=gen)
+
+
+def rows(quick: bool = False, grid: int = 21, cifar_grid: int = 5, cifar_samples: int = 64,
+         repeat: int = 1) -> list[dict]:
+    """Every landscape ratio of issue 10 as table rows (keys what, ours_s, baseline, baseline_s, ratio,
+    goal, met): the demo trio at ``grid`` (plane and 1D curve) and the CIFAR-size CNN6 at ``cifar_grid``
+    (plane; 0 skips it). ``quick``: tiny sizes, to check that the benchmark runs."""
+    if quick:
+        grid, cifar_grid, cifar_samples, repeat = 3, 2, 16, 1
+    trio, X, Y = _demo()
+    out = run_workload("demo trio, digits", trio, X, Y, grid, repeat, curve_alphas=11 if quick else 51)
+    if cifar_grid:
+        trio, X, Y = _cifar(cifar_samples)
+        out += run_workload(f"CNN6 32x32x3 width 64 ({cifar_samples} random images)", trio, X, Y, cifar_grid,
+                            repeat, curve_alphas=0)
+    return out
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--grid", type=int, default=21, help="demo plane points per axis (issue 10: 21)")
     ap.add_argument("--cifar-grid", type=int, default=5, help="CIFAR-size plane points per axis (0: skip)")
-    ap.add_argument("--cifar-samples", type=int, default=256, help="random 32 x 32 x 3 images")
-    ap.add_argument("--csv", default="bench_landscape.csv", help="where the ratios are written")
+    ap.add_argument("--cifar-samples", type=int, default=64, help="random 32 x 32 x 3 images")
+    ap.add_argument("--csv", default="bench_landscape.csv", help="where the rows are written")
     ap.add_argument("--repeat", type=int, default=1, help="rounds of interleaved timings; the minimum is kept")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes: check that it runs")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-
-    rows: list = []
-    trio = [load_checkpoint(ROOT / "checkpoints" / f"{n}.safetensors").model.eval() for n in ROLES]
-    X, Y = load_dataset("digits").train_eval.tensors
-    run_workload("demo trio, digits", trio, X, Y, args.grid, rows, args.repeat)
-    if args.cifar_grid:
-        gen = torch.Generator().manual_seed(0)
-        cifar = []
-        for seed in range(3):
-            torch.manual_seed(seed)
-            cifar.append(build_model("cnn6", True, 3, 32, 10, width=64).eval())
-        Xc = torch.randn(args.cifar_samples, 3, 32, 32, generator=gen)
-        Yc = torch.randint(0, 10, (args.cifar_samples,), generator=gen)
-        run_workload("CNN6 32x32x3 width 64, random", cifar, Xc, Yc, args.cifar_grid, rows, args.repeat)
-
-    print("\nworkload | ratio | value | goal")
-    for name, what, ratio, goal, *_ in rows:
-        print(f"{name} | {what} | {ratio:.2f} | {goal}")
+    table = rows(args.quick, args.grid, args.cifar_grid, args.cifar_samples, args.repeat)
+    print()
+    for r in table:
+        print(f"{r['what']} | {r['ratio']:.2f} | goal {r['goal']} | met {r['met']}")
     with open(args.csv, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["workload", "ratio", "value", "goal", "engine_s", "other_s"])
-        for name, what, ratio, goal, t_engine, t_other in rows:
-            w.writerow([name, what, f"{ratio:.3f}", goal, f"{t_engine:.3f}", f"{t_other:.3f}"])
+        w = csv.DictWriter(fh, fieldnames=list(table[0]))
+        w.writeheader()
+        w.writerows(table)
     print(f"wrote {args.csv}")
 
 

@@ -228,9 +228,32 @@ def paper_size(args) -> None:
     print(f"over the paper's {steps} steps: dat-full / dat-fast = {total_full / total_fast:.3f} "
           f"(set-up {100 * t_chol / total_full:.2f} % of dat-full's time; with a cached factor "
           f"{(t_cached + steps * full_step) / total_fast:.3f})", flush=True)
+    return {"n": n, "setup_cholesky_s": t_chol, "setup_cached_s": t_cached, "setup_eig_s": t_eig,
+            "full_step_s": full_step, "fast_step_s": t["dat-fast"],
+            "full_one_draw_step_s": t["dat-full, one draw at a time"]}
 
 
-def main(argv=None) -> None:
+# The short default of ``rows``: the quick-check geometry of the module doc (n = 64 x 40 = 2,560).
+SHORT = ["--paper-hidden", "64", "--paper-classes", "40", "--paper-image-size", "8", "--paper-width", "16"]
+TINY = SHORT + ["--paper-steps", "2", "--bank-size", "8", "--batch-size", "16"]
+
+
+def rows(quick: bool = False, paper: bool = False) -> list[dict]:
+    """DAT-Full vs DAT-Fast per step (banked exact draws; set-up apart) as table rows (keys what,
+    ours_s, baseline, baseline_s, ratio, goal, met). Default: a short size (n = 2,560); ``paper``:
+    the paper's CNN6 CIFAR-100 head (n = 25,600, minutes); ``quick``: tiny, to check that it runs."""
+    argv = [] if paper else TINY if quick else SHORT
+    r = paper_size(_parser().parse_args(argv))
+    ratio = r["full_step_s"] / r["fast_step_s"]
+    return [{"what": f"DAT-Full / DAT-Fast time per training step, n = {r['n']:,} (set-up apart)",
+             "ours_s": r["full_step_s"], "baseline": "DAT-Fast step", "baseline_s": r["fast_step_s"],
+             "ratio": ratio, "goal": "<= 1.1", "met": "yes" if ratio <= 1.1 else "NO"},
+            {"what": f"DAT-Full set-up at n = {r['n']:,}: Cholesky read from the cache vs computed",
+             "ours_s": r["setup_cached_s"], "baseline": "computed", "baseline_s": r["setup_cholesky_s"],
+             "ratio": r["setup_cholesky_s"] / max(r["setup_cached_s"], 1e-9), "goal": "", "met": ""}]
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=30, help="timed steps per method")
     parser.add_argument("--rounds", type=int, default=5, help="interleaving blocks")
@@ -251,7 +274,11 @@ def main(argv=None) -> None:
     parser.add_argument("--paper-rounds", type=int, default=None,
                         help="interleaving blocks at the paper's size (default: one step per block)")
     parser.add_argument("--bank-size", type=int, default=DEFAULT_BANK_SIZE, help="DAT-Full draws per bank")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> None:
+    args = _parser().parse_args(argv)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, numpy {np.__version__}; "
           f"CNN6 width {args.width}, image {args.channels}x{args.image_size}x{args.image_size}, batch {args.batch_size}")
     if not args.only_paper:

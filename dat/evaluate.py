@@ -24,11 +24,30 @@ def _model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def head_names(model: nn.Module) -> tuple[str, str | None] | None:
+    """state_dict names (weight, bias or None) of the model's classifier when the model splits as
+    ``forward(x) == classifier(features(x))`` with a linear ``classifier`` (every model of
+    dat.models); None when it does not."""
+    head = getattr(model, "classifier", None)
+    if not isinstance(head, nn.Linear) or not callable(getattr(model, "features", None)):
+        return None
+    for prefix, module in model.named_modules():
+        if module is head:
+            pre = f"{prefix}." if prefix else ""
+            return f"{pre}weight", (f"{pre}bias" if head.bias is not None else None)
+    return None
+
+
 def is_head_only(model: nn.Module, targets) -> bool:
-    """True when the only noise target is the classifier's weight (the body is noise-free)."""
-    return (targets is not None and len(targets.layers) == 1
-            and getattr(model, "classifier", None) is not None
-            and targets.layers[0].name == "classifier.weight")
+    """The one rule for "head-only noise": True when the noise targets (a NoiseTargets, or the
+    state_dict names of the noisy tensors) are exactly the weight of the model's linear classifier,
+    so the noise-free body's features serve every noise draw. Training (one body forward per step),
+    evaluation and the landscape evaluator all decide by it."""
+    if targets is None:
+        return False
+    names = {layer.name for layer in targets.layers} if hasattr(targets, "layers") else set(targets)
+    head = head_names(model)
+    return head is not None and names == {head[0]}
 
 
 def _summary(correct: torch.Tensor, loss_sum: torch.Tensor, count: int) -> dict:
@@ -69,7 +88,7 @@ def evaluate(model: nn.Module, dataset: Dataset, profile=None, targets=None, dra
             etas = sampler.sample(draws, generator).to(device=device, dtype=dtype)  # [R, n]
             deltas = targets.eta_to_deltas(etas, weights)                           # {name: [R, *shape]}
         if noisy and is_head_only(model, targets):
-            result = _evaluate_head(model, dataset, deltas["classifier.weight"], batch_size, device)
+            result = _evaluate_head(model, dataset, deltas[head_names(model)[0]], batch_size, device)
         else:
             result = _evaluate_general(model, dataset, deltas, batch_size, device)
     finally:

@@ -33,7 +33,7 @@ from torch import nn
 from dat.fileio import atomic_write_bytes
 
 DEFAULT_FOLDER = Path("cache") / "landscape"
-_CODE_FILES = ("compute.py", "directions.py", "evaluator.py", "cache.py")
+_CODE_FILES = ("results.py", "inputs.py", "curves.py", "surfaces.py", "directions.py", "evaluator.py", "cache.py")
 FORMAT_VERSION = 2  # 2: labels kept in axis order (format 1 sorted marker names; its entries are never read)
 
 

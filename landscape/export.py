@@ -24,7 +24,7 @@ from dat.fileio import atomic_write_bytes
 from dat import figure_layout as _layout
 
 from .cache import npz_bytes
-from .compute import Curves, Surface
+from .results import Curves, Surface
 from .figures import default_figures, marker_rows, standard_error
 
 FORMAT = "dat-landscape-bundle"

@@ -17,7 +17,7 @@ from plotly.subplots import make_subplots
 
 from dat.figure_layout import for_width, name_panel_titles, rgba, style, tag
 
-from .compute import Curves, Surface
+from .results import Curves, Surface
 
 LOSS_UNIT = "loss (cross-entropy, nats)"
 COLORSCALE = "Viridis"

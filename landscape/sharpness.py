@@ -223,7 +223,7 @@ def study_inputs(paths: dict, *, samples: int | None = None, data_root=None):
     from dat.data import dataset_named_by, load_dataset_named_by
     from dat.errors import expected
 
-    from .compute import as_tensors
+    from .inputs import as_tensors
 
     if not paths:
         raise expected("models", "at least one checkpoint", "none")
@@ -245,12 +245,12 @@ def sharpness_study(models: dict, devices: dict, X: torch.Tensor, Y: torch.Tenso
                     progress=None) -> SharpnessResult:
     """``models``: label -> (model, targets); ``devices``: label -> device reference (preset, file or
     device object). For every pair: ``device_sharpness`` and the measured loss increase at the
-    device's typical noise norm (``landscape.compute.noise_curves``, ``draws`` directions: the value
+    device's typical noise norm (``landscape.curves.noise_curves``, ``draws`` directions: the value
     the Compare page shows), then Spearman's rank correlation between them across all pairs."""
     from dat.checkpoint import versions
     from dat.noise.io import make_profile
 
-    from .compute import noise_curves
+    from .curves import noise_curves
 
     started = time.perf_counter()
     if not models or not devices:
@@ -406,7 +406,7 @@ def predicted_vs_measured(spec, comparison, inputs=None, *, probes: int = PREDIC
     from dat.noise.targets import find_targets
 
     from . import cache as _cache
-    from .compute import as_tensors
+    from .inputs import as_tensors
     from .spec import load_inputs
 
     if not comparison.rows:

@@ -1,6 +1,6 @@
 """A landscape described by files and names (checkpoints, device presets or profile files, dataset),
 so that a figure can be recomputed from its bundle's JSON. ``run_spec`` loads everything and calls
-the pure functions of ``landscape.compute``; the CLI and ``export.reproduce`` go through it.
+the pure functions of ``landscape.curves`` and ``landscape.surfaces``; the CLI and ``export.reproduce`` go through it.
 """
 
 from __future__ import annotations
@@ -13,17 +13,20 @@ import numpy as np
 from dat.errors import UserError, expected
 from dat.trio import LABELS
 
-from . import compute as _compute
-from .compute import Curves, Surface, free_plane, noise_curves, plane_surface
+from . import inputs as _inputs
+from .curves import noise_curves
 from .defaults import CURVE_POINTS, CURVE_SPAN, SURFACE_RESOLUTION, default_draws, default_ranges
 from .evaluator import DEFAULT_MEMORY_BUDGET
+from .inputs import check_evaluations
+from .results import Curves, Surface
+from .surfaces import free_plane, plane_surface
 
 KINDS = ("curves", "surface", "free-plane")
 
 
 @dataclass
 class LandscapeSpec:
-    """Everything that determines a landscape, by reference. Units and meanings as in compute.py."""
+    """Everything that determines a landscape, by reference. Units and meanings as in curves.py and surfaces.py."""
 
     kind: str                                     # "curves" | "surface" | "free-plane"
     checkpoints: dict                             # label -> checkpoint path (surface: SGD, DAT-A, DAT-B)
@@ -206,9 +209,9 @@ def run_spec(spec: LandscapeSpec, progress=None, cache=None, inputs: SpecInputs 
              memory_budget: int = DEFAULT_MEMORY_BUDGET, allow_large: bool = False) -> Curves | Surface:
     """Compute the spec's landscape, from ``inputs`` already loaded for a spec with the same
     checkpoints, devices and data (``load_inputs``), or loading them here. ``memory_budget`` (bytes)
-    bounds the working memory; jobs of more than compute.MAX_EVALUATIONS model evaluations are
+    bounds the working memory; jobs of more than inputs.MAX_EVALUATIONS model evaluations are
     refused before anything is loaded unless ``allow_large``."""
-    limit = None if allow_large else _compute.MAX_EVALUATIONS
+    limit = None if allow_large else _inputs.MAX_EVALUATIONS
     check_size(spec, limit)
     inputs = load_inputs(spec) if inputs is None else inputs
     models, bundle, data, profiles = inputs.models, inputs.bundle, inputs.data, inputs.profiles
@@ -230,9 +233,8 @@ def run_spec(spec: LandscapeSpec, progress=None, cache=None, inputs: SpecInputs 
 
 
 def check_size(spec: LandscapeSpec, limit: int | None) -> None:
-    """The evaluation count of ``compute`` (the same rule), checked before checkpoints and data load."""
-    check_evaluations = _compute.check_evaluations
-
+    """The evaluation count of ``noise_curves`` / ``surface_on_plane`` (the same rule), checked before
+    checkpoints and data load."""
     if spec.kind == "curves":
         num_a = len(spec.alphas) if spec.alphas is not None else int(spec.num_alphas)
         m, d = len(spec.checkpoints), len(spec.devices)

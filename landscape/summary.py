@@ -19,13 +19,9 @@ Definitions (docs/landscape.md states them with the same words):
 
 from __future__ import annotations
 
-import csv
-import io
-from dataclasses import dataclass, field, replace
-
 import numpy as np
 
-from .compute import Curves, Surface
+from .results import PREDICTION_COLUMNS, Comparison, Curves, Surface
 
 
 def _crossing(a0: float, g0: float, a1: float, g1: float, level: float) -> float:
@@ -53,44 +49,7 @@ def basin_width(alphas: np.ndarray, curve: np.ndarray, clean: float, threshold: 
     return ends[0], ends[1], censored
 
 
-PREDICTION_COLUMNS = ("sharpness", "sharpness_se", "predicted_increase", "predicted_increase_se", "probes")
 SEPARATION_Z = 2.0  # a difference is resolved when |d| >= 2 standard errors (about 95 % two-sided)
-
-
-@dataclass(frozen=True)
-class Comparison:
-    rows: list
-    threshold: float
-    meta: dict = field(default_factory=dict)
-    separation: list = field(default_factory=list)
-    prediction: object = None  # a landscape.sharpness.Prediction, once with_prediction has added it
-
-    def with_prediction(self, prediction) -> "Comparison":
-        """This comparison with the device-sharpness prediction (``landscape.sharpness.
-        predicted_vs_measured``) beside each row: sharpness, its SE, the predicted increase, and the
-        rank correlation across all rows (repeated per row, so summary.csv carries it)."""
-        by_pair = {(p["model"], p["device"]): p for p in prediction.rows}
-        missing = [(r["model"], r["device"]) for r in self.rows if (r["model"], r["device"]) not in by_pair]
-        if missing:
-            raise ValueError(f"prediction: expected every model-device pair of the comparison, found none for {missing}")
-        c = prediction.correlation
-        rows = [{**r, **{k: by_pair[(r["model"], r["device"])][k] for k in PREDICTION_COLUMNS},
-                 "prediction_spearman": c["spearman"], "prediction_p_value": c["p_value"],
-                 "prediction_pairs": c["pairs"]} for r in self.rows]
-        return replace(self, rows=rows, prediction=prediction)
-
-    @property
-    def warnings(self) -> list[str]:
-        """One sentence per compared pair whose difference the draws cannot resolve."""
-        return [s["message"] for s in self.separation if not s["separated"]]
-
-    def to_csv(self) -> str:
-        buf = io.StringIO()
-        if self.rows:
-            writer = csv.DictWriter(buf, fieldnames=list(self.rows[0]))
-            writer.writeheader()
-            writer.writerows(self.rows)
-        return buf.getvalue()
 
 
 def compare_devices(curves: Curves, surface: Surface | None = None, *, threshold: float = 0.1) -> Comparison:

@@ -11,7 +11,8 @@ from dat.data import load_dataset
 from dat.noise.crossbar import PRESETS
 from dat.noise.profile import bind
 from dat.noise.targets import find_targets
-from landscape import compute as C
+from landscape import curves
+from landscape import surfaces
 from landscape.cache import ResultCache, key_of
 
 
@@ -43,7 +44,7 @@ def _surface(setup, cache, **over):
     kw = dict(profiles={"none": None, "A": profiles["A"]}, resolution=3, draws=2, seed=0, cache=cache)
     kw.update(over)
     models = kw.pop("trio", trio)
-    return C.plane_surface(*models, kw.pop("data", data), **kw)
+    return surfaces.plane_surface(*models, kw.pop("data", data), **kw)
 
 
 def test_surface_hit_is_identical(setup, tmp_path):
@@ -80,12 +81,12 @@ def test_any_change_of_input_misses(setup, tmp_path, change):
 def test_curves_hit_and_miss(setup, tmp_path):
     data, trio, profiles = setup
     kw = dict(draws=2, num_alphas=5, cache=ResultCache(tmp_path))
-    first = C.noise_curves({"SGD": trio[0]}, profiles, data, **kw)
-    again = C.noise_curves({"SGD": trio[0]}, profiles, data, **kw)
+    first = curves.noise_curves({"SGD": trio[0]}, profiles, data, **kw)
+    again = curves.noise_curves({"SGD": trio[0]}, profiles, data, **kw)
     assert again.meta["cache"]["hit"]
     np.testing.assert_array_equal(first.loss, again.loss)
     np.testing.assert_array_equal(first.clean_loss, again.clean_loss)
-    other = C.noise_curves({"SGD": trio[0]}, profiles, data, **dict(kw, band="p10-p90"))
+    other = curves.noise_curves({"SGD": trio[0]}, profiles, data, **dict(kw, band="p10-p90"))
     assert "cache" not in other.meta
 
 
@@ -140,12 +141,12 @@ def _trio_curves(setup, cache):
     data, trio, profiles = setup
     models = {"SGD": trio[0], "DAT-A": trio[1], "DAT-B": trio[2]}  # not in sorted order
     devices = {"device-B": profiles["B"], "device-A": profiles["A"]}  # reversed on purpose
-    return C.noise_curves(models, devices, data, draws=2, num_alphas=5, cache=cache)
+    return curves.noise_curves(models, devices, data, draws=2, num_alphas=5, cache=cache)
 
 
 def _trio_surface(setup, cache):
     data, trio, profiles = setup
-    return C.plane_surface(*trio, data, profiles={"none": None, "device-B": profiles["B"], "device-A": profiles["A"]},
+    return surfaces.plane_surface(*trio, data, profiles={"none": None, "device-B": profiles["B"], "device-A": profiles["A"]},
                            resolution=3, draws=2, seed=0, cache=cache)
 
 
@@ -168,7 +169,7 @@ def test_surface_round_trip_keeps_every_value_under_its_labels(setup, tmp_path):
 
 def test_free_plane_round_trip(setup, tmp_path):
     data, trio, _ = setup
-    fresh, cached = (C.free_plane(trio[0], data, resolution=3, cache=tmp_path) for _ in range(2))
+    fresh, cached = (surfaces.free_plane(trio[0], data, resolution=3, cache=tmp_path) for _ in range(2))
     assert cached.meta["cache"]["hit"]
     _assert_same_by_label(_by_label_surface(fresh), _by_label_surface(cached))
 

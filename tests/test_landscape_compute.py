@@ -14,7 +14,8 @@ from dat.noise.dense import DenseDevice
 from dat.errors import UserError
 from dat.noise.profile import bind
 from dat.noise.targets import find_targets
-from landscape import compute as C
+from landscape import curves
+from landscape import surfaces
 from landscape.directions import filter_normalized_direction, noise_directions, trio_plane, typical_noise_norm
 
 N_DATA = 200
@@ -96,7 +97,7 @@ def test_curves_match_reference_head_only(trio, data):
     t = find_targets(trio[0])
     profiles = {d: bind(PRESETS[d], t) for d in ("device-A", "device-B")}
     alphas = np.array([-2.0, -0.5, 0.0, 0.7, 3.0])
-    res = C.noise_curves(models, profiles, (X, Y), alphas=alphas, draws=3, seed=5)
+    res = curves.noise_curves(models, profiles, (X, Y), alphas=alphas, draws=3, seed=5)
     for i, (label, m) in enumerate(models.items()):
         for j, (dev, prof) in enumerate(profiles.items()):
             eta = draws_of(prof, 3, 5)
@@ -120,7 +121,7 @@ def test_curves_match_reference_all_analog(data):
     t = find_targets(m, "all-analog")
     prof = bind(PRESETS["device-B"], t)
     alphas = np.array([-1.0, 0.0, 2.5])
-    res = C.noise_curves({"m": m}, {"B": prof}, (X, Y), alphas=alphas, draws=2, seed=1, targets=t)
+    res = curves.noise_curves({"m": m}, {"B": prof}, (X, Y), alphas=alphas, draws=2, seed=1, targets=t)
     eta = draws_of(prof, 2, 1)
     weights = {layer.name: m.state_dict()[layer.name] for layer in t.layers}
     for s in range(2):
@@ -137,7 +138,7 @@ def test_surface_matches_reference_with_and_without_noise(trio, data):
     X, Y = data
     t = find_targets(trio[0])
     profiles = {"none": None, "A": bind(PRESETS["device-A"], t), "B": bind(PRESETS["device-B"], t)}
-    res = C.plane_surface(*trio, (X, Y), profiles=profiles, alpha_range=(-0.5, 1.5), beta_range=(-0.3, 0.8),
+    res = surfaces.plane_surface(*trio, (X, Y), profiles=profiles, alpha_range=(-0.5, 1.5), beta_range=(-0.3, 0.8),
                           resolution=(3, 2), draws=3, seed=7, chunk_size=4)
     assert res.loss.shape == (3, 3, 2)
     for i, a in enumerate(res.alphas):
@@ -191,7 +192,7 @@ def test_surface_all_analog_matches_reference(data):
     trio = [_trained(True, s, data, steps=10) for s in (5, 6, 7)]
     t = find_targets(trio[0], "all-analog")
     prof = bind(PRESETS["device-A"], t)
-    res = C.plane_surface(*trio, (X, Y), profiles={"A": prof}, resolution=2, draws=2, seed=3, targets=t)
+    res = surfaces.plane_surface(*trio, (X, Y), profiles={"A": prof}, resolution=2, draws=2, seed=3, targets=t)
     eta = draws_of(prof, 2, 3)
     for i, a in enumerate(res.alphas):
         for j, b in enumerate(res.betas):
@@ -213,7 +214,7 @@ def test_plane_puts_models_at_their_markers_exactly(trio, data):
     for c, m in enumerate(trio):
         for k, v in m.state_dict().items():
             assert torch.equal(pts[k][c], v), k
-    res = C.plane_surface(*trio, (X, Y), resolution=(9, 12))  # paper grid: (0,0),(1,0),(0.5,0.5) on it
+    res = surfaces.plane_surface(*trio, (X, Y), resolution=(9, 12))  # paper grid: (0,0),(1,0),(0.5,0.5) on it
     for c, (label, (a, b)) in enumerate(res.markers.items()):
         own = ref_eval(trio[c], trio[c].state_dict(), X, Y)[0]
         assert res.marker_loss[0, c] == pytest.approx(own, abs=1e-6), label
@@ -225,7 +226,7 @@ def test_recalibrated_batchnorm_matches_reference(data):
     X, Y = data
     trio = [_trained(True, s, data, steps=10) for s in (8, 9, 10)]
     recal = X[:128]
-    res = C.plane_surface(*trio, (X, Y), resolution=2, bn="recalibrate", recal_dataset=(recal, Y[:128]),
+    res = surfaces.plane_surface(*trio, (X, Y), resolution=2, bn="recalibrate", recal_dataset=(recal, Y[:128]),
                           batch_size=64)
     for i, a in enumerate(res.alphas):
         for j, b in enumerate(res.betas):
@@ -240,7 +241,7 @@ def test_recalibrated_batchnorm_matches_reference(data):
                 for k in range(0, 128, 64):
                     m(recal[k : k + 64])
             assert res.loss[0, i, j] == pytest.approx(ref_eval(m, m.state_dict(), X, Y)[0], rel=1e-5, abs=2e-5)
-    interp = C.plane_surface(*trio, (X, Y), resolution=2)
+    interp = surfaces.plane_surface(*trio, (X, Y), resolution=2)
     assert not np.allclose(interp.loss, res.loss)
 
 
@@ -252,7 +253,7 @@ def test_free_plane_is_filter_normalised_and_matches_reference(data):
     for name in ("body.1.weight", "classifier.weight"):
         assert torch.allclose(d[name].norm(dim=1), w[name].norm(dim=1), rtol=1e-5)
     assert torch.count_nonzero(d["classifier.bias"]) == 0 and torch.count_nonzero(d["body.2.running_mean"]) == 0
-    res = C.free_plane(m, (X, Y), direction_seed=0, alpha_range=(-1, 1), beta_range=(-1, 1), resolution=3)
+    res = surfaces.free_plane(m, (X, Y), direction_seed=0, alpha_range=(-1, 1), beta_range=(-1, 1), resolution=3)
     g = torch.Generator().manual_seed(0)
     d1, d2 = filter_normalized_direction(m, g), filter_normalized_direction(m, g)
     for i, a in enumerate(res.alphas):
@@ -267,8 +268,8 @@ def test_chunks_compose_to_the_whole_surface(trio, data):
     t = find_targets(trio[0])
     profiles = {"none": None, "A": bind(PRESETS["device-A"], t)}
     seen = []
-    whole = C.plane_surface(*trio, (X, Y), profiles=profiles, resolution=3, draws=2, chunk_size=100)
-    split = C.plane_surface(*trio, (X, Y), profiles=profiles, resolution=3, draws=2, chunk_size=1,
+    whole = surfaces.plane_surface(*trio, (X, Y), profiles=profiles, resolution=3, draws=2, chunk_size=100)
+    split = surfaces.plane_surface(*trio, (X, Y), profiles=profiles, resolution=3, draws=2, chunk_size=1,
                             progress=lambda done, total: seen.append((done, total)))
     np.testing.assert_allclose(whole.loss, split.loss, rtol=1e-6, atol=1e-6)
     assert seen[-1] == (12, 12) and len(seen) == 12
@@ -291,7 +292,7 @@ def test_typical_noise_norm_is_the_rms_draw_norm(trio):
 
 def test_default_alphas_cover_the_typical_norm(trio, data):
     t = find_targets(trio[0])
-    res = C.noise_curves({"m": trio[0]}, {"A": bind(PRESETS["device-A"], t)}, data, draws=2, num_alphas=7,
+    res = curves.noise_curves({"m": trio[0]}, {"A": bind(PRESETS["device-A"], t)}, data, draws=2, num_alphas=7,
                          span=2.0, max_samples=50)
     r = res.typical_norm[0, 0]
     np.testing.assert_allclose(res.alphas[0], np.linspace(-2 * r, 2 * r, 7))
@@ -303,25 +304,25 @@ def test_architecture_mismatch_names_the_tensor(data):
     c.classifier = nn.Linear(12, 9)
     c.features = c.features  # same body, different head
     with pytest.raises(ValueError, match="classifier.weight"):
-        C.plane_surface(a, b, c, data)
+        surfaces.plane_surface(a, b, c, data)
     with pytest.raises(ValueError, match="running_mean"):
-        C.plane_surface(a, b, Tiny(True), data)
+        surfaces.plane_surface(a, b, Tiny(True), data)
 
 
 def test_bad_inputs_raise_clear_errors(trio, data):
     t = find_targets(trio[0])
     prof = bind(PRESETS["device-A"], t)
     with pytest.raises(ValueError, match="band"):
-        C.noise_curves({"m": trio[0]}, {"A": prof}, data, band="iqr")
+        curves.noise_curves({"m": trio[0]}, {"A": prof}, data, band="iqr")
     with pytest.raises(ValueError, match="bn must be"):
-        C.plane_surface(*trio, data, bn="freeze")
+        surfaces.plane_surface(*trio, data, bn="freeze")
     with pytest.raises(ValueError, match="alpha_range"):
-        C.plane_surface(*trio, data, alpha_range=(1, 0))
+        surfaces.plane_surface(*trio, data, alpha_range=(1, 0))
     other = bind(DenseDevice(np.zeros(4), np.eye(4)), find_targets(nn.Sequential(nn.Linear(2, 2))))
     with pytest.raises(ValueError, match="n = 4"):
-        C.noise_curves({"m": trio[0]}, {"X": other}, data, targets=t)
+        curves.noise_curves({"m": trio[0]}, {"X": other}, data, targets=t)
     with pytest.raises(TypeError, match="dataset"):
-        C.noise_curves({"m": trio[0]}, {"A": prof}, [1, 2, 3])
+        curves.noise_curves({"m": trio[0]}, {"A": prof}, [1, 2, 3])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -370,8 +371,8 @@ def test_surface_strategies_agree_with_the_plain_loop(conv_trio, targets_kind):
     t = find_targets(trio[0], targets_kind)
     profiles = {"none": None, "A": bind(PRESETS["device-A"], t)}
     kw = dict(profiles=profiles, resolution=(3, 2), draws=2, seed=4, targets=t)
-    res = {s: C.plane_surface(*trio, (X, Y), strategy=s, **kw) for s in ("loop", "vmap")}
-    small = C.plane_surface(*trio, (X, Y), strategy="loop", memory_budget=1 << 20, batch_size=7, chunk_size=2, **kw)
+    res = {s: surfaces.plane_surface(*trio, (X, Y), strategy=s, **kw) for s in ("loop", "vmap")}
+    small = surfaces.plane_surface(*trio, (X, Y), strategy="loop", memory_budget=1 << 20, batch_size=7, chunk_size=2, **kw)
     for name in ("loss", "accuracy", "marker_loss"):
         assert _rel(getattr(res["vmap"], name), getattr(res["loop"], name)) <= 1e-5, name
         assert _rel(getattr(small, name), getattr(res["loop"], name)) <= 1e-5, name
@@ -397,7 +398,7 @@ def test_curve_strategies_agree_with_the_plain_loop(conv_trio, targets_kind):
     t = find_targets(m, targets_kind)
     prof = bind(PRESETS["device-B"], t)
     alphas = np.array([-1.5, 0.0, 0.4, 2.0])
-    res = {s: C.noise_curves({"m": m}, {"B": prof}, (X, Y), alphas=alphas, draws=2, seed=2, targets=t, strategy=s)
+    res = {s: curves.noise_curves({"m": m}, {"B": prof}, (X, Y), alphas=alphas, draws=2, seed=2, targets=t, strategy=s)
            for s in ("loop", "vmap")}
     assert _rel(res["vmap"].loss, res["loop"].loss) <= 1e-5
     eta = draws_of(prof, 2, 2)
@@ -417,8 +418,8 @@ def test_head_curves_in_small_memory_pieces_match(conv_trio):
     t = find_targets(trio[0])
     prof = bind(PRESETS["device-A"], t)
     kw = dict(num_alphas=41, draws=3, seed=1)
-    big = C.noise_curves({"m": trio[0]}, {"A": prof}, (X, Y), **kw)
-    small = C.noise_curves({"m": trio[0]}, {"A": prof}, (X, Y), memory_budget=1 << 20, batch_size=9, **kw)
+    big = curves.noise_curves({"m": trio[0]}, {"A": prof}, (X, Y), **kw)
+    small = curves.noise_curves({"m": trio[0]}, {"A": prof}, (X, Y), memory_budget=1 << 20, batch_size=9, **kw)
     assert _rel(small.loss, big.loss) <= 1e-5
     np.testing.assert_array_equal(small.accuracy, big.accuracy)
 
@@ -426,13 +427,13 @@ def test_head_curves_in_small_memory_pieces_match(conv_trio):
 def test_grid_chunks_are_the_grid_then_the_markers():
     alphas, betas = np.linspace(0, 1, 4), np.linspace(-1, 0, 3)
     marks = np.array([[0.0, 0.0], [1.0, 0.0]])
-    chunks = C.GridChunks(alphas, betas, marks, 5)
+    chunks = surfaces.GridChunks(alphas, betas, marks, 5)
     aa, bb = np.meshgrid(alphas, betas, indexing="ij")
     want = np.concatenate([np.stack([aa.ravel(), bb.ravel()], 1), marks])
     assert len(chunks) == 3
     np.testing.assert_array_equal(np.concatenate([chunks[j] for j in range(len(chunks))]), want)
     # A huge grid costs nothing until a chunk is asked for.
-    huge = C.GridChunks(np.linspace(0, 1, 10 ** 6), np.linspace(0, 1, 10 ** 6), marks, 64)
+    huge = surfaces.GridChunks(np.linspace(0, 1, 10 ** 6), np.linspace(0, 1, 10 ** 6), marks, 64)
     assert len(huge) == -(-(10 ** 12 + 2) // 64) and huge[len(huge) - 1].shape == (2, 2)
 
 
@@ -452,7 +453,7 @@ def test_memory_stays_bounded_for_a_huge_alpha_grid(tmp_path):
         "import resource, numpy as np, torch\n"
         "from torch import nn\n"
         "from dat.data import load_dataset\nfrom dat.noise.crossbar import PRESETS\nfrom dat.noise.profile import bind\n"
-        "from dat.noise.targets import find_targets\nfrom landscape import compute as C\n"
+        "from dat.noise.targets import find_targets\nfrom landscape import curves\n"
         "class M(nn.Module):\n"
         "    def __init__(s):\n        super().__init__(); s.body = nn.Sequential(nn.Flatten(), nn.Linear(64, 8));"
         " s.classifier = nn.Linear(8, 10)\n"
@@ -460,7 +461,7 @@ def test_memory_stays_bounded_for_a_huge_alpha_grid(tmp_path):
         "torch.manual_seed(0); m = M().eval(); X, Y = load_dataset('digits').train_eval.tensors\n"
         "p = bind(PRESETS['device-A'], find_targets(m))\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "r = C.noise_curves({'m': m}, {'A': p}, (X[:100], Y[:100]), num_alphas=200000, draws=2,\n"
+        "r = curves.noise_curves({'m': m}, {'A': p}, (X[:100], Y[:100]), num_alphas=200000, draws=2,\n"
         "                   max_evaluations=None, memory_budget=16 << 20)\n"
         "assert np.isfinite(r.loss).all()\n"
         "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n")
@@ -480,12 +481,12 @@ def test_evaluation_limit_is_enforced_and_can_be_lifted(trio, data):
     t = find_targets(trio[0])
     prof = bind(PRESETS["device-A"], t)
     with pytest.raises(UserError, match=r"3,108 model evaluations"):
-        C.plane_surface(*trio, data, profiles={"none": None, "A": prof}, resolution=(16, 16), draws=11,
+        surfaces.plane_surface(*trio, data, profiles={"none": None, "A": prof}, resolution=(16, 16), draws=11,
                         max_evaluations=3000)
     with pytest.raises(UserError, match=r"5 alphas \+ 2\)\) would take 14 model"):
-        C.noise_curves({"m": trio[0]}, {"A": prof}, data, alphas=np.linspace(-1, 1, 5), draws=2,
+        curves.noise_curves({"m": trio[0]}, {"A": prof}, data, alphas=np.linspace(-1, 1, 5), draws=2,
                        max_evaluations=10)
-    C.noise_curves({"m": trio[0]}, {"A": prof}, data, alphas=np.linspace(-1, 1, 5), draws=2, max_evaluations=None,
+    curves.noise_curves({"m": trio[0]}, {"A": prof}, data, alphas=np.linspace(-1, 1, 5), draws=2, max_evaluations=None,
                    max_samples=20)
 
 
@@ -521,7 +522,9 @@ def test_cli_refuses_bad_sizes(argv, message, tmp_path, capsys):
 def test_cli_limit_can_be_lifted(tmp_path, capsys, monkeypatch):
     from faces.cli import main
 
-    monkeypatch.setattr(C, "MAX_EVALUATIONS", 10)
+    from landscape import inputs
+
+    monkeypatch.setattr(inputs, "MAX_EVALUATIONS", 10)
     argv = ["landscape", "1d", *ONE_ARGS, "--device", "A=device-A", "--num-alphas", "5", "--draws", "2",
             "--max-samples", "30", "--out", str(tmp_path / "o")]
     assert main(argv) == 2 and "14 model evaluations, more than the limit of 10" in capsys.readouterr().err

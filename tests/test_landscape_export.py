@@ -267,7 +267,7 @@ def test_summary_rows_carry_standard_errors_and_separation_says_when_draws_canno
 def test_separation_of_two_known_distributions():
     """Statistical fact: a true difference of 1 with per-draw std 1 is resolved at 2 SE with
     100 draws (SE 0.1) and the draws-needed estimate is about (2 sd / d)^2 = 4."""
-    from landscape.compute import Curves
+    from landscape.results import Curves
     from landscape.summary import separation
 
     rng = np.random.default_rng(0)

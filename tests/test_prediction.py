@@ -115,7 +115,7 @@ def test_prediction_rows_pair_the_right_numbers_and_go_into_summary_csv(compared
     from landscape.export import bundle_files
     from landscape.sharpness import device_sharpness
     from dat.noise.targets import find_targets
-    from landscape.compute import as_tensors
+    from landscape.inputs import as_tensors
 
     spec, inputs, curves, comparison = compared
     pred = predicted_vs_measured(spec, comparison, inputs, probes=8)

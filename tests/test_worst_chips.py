@@ -4,7 +4,7 @@ numbers, the transfer heat map, the aging figure and the Models page's tables.""
 import numpy as np
 import pytest
 
-from landscape.compute import Curves
+from landscape.results import Curves
 
 
 def _curves():

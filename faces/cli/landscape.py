@@ -165,10 +165,10 @@ def _progress(args, what: str):
 
 
 def _run(spec, args, what: str, inputs=None):
-    from landscape import compute
+    from landscape.inputs import MAX_EVALUATIONS
     from landscape.spec import check_size, run_spec
 
-    check_size(spec, None if args.allow_large else compute.MAX_EVALUATIONS)  # before a progress bar shows
+    check_size(spec, None if args.allow_large else MAX_EVALUATIONS)  # before a progress bar shows
     cb, close = _progress(args, what)
     try:
         return run_spec(spec, progress=cb, cache=None if args.no_cache else args.cache_dir, inputs=inputs,
