@@ -169,7 +169,7 @@ def run_workload(name, trio, X, Y, grid, repeat=1, curve_alphas: int = 51) -> li
 
 
 def _demo():
-    trio = [load_checkpoint(ROOT / "checkpoints" / f"{n}.safetensors").model.eval() for n in ("sgd", "dat-a", "dat-b")]
+    trio = [load_checkpoint(ROOT / "checkpoints" / f"{n}.safetensors").model.eval() for n in ROLES]
     X, Y = load_dataset("digits").train_eval.tensors
     return trio, X, Y
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .results import PREDICTION_COLUMNS, Comparison, Curves, Surface
+from .results import Comparison, Curves, Surface
 
 
 def _crossing(a0: float, g0: float, a1: float, g1: float, level: float) -> float:

@@ -163,7 +163,7 @@ def test_surface_keeps_the_spread_of_the_draws_at_every_model_point(trio, data):
     X, Y = data
     t = find_targets(trio[0])
     prof = bind(PRESETS["device-B"], t)
-    res = C.plane_surface(*trio, (X, Y), profiles={"none": None, "B": prof}, resolution=(2, 2), draws=4, seed=5)
+    res = surfaces.plane_surface(*trio, (X, Y), profiles={"none": None, "B": prof}, resolution=(2, 2), draws=4, seed=5)
     eta = draws_of(prof, 4, 5)
     for c, model in enumerate(trio):
         state = model.state_dict()

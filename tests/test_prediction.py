@@ -5,7 +5,6 @@ correlation against its textbook formula, the cache, and the bundle's columns.""
 import copy
 import csv
 import io
-import json
 import shutil
 from pathlib import Path
 
@@ -19,7 +18,8 @@ from dat.models import build_model
 from faces.cli import main as cli_main
 from landscape.sharpness import predicted_vs_measured, rank_correlation
 from landscape.spec import LandscapeSpec, load_inputs, run_spec
-from landscape.summary import PREDICTION_COLUMNS, compare_devices
+from landscape.results import PREDICTION_COLUMNS
+from landscape.summary import compare_devices
 
 SMALL = dict(dataset="digits", split="train", max_samples=96, batch_size=256)
 
