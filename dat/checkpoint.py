@@ -16,12 +16,11 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from torch import nn
-
 from dat.errors import UserError
-from dat.models import model_from_spec
 from dat.fileio import atomic_write
+
+# torch and dat.models are imported inside the functions that need them: reading headers
+# (read_meta, list_checkpoints) stays free of torch, so listing a workspace is fast.
 
 FORMAT = "dat-checkpoint"
 FORMAT_VERSION = 1
@@ -48,6 +47,8 @@ class Checkpoint:
 def versions() -> dict:
     """Library versions recorded in every result."""
     import numpy
+    import torch
+
     import dat
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
             "dat": dat.__version__}
@@ -115,6 +116,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> Check
     the tensor on an architecture mismatch, and for truncated, foreign or metadata-less files."""
     from safetensors.torch import load_file
 
+    from dat.models import model_from_spec
+
     meta = read_meta(path)
     model = model_from_spec(meta["model"])
     try:
@@ -160,6 +163,8 @@ def list_checkpoints(folder: str | os.PathLike = "checkpoints") -> list[dict]:
 
 def save_resume(path: str | os.PathLike, state: dict) -> None:
     """Atomic torch.save of a resume state (tensors, numbers, strings, lists, dicts only)."""
+    import torch
+
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
@@ -170,6 +175,8 @@ RESUME_KEYS = ("trajectory", "model", "optimizer", "scheduler", "data_gen", "noi
 
 def load_resume(path: str | os.PathLike, required: tuple = RESUME_KEYS) -> dict:
     """Load a resume state without unpickling arbitrary objects; it must hold the ``required`` keys."""
+    import torch
+
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises its own types for truncated, foreign or pickled files

@@ -26,14 +26,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.covariance import OAS, LedoitWolf
 
 from dat.devices import check_covariance, check_mean
 from dat.arrayfile import display_name, numeric, read_bytes, read_npz
 from dat.errors import UserError, expected
 from dat.fileio import atomic_write
 
-ESTIMATORS = {"ledoitwolf": LedoitWolf, "oas": OAS}
+# Estimator name -> its class in sklearn.covariance (imported when fitting: importing scikit-learn
+# costs seconds, and most users of this module only read fitted profiles).
+ESTIMATORS = {"ledoitwolf": "LedoitWolf", "oas": "OAS"}
 # Fewer repeats than this leave even a shrunk covariance poorly determined: fit warns.
 MIN_RECOMMENDED_SAMPLES = 10
 
@@ -163,7 +164,9 @@ class FittedTile:
                 UserWarning,
                 stacklevel=2,
             )
-        est = ESTIMATORS[self.estimator]().fit(maps.reshape(n, rows * cols))
+        import sklearn.covariance
+
+        est = getattr(sklearn.covariance, ESTIMATORS[self.estimator])().fit(maps.reshape(n, rows * cols))
         self._set(est.location_, est.covariance_, (rows, cols), float(est.shrinkage_), n)
         return self
 

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Every module of dat/ and landscape/ has a layer; a new module must be placed here.
 LAYERS = {
     0: ["dat.__init__", "dat.errors", "dat.fileio", "dat.arrayfile", "dat.models", "dat.parallel", "dat.chips",
-        "dat.figure_layout"],
+        "dat.figure_layout", "dat.diskcache"],
     1: ["dat.targets", "dat.devices", "dat.measure", "dat.profiles", "dat.profile_io", "dat.twins",
         "dat.profile_figures"],
     2: ["dat.config", "dat.data", "dat.optim", "dat.strength", "dat.checkpoint", "dat.evaluate", "dat.train",
@@ -22,7 +22,7 @@ LAYERS = {
     4: ["faces.__init__", "faces.cli.__init__", "faces.cli.__main__", "faces.cli.profile", "faces.cli.twin",
         "faces.cli.landscape", "faces.cli.instruments", "faces.dashboard.__init__", "faces.dashboard.helpers",
         "faces.dashboard.workspace", "faces.dashboard.jobs", "faces.dashboard.widgets.__init__",
-        "faces.dashboard.widgets.export", "faces.dashboard.widgets.workspace"],
+        "faces.dashboard.widgets.export", "faces.dashboard.widgets.workspace", "faces.cli.cache"],
 }
 NAMES = ("noise profile and base", "noise profile", "training", "landscape", "faces")
 LAYER_OF = {m: layer for layer, mods in LAYERS.items() for m in mods}
