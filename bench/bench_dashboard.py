@@ -100,9 +100,13 @@ def _script_finished(payload) -> bool:
     return msg.WhichOneof("type") == "script_finished"
 
 
-def visit(page, url: str, timeout_s: float = 300.0) -> float:
-    """Seconds from navigating to ``url`` until the page's script has finished its first run;
-    raises if the page shows an exception."""
+# A page that has not finished by then is reported as taking this long (and missing its goal).
+TIMEOUT_S = 600.0
+
+
+def visit(page, url: str, timeout_s: float = TIMEOUT_S) -> float:
+    """Seconds from navigating to ``url`` until the page's script has finished its first run
+    (``timeout_s`` if it has not by then); raises if the page shows an exception."""
     finished: list[float] = []
 
     def on_socket(ws):
@@ -114,7 +118,8 @@ def visit(page, url: str, timeout_s: float = 300.0) -> float:
         page.goto(url, wait_until="commit")
         while not finished:
             if time.perf_counter() - t0 > timeout_s:
-                raise TimeoutError(f"{url}: no script_finished within {timeout_s} s")
+                print(f"{url}: not finished within {timeout_s:g} s", file=sys.stderr)
+                return timeout_s
             page.wait_for_timeout(10)
     finally:
         page.remove_listener("websocket", on_socket)

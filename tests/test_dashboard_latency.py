@@ -52,3 +52,41 @@ out["estimators"] = sorted(dat.measure.ESTIMATORS)
     assert not out["torch"]
     assert out["estimators"] == ["ledoitwolf", "oas"]
     assert "sklearn" not in out["heavy"]  # scikit-learn loads when a fit is made (test_measure fits)
+
+
+def test_device_profiles_page_decomposes_each_device_once(demo_workspace, monkeypatch):
+    """The spectrum, the captured variance and both low-rank factors of a device share one profile:
+    its plain eigen-decomposition is made once (it was made twice, the slowest part of the page), and
+    a rerun with another seed of the sampled maps makes none."""
+    from streamlit.testing.v1 import AppTest
+
+    from dat import profiles
+
+    monkeypatch.setenv("DAT_WORKSPACE", str(demo_workspace))
+    calls = []
+    real = profiles._top_eig_operator
+
+    def counted(matvec, m, k, **kwargs):
+        calls.append((m, k))
+        return real(matvec, m, k, **kwargs)
+
+    monkeypatch.setattr(profiles, "_top_eig_operator", counted)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600).run()
+    at.switch_page("pages/1_Device_profiles.py").run()
+    assert not at.exception, at.exception
+    assert len(at.get("plotly_chart")) == 6 and len(at.metric) == 2
+    on_page = len(calls)
+    at.sidebar.number_input[2].set_value(1).run()  # the seed of the sampled maps
+    assert not at.exception, at.exception
+    assert len(calls) == on_page  # nothing decomposed again
+
+    # The reference: what one profile object per device needs for the page's numbers at its defaults
+    # (tile 32, 50 eigenvalues shown, k = 10).
+    from dat import profile_figures as pf
+    from dat.devices import PRESETS
+
+    calls.clear()
+    for name in ("device-A", "device-B"):
+        profile = pf.tile_profile(PRESETS[name], (32, 32))
+        profile.spectrum(50), profile.captured_variance(10), profile.captured(10)
+    assert on_page == len(calls) > 0
