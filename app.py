@@ -58,9 +58,9 @@ def home() -> None:
     if summary["job_labels"]:
         st.markdown("Running: " + ", ".join(f"`{label}`" for label in summary["job_labels"]))
     if summary["checkpoints"] == 0:
-        st.info("No checkpoints yet. Make the small demo trio (SGD, DAT-A, DAT-B on digits, about 20 s "
-                "on two idle cores) with `dat demo` in a terminal, or with the button below; the landscape pages "
-                "use it at once.")
+        st.info("No checkpoints yet. Make the small demo trio (SGD, DAT-A, DAT-B on digits: about 20 s on an "
+                "idle 2-core machine, many minutes on a busy one) with `dat demo` in a terminal, or with the "
+                "button below; the landscape pages use it at once.")
         if st.button("Make demo checkpoints", key="make_demo"):
             from faces.dashboard.helpers import submit_demo
 

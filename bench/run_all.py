@@ -25,7 +25,7 @@ from pathlib import Path
 from dat.fileio import atomic_write_bytes
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ["bench_landscape", "bench_training"]
+BENCHES = ["bench_landscape", "bench_training", "bench_dashboard"]
 COLUMNS = ("what", "ours_s", "baseline", "baseline_s", "ratio", "goal", "met")
 
 

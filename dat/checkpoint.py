@@ -14,16 +14,19 @@ import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
-from torch import nn
 
 from dat.errors import UserError
-from dat.models import model_from_spec
 from dat.fileio import atomic_write
-from dat.noise.targets import find_targets
+
+if TYPE_CHECKING:  # annotations only
+    import torch
+    from torch import nn
+# torch, dat.models and the noise targets (which need torch) are imported inside the functions that
+# need them: reading headers (read_meta, list_checkpoints, names) stays free of torch, so the
+# dashboard's home page and workspace listing render without waiting for torch to import.
 
 FORMAT = "dat-checkpoint"
 FORMAT_VERSION = 1
@@ -39,6 +42,8 @@ class Checkpoint:
     def noise_targets(self, choice: str | None = None):
         """The model's noise targets as it was trained: target choice (unless ``choice`` overrides
         it), tile and units from its saved config."""
+        from dat.noise.targets import find_targets
+
         config = self.meta.get("config") or {}
         tile = int(config.get("tile", 64))
         return find_targets(self.model, choice or config.get("targets", "last-linear"), tile=(tile, tile),
@@ -48,6 +53,8 @@ class Checkpoint:
 def versions() -> dict:
     """Library versions recorded in every result."""
     import numpy
+    import torch
+
     import dat
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
             "dat": dat.__version__}
@@ -56,6 +63,8 @@ def versions() -> dict:
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict) -> Path:
     """Write the model's state (parameters and buffers) and ``meta`` (JSON-able; must hold the
     model's ``spec``, added from ``model.spec`` when absent) to ``path`` atomically."""
+    from safetensors.torch import save_file
+
     meta = dict(meta)
     if "model" not in meta:
         if not hasattr(model, "spec"):
@@ -78,7 +87,7 @@ def read_meta(path: str | os.PathLike) -> dict:
         raise FileNotFoundError(f"checkpoint not found: {path}")
     size = path.stat().st_size
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="numpy") as f:  # the header only: no torch needed
             header = f.metadata() or {}
     except SafetensorError as err:
         reason = str(err)
@@ -105,6 +114,10 @@ def read_meta(path: str | os.PathLike) -> dict:
 def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> Checkpoint:
     """Rebuild the model from the metadata and load the weights strictly. Raises ValueError naming
     the tensor on an architecture mismatch, and for truncated, foreign or metadata-less files."""
+    from safetensors.torch import load_file
+
+    from dat.models import model_from_spec
+
     meta = read_meta(path)
     model = model_from_spec(meta["model"])
     try:
@@ -150,6 +163,8 @@ def list_checkpoints(folder: str | os.PathLike = "checkpoints") -> list[dict]:
 
 def save_resume(path: str | os.PathLike, state: dict) -> None:
     """Atomic torch.save of a resume state (tensors, numbers, strings, lists, dicts only)."""
+    import torch
+
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
@@ -160,6 +175,8 @@ RESUME_KEYS = ("trajectory", "model", "optimizer", "scheduler", "data_gen", "noi
 
 def load_resume(path: str | os.PathLike, required: tuple = RESUME_KEYS) -> dict:
     """Load a resume state without unpickling arbitrary objects; it must hold the ``required`` keys."""
+    import torch
+
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises its own types for truncated, foreign or pickled files

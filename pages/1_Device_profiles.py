@@ -4,9 +4,6 @@ import dataclasses
 
 import streamlit as st
 
-from dat import profile_figures as pf
-from dat.noise.crossbar import KERNELS, CrossbarParams
-from dat.noise.dense import DenseDevice
 from dat.errors import UserError
 from faces.dashboard.helpers import (MAX_MEASUREMENT_MB, OTHER_TIME, PARAMETER_LABELS, TIME_PRESETS, device_choices,
                             fit_measurements, fit_sentence, fit_summary, load_device, time_choice,
@@ -19,6 +16,12 @@ st.markdown(
     "A device's noise is a multivariate normal N(mu, Sigma) over the cells of a crossbar tile "
     "(word lines are rows, bit lines columns; values are fractions of g_max). Pick what devices A and "
     "B are, change a preset's parameters, or fit a device from your own repeated programming maps.")
+
+# The noise model's libraries (torch, plotly) load after the title and the text above are drawn: the
+# first visit to this page shows them while the imports (seconds on a fresh server) run.
+from dat import profile_figures as pf  # noqa: E402
+from dat.noise.crossbar import KERNELS, CrossbarParams  # noqa: E402
+from dat.noise.dense import DenseDevice  # noqa: E402
 
 ws = Workspace.default()
 FITTED = "fitted from the upload (unsaved)"
@@ -137,53 +140,76 @@ if not devices:
     st.stop()
 
 
-@st.cache_data(max_entries=16, show_spinner="Sampling the noise and computing Sigma's spectrum...")
-def views(_device, key: str, tile: int, num: int, window: int, k: int, k_max: int, seed: int) -> dict:
-    """Every number the page draws for one device (cached by the profile's content hash)."""
-    profile = pf.tile_profile(_device, (tile, tile))
-    return {"maps": pf.noise_maps(profile, num=num, seed=seed),
-            "sigma": pf.sigma_window(profile, window),
-            "corr": pf.correlation_profile(profile),
-            "spectrum": profile.spectrum(min(k_max, profile.n)),
-            "captured": profile.captured_variance(min(k, profile.n)),
-            "n": profile.n, "hash": profile.content_hash()}
+# Each device's profile on the chosen tile is one object shared by every section, session and rerun:
+# its eigenpairs (the slow part: a dense eigen-decomposition and canonical bases of tied groups) are
+# computed once for the spectrum, the captured variance and both low-rank factors. Each section's
+# numbers are cached on what they depend on, so changing the seed does not redo the spectrum; the
+# cheap sections are drawn before the eigen-decomposition starts.
+@st.cache_resource(max_entries=16, show_spinner=False)
+def bound_profile(_device, key: str, tile: int):
+    """The device bound to one tile x tile crossbar (``key``: its content hash)."""
+    return pf.tile_profile(_device, (tile, tile))
 
 
-results = {}
-for slot, device in devices.items():
-    key = pf.tile_profile(device, (tile, tile)).content_hash()
-    results[slot] = views(device, key, int(tile), int(num_maps), int(window), int(k), int(k_max), int(seed))
+@st.cache_data(max_entries=16, show_spinner="Sampling the noise and forming Sigma...")
+def noise_views(_device, key: str, tile: int, num: int, window: int, seed: int) -> dict:
+    """The sampled maps, the Sigma window and the correlation profile of one device."""
+    profile = bound_profile(_device, key, tile)
+    return {"maps": pf.noise_maps(profile, num=num, seed=seed), "sigma": pf.sigma_window(profile, window),
+            "corr": pf.correlation_profile(profile), "n": profile.n}
 
-st.header("Sampled noise maps on one tile")
-st.plotly_chart(pf.noise_maps_figure({f"device {s}": r["maps"] for s, r in results.items()}),
-                key="maps_figure")
 
-st.header("Sigma (a window) on one colour scale")
-zmax = max(float(abs(r["sigma"]).max()) for r in results.values())
-for col, (slot, r) in zip(st.columns(2), results.items()):
-    col.plotly_chart(pf.sigma_figure(r["sigma"], f"device {slot}", zmax=zmax), key=f"sigma_{slot}")
-
-st.header("Correlation against cell distance")
-st.plotly_chart(pf.correlation_figure({f"device {s}": r["corr"] for s, r in results.items()}),
-                key="corr_figure")
-
-st.header("Eigen-spectrum and captured variance")
-st.plotly_chart(pf.spectrum_figure({f"device {s}": r["spectrum"] for s, r in results.items()}, int(k)),
-                key="spectrum_figure")
-for col, (slot, r) in zip(st.columns(2), results.items()):
-    col.metric(f"Device {slot}: variance captured by k = {int(k)}", f"{100 * r['captured']:.1f} %",
-               help=f"n = {r['n']} cells; profile hash {r['hash'][:12]}")
-
+@st.cache_data(max_entries=16, show_spinner="Computing Sigma's eigen-spectrum...")
+def spectrum_views(_device, key: str, tile: int, k: int, k_max: int) -> dict:
+    profile = bound_profile(_device, key, tile)
+    return {"spectrum": profile.spectrum(min(k_max, profile.n)),
+            "captured": profile.captured_variance(min(k, profile.n))}
 
 
 @st.cache_data(max_entries=16, show_spinner="Computing the loss-relevant low rank...")
 def captured_both(_device, key: str, tile: int, k: int) -> dict:
     """Plain and loss-relevant top-k on one tile whose bit lines are a classifier's outputs."""
-    return pf.tile_profile(_device, (tile, tile)).captured(k)
+    return bound_profile(_device, key, tile).captured(k)
 
 
+@st.cache_data(max_entries=32, show_spinner=False)
+def figure(kind: str, key: tuple, _data, **options):
+    """A figure of this page, built once per (kind, key): ``key`` names the devices, their profile
+    hashes and the settings the data came from; plotly layout work is not redone on each rerun."""
+    return getattr(pf, f"{kind}_figure")(_data, **options)
+
+
+hashes = {slot: pf.tile_profile(device, (tile, tile)).content_hash() for slot, device in devices.items()}
+results = {slot: noise_views(device, hashes[slot], int(tile), int(num_maps), int(window), int(seed))
+           for slot, device in devices.items()}
+settings = (tuple(hashes.items()), int(tile), int(num_maps), int(window), int(seed))
+
+st.header("Sampled noise maps on one tile")
+st.plotly_chart(figure("noise_maps", settings, {f"device {s}": r["maps"] for s, r in results.items()}),
+                key="maps_figure")
+
+st.header("Sigma (a window) on one colour scale")
+zmax = max(float(abs(r["sigma"]).max()) for r in results.values())
 for col, (slot, r) in zip(st.columns(2), results.items()):
-    both = captured_both(devices[slot], r["hash"], int(tile), min(int(k), r["n"]))
+    col.plotly_chart(figure("sigma", settings + (slot,), r["sigma"], title=f"device {slot}", zmax=zmax),
+                     key=f"sigma_{slot}")
+
+st.header("Correlation against cell distance")
+st.plotly_chart(figure("correlation", settings, {f"device {s}": r["corr"] for s, r in results.items()}),
+                key="corr_figure")
+
+st.header("Eigen-spectrum and captured variance")
+spectra = {slot: spectrum_views(device, hashes[slot], int(tile), int(k), int(k_max))
+           for slot, device in devices.items()}
+st.plotly_chart(figure("spectrum", (tuple(hashes.items()), int(tile), int(k), int(k_max)),
+                       {f"device {s}": r["spectrum"] for s, r in spectra.items()}, k=int(k)),
+                key="spectrum_figure")
+for col, (slot, r) in zip(st.columns(2), spectra.items()):
+    col.metric(f"Device {slot}: variance captured by k = {int(k)}", f"{100 * r['captured']:.1f} %",
+               help=f"n = {results[slot]['n']} cells; profile hash {hashes[slot][:12]}")
+
+for col, slot in zip(st.columns(2), devices):
+    both = captured_both(devices[slot], hashes[slot], int(tile), min(int(k), results[slot]["n"]))
     col.caption(f"Device {slot}, the tile as a classifier head (bit lines = outputs): captured variance / "
                 "captured loss-relevant variance: plain top-k " + " / ".join(
                     f"{100 * both['plain'][x]:.1f} %" for x in ("captured_variance", "captured_relevant_variance"))

@@ -25,14 +25,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.covariance import OAS, LedoitWolf
 
 from dat.arrayfile import display_name, numeric, read_bytes, read_npz
 from dat.errors import UserError, expected
 from dat.noise.checks import check_covariance, check_mean
 from dat.noise.dense import DenseBlock
 
-ESTIMATORS = {"ledoitwolf": LedoitWolf, "oas": OAS}
+# Estimator name -> its class in sklearn.covariance (imported when fitting: importing scikit-learn
+# costs seconds, and most users of this module only read fitted profiles).
+ESTIMATORS = {"ledoitwolf": "LedoitWolf", "oas": "OAS"}
 # Fewer repeats than this leave even a shrunk covariance poorly determined: fit warns.
 MIN_RECOMMENDED_SAMPLES = 10
 
@@ -147,7 +148,9 @@ class FittedTile:
                 UserWarning,
                 stacklevel=2,
             )
-        est = ESTIMATORS[self.estimator]().fit(maps.reshape(n, rows * cols))
+        import sklearn.covariance
+
+        est = getattr(sklearn.covariance, ESTIMATORS[self.estimator])().fit(maps.reshape(n, rows * cols))
         self._set(est.location_, est.covariance_, (rows, cols), float(est.shrinkage_), n)
         return self
 

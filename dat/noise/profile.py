@@ -27,6 +27,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from dat import diskcache
 from dat.errors import UserError
 from dat.fileio import atomic_write
 from dat.noise import linalg
@@ -93,12 +94,15 @@ def cholesky_factor(profile: "NoiseProfile", max_n: int = DENSE_LIMIT, cache_dir
     max_n). With ``cache_dir``, a factor cached there for this profile (same content hash, n, dtype,
     torch version) is read instead of computed, after checking its key, shape and that it
     reproduces Sigma on random probes; a missing or damaged file is (re)computed and written
-    atomically. source is "computed" or "cache"."""
+    atomically. source is "computed" or "cache". The folder is kept under ``dat.diskcache``'s cap
+    (8 GiB, ``$DAT_CHOLESKY_CACHE_MAX``), the least recently used factors removed first."""
     profile._check_dense_size(max_n)
     path = None if cache_dir is None else cholesky_cache_path(profile, cache_dir)
+    cap = None if path is None else diskcache.cholesky_cap()  # a bad setting fails before the set-up
     if path is not None and path.exists():
         found = _read_factor(profile, path)
         if found is not None:
+            diskcache.touch(path)  # recently used: the last the size cap removes
             profile._adopt_factor(*found)
             return found[0], found[1], "cache"
     L, jitter = profile._factor()
@@ -109,6 +113,8 @@ def cholesky_factor(profile: "NoiseProfile", max_n: int = DENSE_LIMIT, cache_dir
             atomic_write(path, lambda tmp: save_file({"L": L.contiguous()}, tmp, metadata=meta))
         except OSError as err:  # a full or read-only disk costs the next run its set-up, nothing more
             warnings.warn(f"could not write the Cholesky factor to {path} ({err}); it is not cached", stacklevel=3)
+        else:  # the cache stays under its cap (dat.diskcache): least recently used factors go first
+            diskcache.prune(path.parent, cap, diskcache.CHOLESKY_PATTERN, keep=(path,))
     return L, jitter, "computed"
 
 

@@ -269,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_landscape_parser(sub)
     from faces.cli.instruments import add_instrument_parsers
     add_instrument_parsers(sub)  # dat transfer | aging | sharpness
+    from faces.cli.cache import add_cache_parser
+    add_cache_parser(sub)  # dat cache list | prune | clear
     return parser
 
 
