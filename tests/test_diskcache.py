@@ -143,12 +143,12 @@ def test_cholesky_cache_keeps_the_recently_used_factors_under_the_cap(tmp_path, 
 
 
 def test_a_bad_cap_fails_before_the_factorisation(tmp_path, monkeypatch):
-    from dat import profiles
+    from dat.noise import linalg, profile as profiles
 
     def no_factoring(*args, **kwargs):
         raise AssertionError("factorised despite a bad cache setting")
 
-    monkeypatch.setattr(profiles, "_cholesky", no_factoring)
+    monkeypatch.setattr(linalg, "cholesky", no_factoring)
     monkeypatch.setenv(diskcache.CHOLESKY_CAP_ENV, "-3")
     with pytest.raises(UserError, match=diskcache.CHOLESKY_CAP_ENV):
         profiles.cholesky_factor(_profile("device-A"), cache_dir=tmp_path)
