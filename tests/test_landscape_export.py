@@ -356,6 +356,12 @@ def test_export_panel_previews_the_exported_png(demo_workspace, tmp_path, monkey
     at.slider(key="curve_points").set_value(5)
     at.number_input(key="curve_draws").set_value(2)
     at.button(key="FormSubmitter:curves_form-Compute curves").click().run()
+    from faces.dashboard import jobs
+
+    for job in jobs.registry().active():  # the page runs the curves as a landscape job: wait for it
+        if job.lane == jobs.LANDSCAPE_LANE:
+            jobs.registry().wait(job.id, timeout=300)
+    at.run()
     assert not at.exception and not at.error
     at.radio[1].set_value("single")
     at.multiselect[2].set_value(["png"])
