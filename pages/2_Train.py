@@ -114,6 +114,8 @@ def job_panel():
     except UserError as exc:  # a damaged jobs.json: say so, show this server's jobs
         st.error(str(exc))
         all_jobs = registry.jobs(ws.jobs_file)
+    # Training jobs only: landscape jobs are followed on their own pages and in every page's sidebar.
+    all_jobs = [j for j in all_jobs if j.lane == jobs.TRAIN_LANE]
     if not all_jobs:
         st.info("No jobs yet: start one with the form above.")
         return

@@ -598,3 +598,16 @@ def test_a_rerun_carrying_an_older_query_string_keeps_the_form(workspace):
     assert not at.exception and not at.warning
     assert at.slider(key="surface_points_alpha").value == 3 and at.query_params["points_alpha"] == "3"
     finished(at)
+
+
+def test_the_train_page_lists_training_jobs_only(workspace):
+    """A finished landscape job is followed on its own page and in the sidebar; the Train page's job
+    panel (which offers checkpoints and Resume of training) does not list it."""
+    at = page("pages/5_Loss_surfaces.py")
+    tiny_surface(at)
+    at.button(key="FormSubmitter:surface_form-Compute surface").click().run()
+    finished(at)
+    assert any(j.lane == jobs.LANDSCAPE_LANE for j in jobs.registry().jobs())
+    at.switch_page("pages/2_Train.py").run()
+    assert not at.exception
+    assert "No jobs yet" in texts(at.info)
