@@ -5,9 +5,10 @@ import streamlit as st
 from faces.dashboard import jobs
 from dat.config import METHODS, PRESETS, TARGET_CHOICES, help_of, resolve
 from dat.errors import UserError
-from faces.dashboard.helpers import (device_choices, missing_data_message, resume_job, submit_training, submit_trio,
+from faces.dashboard.helpers import (device_choices, missing_data_message, submit_training, submit_trio,
                             training_figure, workspace_data_root)
 from faces.dashboard.workspace import Workspace
+from faces.dashboard.widgets.workspace import resume_button
 
 st.set_page_config(page_title="Train", layout="wide")
 st.title("Train")
@@ -142,13 +143,8 @@ def job_panel():
     elif job.state == jobs.INTERRUPTED:
         st.warning("Interrupted: the server stopped while this job was queued or running. Resume continues "
                    "each unfinished model from its last completed epoch; finished models are kept.")
-    if job.resumable and st.button("Resume", key=f"resume_{job.id}"):
-        try:
-            resume_job(ws, job.id)
-        except (UserError, TypeError) as exc:
-            st.error(f"Not resumed: {exc}")
-        else:
-            st.info(f"Resumed {job.label} ({job.id}).")
+    if resume_button(ws, job):
+        st.info(f"Resumed {job.label} ({job.id}).")
     if job.history:
         st.plotly_chart(training_figure(job), key=f"curves_{job.id}")
     st.dataframe(jobs.describe_jobs(all_jobs), hide_index=True)

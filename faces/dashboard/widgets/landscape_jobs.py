@@ -12,7 +12,8 @@ import streamlit as st
 
 from dat.errors import UserError
 from faces.dashboard import jobs
-from faces.dashboard.helpers import resume_job, submit_landscape
+from faces.dashboard.helpers import submit_landscape
+from faces.dashboard.widgets.workspace import resume_button
 from faces.dashboard.workspace import Workspace
 
 
@@ -79,13 +80,8 @@ def result_of(ws: Workspace, page: str, what: str):
         why = "was cancelled" if job.state == jobs.CANCELLED else "was interrupted when the server stopped"
         st.warning(f"Computing the {what} {why}. Resume computes only what is missing: completed chunks of "
                    "the grid are kept in the workspace's cache.")
-        if job.resumable and st.button("Resume", key=f"resume_{job.id}"):
-            try:
-                resume_job(ws, job.id)
-            except (UserError, TypeError) as exc:
-                st.error(f"Not resumed: {exc}")
-            else:
-                st.rerun()
+        if resume_button(ws, job):
+            st.rerun()
         return None
     return None  # done without a result in memory: not a job this page submitted
 

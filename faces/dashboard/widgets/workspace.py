@@ -1,7 +1,10 @@
-"""Workspace guards shared by the landscape pages."""
+"""Workspace guards shared by the landscape pages, and the Resume button of a stopped job."""
 
 import streamlit as st
 
+from dat.errors import UserError
+from faces.dashboard import jobs
+from faces.dashboard.helpers import resume_job
 from faces.dashboard.workspace import Workspace
 
 
@@ -14,3 +17,16 @@ def trios_or_stop(ws: Workspace, rows: list[dict] | None = None) -> dict:
                 "terminal (or the button on the home page), or train one on the Train page.")
         st.stop()
     return trios
+
+
+def resume_button(ws: Workspace, job: jobs.Job) -> bool:
+    """A **Resume** button for a cancelled or interrupted job (training or landscape); True once the
+    job was resumed, and an error in red when it could not be."""
+    if not (job.resumable and st.button("Resume", key=f"resume_{job.id}")):
+        return False
+    try:
+        resume_job(ws, job.id)
+    except (UserError, TypeError) as exc:
+        st.error(f"Not resumed: {exc}")
+        return False
+    return True
