@@ -28,3 +28,22 @@ def demo_workspace(tmp_path_factory):
     make_demo(folder=str(root / "checkpoints"), profiles_folder=str(root / "profiles"),
               epochs=1, width=4, hidden=8, eval_draws=2)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_trio(tmp_path_factory) -> dict:
+    """Three untrained narrow CNN6 checkpoints on digits geometry (seeds 0, 1, 2), by trio label:
+    enough to span a landscape plane quickly. Read-only for the tests that share it."""
+    import torch
+
+    from dat.checkpoint import save_checkpoint
+    from dat.models import build_model
+    from dat.trio import LABELS
+
+    folder = tmp_path_factory.mktemp("tiny-trio")
+    paths = {}
+    for seed, label in enumerate(LABELS):
+        torch.manual_seed(seed)
+        model = build_model("cnn6", batchnorm=True, in_channels=1, image_size=8, num_classes=10, width=4, hidden=16)
+        paths[label] = str(save_checkpoint(folder / f"{label}.safetensors", model, {"method": label}))
+    return paths

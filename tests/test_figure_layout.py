@@ -13,13 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from dat import figure_layout as fl
 from dat import profile_figures as pf
-from dat.checkpoint import save_checkpoint
 from dat.noise.crossbar import CrossbarParams
-from dat.models import build_model
 from landscape import figures
 from landscape.spec import LandscapeSpec, run_spec
 
@@ -141,13 +138,8 @@ SMALL = dict(dataset="digits", split="test", max_samples=60, batch_size=256)
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("ckpt")
-    paths = {}
-    for seed, label in enumerate(("SGD", "DAT-A", "DAT-B")):
-        torch.manual_seed(seed)
-        model = build_model("cnn6", batchnorm=True, in_channels=1, image_size=8, num_classes=10, width=4, hidden=16)
-        paths[label] = str(save_checkpoint(folder / f"{label}.safetensors", model, {"method": label}))
+def results(tiny_trio):
+    paths = tiny_trio
     s = run_spec(LandscapeSpec(kind="surface", checkpoints=paths, resolution=(5, 5), draws=2, **SMALL))
     c = run_spec(LandscapeSpec(kind="curves", checkpoints=paths, num_alphas=7, draws=3, **SMALL))
     return s, c

@@ -9,10 +9,7 @@ import zipfile
 
 import numpy as np
 import pytest
-import torch
 
-from dat.checkpoint import save_checkpoint
-from dat.models import build_model
 from landscape import export, figures
 from faces.cli import main as cli_main
 from landscape.spec import LandscapeSpec, run_spec
@@ -22,14 +19,8 @@ SMALL = dict(dataset="digits", split="test", max_samples=80, batch_size=256)
 
 
 @pytest.fixture(scope="module")
-def trio_paths(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("ckpt")
-    paths = {}
-    for seed, label in enumerate(("SGD", "DAT-A", "DAT-B")):
-        torch.manual_seed(seed)
-        model = build_model("cnn6", batchnorm=True, in_channels=1, image_size=8, num_classes=10, width=4, hidden=16)
-        paths[label] = str(save_checkpoint(folder / f"{label}.safetensors", model, {"method": label}))
-    return paths
+def trio_paths(tiny_trio):
+    return tiny_trio
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dat.checkpoint import save_checkpoint
-from dat.models import build_model
 from faces.cli import main as cli_main
 from landscape.sharpness import predicted_vs_measured, rank_correlation
 from landscape.spec import LandscapeSpec, load_inputs, run_spec
@@ -25,14 +23,8 @@ SMALL = dict(dataset="digits", split="train", max_samples=96, batch_size=256)
 
 
 @pytest.fixture(scope="module")
-def trio(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("trio")
-    paths = {}
-    for seed, label in enumerate(("SGD", "DAT-A", "DAT-B")):
-        torch.manual_seed(seed)
-        model = build_model("cnn6", batchnorm=True, in_channels=1, image_size=8, num_classes=10, width=4, hidden=16)
-        paths[label] = str(save_checkpoint(folder / f"{label}.safetensors", model, {"method": label}))
-    return paths
+def trio(tiny_trio):
+    return tiny_trio
 
 
 @pytest.fixture(scope="module")
