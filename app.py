@@ -3,6 +3,7 @@ what the tool does, the workflow, and the workspace's state."""
 
 import streamlit as st
 
+from faces.dashboard import warmup
 from faces.dashboard.widgets.landscape_jobs import running_jobs
 from faces.dashboard.workspace import Workspace
 
@@ -88,4 +89,7 @@ page = st.navigation([st.Page(home, title="Home", default=True)]
                      + [st.Page(path, title=title, url_path=url) for path, (title, url, _) in PAGES.items()])
 # Every page shows the workspace's running jobs (training and landscapes) in its sidebar.
 running_jobs(Workspace.default())
-page.run()
+try:
+    page.run()
+finally:  # also after st.stop() / st.rerun(), which leave page.run() by an exception
+    warmup.start()  # torch and the landscape library load while the user reads the page

@@ -10,7 +10,10 @@ import math
 from dataclasses import dataclass, field
 
 from dat.errors import UserError
-from dat.noise.targets import CHOICES as TARGET_CHOICES, UNITS  # defined with the targets they name
+from dat.noise.choices import CHOICES as TARGET_CHOICES, UNITS  # torch-free: the Train form draws before torch loads
+
+# The datasets dat.data loads (digits is embedded; CIFAR is read from a data folder).
+DATASETS = ("digits", "cifar10", "cifar100")
 
 METHODS = ("sgd", "sgd-bn", "dat-fast", "dat-full", "sam", "noise-injection")
 LOWRANK_MODES = ("plain", "relevant")  # dat.noise.profile.LOWRANK_MODES
@@ -117,7 +120,7 @@ class TrainConfig:
         return data
 
     def validate(self) -> "TrainConfig":
-        _choice("dataset", self.dataset, ("digits", "cifar10", "cifar100"))
+        _choice("dataset", self.dataset, DATASETS)
         _choice("arch", self.arch, ("cnn6", "resnet18"))
         _choice("method", self.method, METHODS)
         _choice("targets", self.targets, TARGET_CHOICES)

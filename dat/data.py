@@ -14,7 +14,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from dat.errors import UserError
 
-DATASETS = ("digits", "cifar10", "cifar100")
+from dat.config import DATASETS  # noqa: E402 (named once, torch-free, for the forms)
 # Where CIFAR is looked for when the user names no folder (relative to the working folder).
 DEFAULT_DATA_ROOT = "data"
 

@@ -17,11 +17,7 @@ st.markdown(
     "(word lines are rows, bit lines columns; values are fractions of g_max). Pick what devices A and "
     "B are, change a preset's parameters, or fit a device from your own repeated programming maps.")
 
-# The noise model's libraries (torch, plotly) load after the title and the text above are drawn: the
-# first visit to this page shows them while the imports (seconds on a fresh server) run.
-from dat import profile_figures as pf  # noqa: E402
-from dat.noise.crossbar import KERNELS, CrossbarParams  # noqa: E402
-from dat.noise.dense import DenseDevice  # noqa: E402
+from dat.noise.crossbar import KERNELS, CrossbarParams  # noqa: E402 (numpy only)
 
 ws = Workspace.default()
 FITTED = "fitted from the upload (unsaved)"
@@ -107,7 +103,7 @@ def parameter_form(slot: str, label: str, device: CrossbarParams) -> CrossbarPar
     return st.session_state.get(key, device)
 
 
-devices = {}
+devices, device_columns = {}, {}
 columns = st.columns(2)
 for slot, col, default in (("A", columns[0], "device-A"), ("B", columns[1], "device-B")):
     with col:
@@ -129,15 +125,22 @@ for slot, col, default in (("A", columns[0], "device-A"), ("B", columns[1], "dev
             device = parameter_form(slot, label, device)
             st.caption("stds at the chosen time (fraction of g_max): " +
                        ", ".join(f"{n} {v:.4f}" for n, v in device.stds().items()))
-        elif isinstance(device, DenseDevice):
-            rows, cols = pf.dense_grid(device.n)
-            st.caption(f"A dense device: its n = {device.n} values in their own order, shown as a "
-                       f"{rows} x {cols} grid (the tile size does not apply).")
-        devices[slot] = device
+        devices[slot], device_columns[slot] = device, col
 
 if not devices:
     st.info("Pick a device that loads for A or B to see its noise.")
     st.stop()
+
+# The noise model's libraries (torch) load here, after the page's forms are drawn: on a fresh server
+# the user sees and can change the devices while the imports (seconds) run.
+from dat import profile_figures as pf  # noqa: E402
+from dat.noise.dense import DenseDevice  # noqa: E402
+
+for slot, device in devices.items():
+    if isinstance(device, DenseDevice):
+        rows, cols = pf.dense_grid(device.n)
+        device_columns[slot].caption(f"A dense device: its n = {device.n} values in their own order, shown as a "
+                                     f"{rows} x {cols} grid (the tile size does not apply).")
 
 
 # Each device's profile on the chosen tile is one object shared by every section, session and rerun:

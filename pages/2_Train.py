@@ -3,7 +3,7 @@
 import streamlit as st
 
 from faces.dashboard import jobs
-from dat.config import METHODS, PRESETS, TARGET_CHOICES, help_of, resolve
+from dat.config import DATASETS, METHODS, PRESETS, TARGET_CHOICES, help_of, resolve
 from dat.errors import UserError
 from faces.dashboard.helpers import (device_choices, missing_data_message, submit_training, submit_trio,
                             training_figure, workspace_data_root)
@@ -35,8 +35,7 @@ with st.form("train_form"):
     c1, c2, c3 = st.columns(3)
     with c1:
         st.markdown("**Data and model**")
-        dataset = st.selectbox("Dataset", ["digits", "cifar10", "cifar100"],
-                               index=["digits", "cifar10", "cifar100"].index(base.dataset), key=p + "dataset",
+        dataset = st.selectbox("Dataset", DATASETS, index=DATASETS.index(base.dataset), key=p + "dataset",
                                help=help_of("dataset"))
         arch = st.selectbox("Architecture", ["cnn6", "resnet18"], index=["cnn6", "resnet18"].index(base.arch),
                             key=p + "arch", help=help_of("arch"))

@@ -1,10 +1,13 @@
-"""What keeps the dashboard's first render fast: the home page and the workspace listing never import
-torch (seconds on a fresh server) and reading a fitted profile never imports scikit-learn."""
+"""What keeps the dashboard's first render fast: the home page, the workspace listing and the forms of
+the pages never import torch (seconds on a fresh server), reading a fitted profile never imports
+scikit-learn, and torch loads in the background once a page has drawn."""
 
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAVY = ("torch", "sklearn", "scipy")  # (streamlit itself imports plotly)
@@ -24,6 +27,8 @@ def imported_after(code: str, workspace: Path) -> dict:
 def test_home_page_and_workspace_listing_do_not_import_torch(demo_workspace):
     out = imported_after(f"""
 from streamlit.testing.v1 import AppTest
+from faces.dashboard import warmup
+warmup.MODULES = ()  # what the page itself imports, without the background warm-up
 at = AppTest.from_file({str(ROOT / 'app.py')!r}, default_timeout=120).run()
 assert not at.exception, at.exception
 from faces.dashboard.workspace import Workspace
@@ -36,6 +41,71 @@ out = {{"metrics": {{m.label: m.value for m in at.metric}}, "trios": sorted(ws.t
     assert out["metrics"]["Checkpoints"] == "3" and out["trios"] == [""]
     assert out["methods"] == ["dat-fast", "dat-fast", "sgd-bn"]
     assert out["heavy"] == []
+
+
+# Pages whose whole first run (form, job list, the stored results' absence) needs no torch.
+LIGHT_PAGES = ("2_Train", "4_Noise_curves", "5_Loss_surfaces", "6_Compare_devices", "7_Instruments")
+
+
+@pytest.mark.parametrize("page", LIGHT_PAGES)
+def test_page_forms_draw_without_torch(demo_workspace, page):
+    out = imported_after(f"""
+from streamlit.testing.v1 import AppTest
+from faces.dashboard import warmup
+warmup.MODULES = ()
+at = AppTest.from_file({str(ROOT / 'app.py')!r}, default_timeout=120).run()
+at.switch_page("pages/{page}.py").run()
+assert not at.exception, at.exception
+out = {{"buttons": len(at.button), "selectboxes": len(at.selectbox)}}
+""", demo_workspace)
+    assert out["selectboxes"] > 0 and out["heavy"] == []
+
+
+def test_device_profiles_draws_its_device_forms_before_torch(demo_workspace):
+    """Torch is first imported after both devices' selectors and parameter forms are on the page."""
+    out = imported_after(f"""
+import sys
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+from faces.dashboard import warmup
+warmup.MODULES = ()
+events = []
+
+class Watch:  # notes the moment torch is first imported
+    def find_spec(self, name, path, target=None):
+        if name == "torch" and "torch" not in events:
+            events.append("torch")
+        return None
+
+for widget in ("selectbox", "form_submit_button"):
+    def wrapped(*args, _real=getattr(st, widget), **kwargs):
+        events.append(str(args[0]) if args else "")
+        return _real(*args, **kwargs)
+    setattr(st, widget, wrapped)
+at = AppTest.from_file({str(ROOT / 'app.py')!r}, default_timeout=600).run()
+sys.meta_path.insert(0, Watch())
+at.switch_page("pages/1_Device_profiles.py").run()
+assert not at.exception, at.exception
+out = {{"events": events}}
+""", demo_workspace)
+    events = out["events"]
+    assert "torch" in events and "torch" in out["heavy"]  # the page does need it, after its forms
+    before = events[:events.index("torch")]
+    assert {"Device A", "Device B"} <= set(before) and before.count("Apply") == 2, events
+
+
+def test_warm_up_imports_torch_and_the_landscape_library_once(demo_workspace):
+    out = imported_after("""
+from faces.dashboard import warmup
+first = warmup.start()
+assert warmup.start() is first  # once per process
+first.join(300)
+import sys
+out = {"loaded": [m for m in warmup.MODULES if m in sys.modules], "alive": first.is_alive()}
+""", demo_workspace)
+    from faces.dashboard import warmup
+
+    assert out["loaded"] == list(warmup.MODULES) and not out["alive"]
 
 
 def test_reading_checkpoint_headers_needs_no_torch_and_fitted_profiles_no_sklearn(demo_workspace):

@@ -12,8 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = {
     0: ["dat.__init__", "dat.errors", "dat.fileio", "dat.arrayfile", "dat.models", "dat.parallel", "dat.chips",
         "dat.figure_layout", "dat.diskcache"],
-    1: ["dat.noise.__init__", "dat.noise.targets", "dat.noise.checks", "dat.noise.linalg", "dat.noise.crossbar",
-        "dat.noise.dense", "dat.noise.fitted", "dat.noise.profile", "dat.noise.io", "dat.noise.twins",
+    1: ["dat.noise.__init__", "dat.noise.choices", "dat.noise.targets", "dat.noise.checks", "dat.noise.linalg", "dat.noise.crossbar", "dat.noise.crossbar_block",
+        "dat.noise.dense", "dat.noise.fitted", "dat.noise.profile", "dat.noise.fileformat", "dat.noise.io", "dat.noise.twins",
         "dat.profile_figures"],
     2: ["dat.config", "dat.trio", "dat.data", "dat.optim", "dat.strength", "dat.checkpoint", "dat.evaluate", "dat.train",
         "dat.table", "dat.transfer", "dat.aging"],
@@ -25,7 +25,7 @@ LAYERS = {
         "faces.cli.landscape", "faces.cli.instruments", "faces.dashboard.__init__", "faces.dashboard.helpers",
         "faces.dashboard.workspace", "faces.dashboard.jobs", "faces.dashboard.widgets.__init__",
         "faces.dashboard.widgets.export", "faces.dashboard.widgets.workspace",
-        "faces.dashboard.widgets.form_state", "faces.dashboard.widgets.landscape_jobs", "faces.cli.cache"],
+        "faces.dashboard.widgets.form_state", "faces.dashboard.widgets.landscape_jobs", "faces.cli.cache", "faces.dashboard.warmup"],
 }
 NAMES = ("noise profile and base", "noise profile", "training", "landscape", "faces")
 LAYER_OF = {m: layer for layer, mods in LAYERS.items() for m in mods}

@@ -157,3 +157,24 @@ def test_lanczos_and_dense_eigh_give_the_same_canonical_factor(monkeypatch):
     assert lanczos.k_used == dense.k_used
     assert torch.allclose(lanczos.values, dense.values, rtol=1e-8)
     assert torch.allclose(lanczos.vectors, dense.vectors, atol=1e-6)
+
+
+@pytest.mark.parametrize("device", ["device-A", "device-B", "custom"])
+def test_plain_factor_of_a_head_wider_than_a_tile_reports_the_relevant_trace(device):
+    """A classifier whose outputs span several tile columns (a CIFAR-100 head on 64-wide tiles): the
+    plain factor (DAT-Fast) is built, and its loss-relevant numbers match P Sigma P formed densely from
+    the layout map; the loss-relevant factor itself says why it cannot be built."""
+    params = DEVICE if device == "custom" else PRESETS[device]
+    targets = Targets(SHAPES, tile=(4, 4), units="absolute")  # 6 outputs on tiles 4 wide: two tile columns
+    prof = bind(params, targets)
+    P = naive_projector(targets)
+    sigma = prof.dense()
+    sp = P @ sigma @ P
+    assert prof.relevant_trace() == pytest.approx(float(sp.trace()), rel=1e-12)
+    small_budget = prof._relevant_trace_across_tiles(budget_bytes=8 * targets.n * 3)  # 3 inputs at a time
+    assert small_budget == pytest.approx(float(sp.trace()), rel=1e-12)
+    lr = prof.lowrank(4, "plain")
+    A = lr.factor()
+    assert lr.captured_relevant_variance == pytest.approx(float(((P @ A) ** 2).sum() / sp.trace()), rel=1e-9)
+    with pytest.raises(ValueError, match="one tile column"):
+        prof.lowrank(4, "relevant")

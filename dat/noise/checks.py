@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 
 
 def finite_number(name: str, value, minimum=None, strict=False) -> float:
@@ -27,6 +26,10 @@ def check_covariance(sigma, n=None, repair=False, what="Sigma"):
     clipped to zero and the report says by how much the matrix changed; otherwise a matrix with
     an eigenvalue below -1e-10 * max|eigenvalue| is refused, naming its most negative eigenvalue.
     """
+    # torch is imported here, not at the top: finite_number checks CrossbarParams while the dashboard
+    # draws its forms, before torch (seconds to import) has loaded.
+    import torch
+
     try:
         s = np.asarray(sigma, dtype=np.float64)
     except (TypeError, ValueError) as err:

@@ -31,17 +31,16 @@ import scipy
 import torch
 
 import dat
-from dat.arrayfile import numeric, read_npy, read_npz, text
+from dat.arrayfile import numeric, read_npy, read_npz
 from dat.errors import UserError, expected
 from dat.fileio import atomic_write
 from dat.noise.checks import finite_number
 from dat.noise.crossbar import CROSSBAR_UNITS, PRESETS, CrossbarParams
 from dat.noise.dense import DenseDevice
+from dat.noise.fileformat import FORMAT, FORMAT_VERSION, read, read_metadata  # noqa: F401 (read_metadata: this module's API)
 from dat.noise.fitted import ESTIMATORS, FittedTile
 from dat.noise.profile import bind
 
-FORMAT = "dat-profile"
-FORMAT_VERSION = 1
 
 
 def _describe(device) -> tuple[str, dict, dict, dict[str, np.ndarray]]:
@@ -107,32 +106,6 @@ def save_device(path, device, name: str | None = None, targets=None) -> dict:
     return meta
 
 
-def read_metadata(path) -> dict:
-    """The JSON metadata of a profile file, after checking format and version."""
-    return _read(path)[0]
-
-
-def _read(path):
-    arrays = read_npz(path, what="profile file")
-    if "__meta__" not in arrays:
-        raise UserError(
-            f"{path}: expected a saved {FORMAT} file, found no '__meta__' entry (entries {list(arrays)}); "
-            "a plain dense covariance is imported with `dat profile dense FILE`")
-    try:
-        meta = json.loads(text(arrays.pop("__meta__"), str(path), "__meta__"))
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path}: expected '__meta__' to be JSON, found invalid JSON ({err})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise UserError(f"{path}: expected format {FORMAT!r}, found {found!r}")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise UserError(
-            f"{path}: {FORMAT} format_version {meta.get('format_version')!r} is not supported "
-            f"(this version of dat reads format_version {FORMAT_VERSION})"
-        )
-    return meta, arrays
-
-
 def _field(path, params: dict, key: str, check, wanted: str):
     """``params[key]`` after ``check(value)`` holds; otherwise an expected-vs-found UserError."""
     if key not in params:
@@ -157,7 +130,7 @@ def load_device(path, repair: bool = False):
     `repair` applies to dense devices only: clip negative eigenvalues instead of refusing.
     Anything wrong with the file raises `dat.errors.UserError` naming the file and the field.
     """
-    meta, arrays = _read(path)
+    meta, arrays = read(path)
     kind, params = meta.get("kind"), meta.get("parameters")
     need = {"crossbar": set(), "fitted": {"mu", "sigma"}, "dense": {"mu", "sigma"}}
     if kind not in need:

@@ -31,7 +31,8 @@ from dat import diskcache
 from dat.errors import UserError
 from dat.fileio import atomic_write
 from dat.noise import linalg
-from dat.noise.crossbar import CROSSBAR_UNITS, CrossbarBlock, CrossbarParams
+from dat.noise.crossbar import CROSSBAR_UNITS, CrossbarParams
+from dat.noise.crossbar_block import CrossbarBlock
 from dat.noise.dense import DenseBlock, DenseDevice
 from dat.noise.fitted import FittedTile
 from dat.noise.targets import Targets
@@ -546,7 +547,25 @@ class NoiseProfile:
         """trace(Sigma') = trace(P Sigma P)."""
         if self.whole is not None:  # the diagonal of the one block, summed in place
             return float(self._groups("relevant")[0][0].sigma.diagonal().sum())
+        if self.targets.layers[-1].cols > self.targets.tile_shape[1]:
+            return self._relevant_trace_across_tiles()
         return sum(idx.shape[0] * _block_trace(block) for block, idx in self._groups("relevant"))
+
+    def _relevant_trace_across_tiles(self, budget_bytes: int = 64 * 2**20) -> float:
+        """tr(P Sigma P) = tr(Sigma) - (1/C) sum_i 1_i^T Sigma 1_i (1_i: input i's cells over the C
+        outputs of the classifier), when the C outputs span several tile columns, so that P has no
+        per-tile form (a CIFAR-100 head on 64-wide tiles). Sigma 1_i by the profile's matvec, a few
+        inputs at a time (``budget_bytes`` of float64 columns)."""
+        cells = self.targets.classifier_cells()
+        inputs, outputs = cells.shape
+        step = max(1, min(inputs, budget_bytes // (8 * self.n)))
+        total = 0.0
+        for start in range(0, inputs, step):
+            rows = cells[start:start + step]  # [b, C]
+            E = torch.zeros(self.n, rows.shape[0], dtype=torch.float64)
+            E[rows, torch.arange(rows.shape[0])[:, None]] = 1.0
+            total += float((E * self.matvec(E)).sum())
+        return self.trace() - total / outputs
 
     def _relevant_mean(self):
         out = torch.empty(self.n, dtype=torch.float64)

@@ -23,9 +23,8 @@ from typing import Mapping
 import torch
 from torch import nn
 
-# Which weights sit on crossbars, and the units of eta: one list of each (dat.config re-exports them).
-CHOICES = ("last-linear", "all-analog")
-UNITS = ("relative", "absolute")
+# Which weights sit on crossbars, and the units of eta: named once, torch-free, in dat.noise.choices.
+from dat.noise.choices import CHOICES, UNITS  # noqa: E402,F401
 
 
 @dataclass(frozen=True)
@@ -199,6 +198,13 @@ class Targets:
         out = cols.clone()
         out[pos] = (w - w.mean(0, keepdim=True)).reshape(layer.size, -1)
         return out.reshape(x.shape)
+
+    def classifier_cells(self) -> torch.Tensor:
+        """The eta index of every classifier weight (the last target layer) as [in, out]: row i holds
+        input i's cells over all outputs, the cells P averages over (`remove_output_means`)."""
+        layer = self.layers[-1]
+        pos = self._eta_of_weight[-1] + layer.offset  # eta index of each flat weight W[c, i]
+        return pos.reshape(layer.cols, layer.rows).T.contiguous()
 
     # -- units -------------------------------------------------------------------------------
     def _w_scale(self, layer: TargetLayer, weights: Mapping[str, torch.Tensor]) -> torch.Tensor:

@@ -40,15 +40,19 @@ def device_choices(ws: Workspace) -> dict[str, str]:
 
 
 def _holds_preset(path: str, name: str) -> bool:
-    """Whether the saved profile at ``path`` is exactly the preset ``name`` (an unreadable file is not:
-    it stays a choice, so that picking it shows why it cannot be read)."""
-    from dat.noise.crossbar import PRESETS
+    """Whether the saved profile at ``path`` is exactly the preset ``name``: a crossbar profile whose
+    parameters are the preset's and that holds no arrays. Read from the file's header without torch (the
+    forms that list devices draw before torch has loaded); an unreadable file is not the preset: it stays
+    a choice, so that picking it shows why it cannot be read."""
     from dat.errors import UserError
+    from dat.noise.crossbar import PRESETS
+    from dat.noise.fileformat import read
 
     try:
-        return load_device(path) == PRESETS[name]
+        meta, arrays = read(path)
     except (UserError, OSError, ValueError):
         return False
+    return meta.get("kind") == "crossbar" and not arrays and meta.get("parameters") == PRESETS[name].to_dict()
 
 
 def _device_specs(ws: Workspace) -> set[str]:
@@ -137,7 +141,13 @@ def fit_sentence(fitted) -> str:
 
 
 def load_device(spec: str):
-    """The device object behind a spec from :func:`device_choices`."""
+    """The device object behind a spec from :func:`device_choices`. A preset needs no file and no torch
+    (the Device profiles page draws its forms before torch has loaded); a saved profile is read by
+    ``dat.noise.io``."""
+    from dat.noise.crossbar import PRESETS
+
+    if spec in PRESETS:
+        return PRESETS[spec]
     from dat.noise.io import resolve_device
 
     return resolve_device(spec)[0]
@@ -390,7 +400,7 @@ def missing_data_message(dataset: str, root) -> str | None:
     page to say before a job is submitted that would fail on them."""
     import os
 
-    from dat.data import DATASETS
+    from dat.config import DATASETS
     from dat.errors import expected
 
     if dataset not in DATASETS:
