@@ -57,15 +57,25 @@ def text_px(text: str, size: float) -> float:
 
 
 def wrap(text: str, room_px: float, size: float) -> str:
-    """``text`` broken with <br> at spaces so that no line is wider than ``room_px``."""
-    words, lines = text.replace("<br>", " ").split(" "), [""]
-    for w in words:
-        trial = f"{lines[-1]} {w}".strip()
-        if lines[-1] and text_px(trial, size) > room_px:
-            lines.append(w)
-        else:
-            lines[-1] = trial
-    return "<br>".join(lines)
+    """``text`` broken with <br> at spaces so that no line is wider than ``room_px``. Breaks already
+    in ``text`` are kept (a title's subtitle stays on its own line), and a line that is one
+    <sup>/<sub>/<b>/<i>/<span ...> span is wrapped inside it (at 0.7 of ``size`` for <sup> and <sub>,
+    Plotly's size for them) with the tag repeated on every line."""
+    out = []
+    for line in text.split("<br>"):
+        span = re.fullmatch(r"<(sup|sub|b|i|span)((?: [^>]*)?)>(.*)</\1>", line)
+        inner, tag_name = (span.group(3), span.group(1)) if span else (line, None)
+        opening = f"<{tag_name}{span.group(2)}>" if span else ""
+        scale = 0.7 if tag_name in ("sup", "sub") else 1.0
+        lines = [""]
+        for w in inner.split(" "):
+            trial = f"{lines[-1]} {w}".strip()
+            if lines[-1] and text_px(trial, scale * size) > room_px:
+                lines.append(w)
+            else:
+                lines[-1] = trial
+        out += [f"{opening}{x}</{tag_name}>" if tag_name else x for x in lines]
+    return "<br>".join(out)
 
 
 def tag(fig: go.Figure, kind: str, **info) -> go.Figure:
@@ -92,6 +102,9 @@ def for_width(fig: go.Figure, width: str = "screen") -> tuple[go.Figure, int, in
     out.update_layout(font=dict(family=FONT_FAMILY, size=f, color="#222"), template="plotly_white",
                       hoverlabel=dict(font_size=max(f, 12)))
     out.update_annotations(font_size=f)
+    # Text inside heat-map cells at the figure's size: Plotly's default ("auto") shrinks it to fit a
+    # cell, below 7 pt at print widths.
+    out.update_traces(textfont_size=f, selector=lambda t: t.type == "heatmap" and t.texttemplate)
     if info["kind"] == "surface3d":
         h = _surface3d(out, info, f, w)
         h = 480 if width == "screen" else h  # on screen the 3D views share a page row
@@ -132,7 +145,7 @@ def _legend_rows(fig: go.Figure, f: float, room: float) -> int:
 
 def _below(info: dict, f: float, legend_rows: int = 0) -> tuple[float, float]:
     """(px from the plot's bottom edge to the top of what sits under the axis titles, px it needs)."""
-    axis = 3.2 * f  # tick labels and the axis title
+    axis = (3.2 + 1.25 * (info.get("tick_lines", 1) - 1)) * f  # tick labels (tick_lines lines) and the axis title
     need = 0.0
     if info.get("colorbars") == "below":
         need += 0.8 * f + 0.9 * f + 1.6 * f + 1.45 * f * info.get("colorbar_title_lines", 2)
@@ -162,11 +175,16 @@ def _grid(fig: go.Figure, info: dict, f: float, w: int, width: str) -> int:
         lines = max(lines, a.text.count("<br>") + 1)
     top = (1.3 * lines * f if titles else 0) + 0.8 * f
     if title:
+        # A <sup> subtitle would print at 0.7 of the title's size, under 7 pt: it gets the body size.
+        title = re.sub(r"<sup>(.*?)</sup>", lambda m: f'<span style="font-size: {f:.2f}px">{m.group(1)}</span>', title)
         fig.layout.title.text = wrap(title, w - 2 * f, 1.15 * f)
-        top += (fig.layout.title.text.count("<br>") + 1) * 1.5 * f
+        extra = fig.layout.title.text.count("<br>")
+        top += (extra + 1) * 1.5 * f
+        # Plotly anchors a multi-line title's top at its first line's middle: half a line more per
+        # extra line keeps the first line inside the figure.
         fig.update_layout(title=dict(font_size=1.15 * f, x=0.5, xanchor="center", y=1, yref="container",
-                                     yanchor="top", pad=dict(t=0.5 * f)))
-        top += 0.5 * f
+                                     yanchor="top", pad=dict(t=(0.5 + 0.75 * extra) * f)))
+        top += (0.5 + 0.75 * extra) * f
     if width == "screen":
         top += 32  # a row for Plotly's modebar above the panel titles, so it covers none of them
     ph = pw * info.get("aspect", 0.8)
@@ -174,6 +192,7 @@ def _grid(fig: go.Figure, info: dict, f: float, w: int, width: str) -> int:
         ph = min(ph, 0.75 * w)
     else:
         ph = min(max(ph, 260), 520)
+    ph = max(ph, info.get("min_plot_em", 0.0) * f)  # room for text inside the plot (heat-map cells)
     rows = _legend_rows(fig, f, w - left - 2 * f) if info.get("legend") else 0
     if info.get("colorbars") == "below":
         info = dict(info, colorbar_title_lines=_wrap_colorbar_titles(fig, info, xs, inner, pw, gap, f))

@@ -34,30 +34,40 @@ def _style(fig: go.Figure, title: str | None = None) -> go.Figure:
 # -- transfer matrix -------------------------------------------------------------------------------
 def transfer_figure(result, *, title: str | None = None) -> go.Figure:
     """Heat map of test accuracy (%), rows = training, columns = test device; each cell says the
-    mean over seeds, its 95 % interval over seeds and the worst chips (1st and 5th percentile over
-    the draws of all seeds)."""
+    mean over seeds, ± the half-width of its 95 % interval over seeds (Student t; "-" with one seed)
+    and the 1st-percentile chip over the draws of all seeds, on three short lines that print at the
+    figure's font size (>= 7 pt) inside a single-column cell. The cells carry the numbers, so there is
+    no colour bar (the colour repeats them for the eye); the hover adds the interval's ends and the
+    5th percentile, which the numbers file also holds."""
     z = np.zeros((len(result.rows), len(result.columns)))
     text = [[""] * len(result.columns) for _ in result.rows]
+    hover = [[""] * len(result.columns) for _ in result.rows]
     for i, r in enumerate(result.rows):
         for j, c in enumerate(result.columns):
             s = result.cell(r, c)
             z[i, j] = 100 * s["mean"]
-            ci = "" if np.isnan(s["ci95_low"]) else f"<br>[{100 * s['ci95_low']:.1f}, {100 * s['ci95_high']:.1f}]"
-            text[i][j] = f"{z[i, j]:.1f}{ci}<br>p1 {100 * s['p1']:.1f} · p5 {100 * s['p5']:.1f}"
+            one_seed = np.isnan(s["ci95_low"])
+            half = "" if one_seed else f" ± {100 * (s['ci95_high'] - s['ci95_low']) / 2:.1f}"
+            text[i][j] = f"{z[i, j]:.1f}<br>{half.strip() or '-'}<br>p1 {100 * s['p1']:.1f}"
+            ci = "no interval (one seed)" if one_seed else f"95 % CI [{100 * s['ci95_low']:.1f}, {100 * s['ci95_high']:.1f}]"
+            hover[i][j] = f"{z[i, j]:.1f} %, {ci}<br>worst chips: p1 {100 * s['p1']:.1f}, p5 {100 * s['p5']:.1f}"
     fig = go.Figure(go.Heatmap(z=z, x=list(result.columns), y=list(result.rows), text=text, texttemplate="%{text}",
-                               colorscale="Cividis", colorbar=dict(title="test acc. (%)"),
-                               hovertemplate="train %{y}<br>test %{x}<br>%{text}<extra></extra>"))
+                               customdata=hover, colorscale="Cividis", showscale=False,
+                               hovertemplate="train %{y}<br>test %{x}<br>%{customdata}<extra></extra>"))
     fig.update_yaxes(autorange="reversed", title="trained on")
     fig.update_xaxes(title="tested on", side="bottom")
     n_seeds = len(result.seeds)
-    sub = f"mean over {n_seeds} seed(s) [95 % CI]; p1, p5: worst chips over draws"
+    sub = (f"mean ± 95 % CI over {n_seeds} seeds" if n_seeds > 1 else "one seed") + "; p1: worst 1 % of chips"
     fig = _style(fig, title or f"Transfer matrix<br><sup>{sub}</sup>")
     # Room on the left for the longest row label ("DAT-Full on device-A:diagonal") and the axis
-    # title, and on the right for the colour bar, in print layouts.
+    # title, and on the right for the colour bar, in print layouts; long names break at " on " and ":".
     labels = [r.replace(" on ", " on<br>") for r in result.rows]
     fig.update_yaxes(tickvals=list(result.rows), ticktext=labels)
+    fig.update_xaxes(tickvals=list(result.columns), ticktext=[c.replace(":", ":<br>") for c in result.columns],
+                     tickangle=0)
     tag(fig, "lines", left_em=0.55 * max(len(line) for r in labels for line in r.split("<br>")) + 2.5,
-        colorbars="right")
+        aspect=0.85 * len(result.rows) / max(1, len(result.columns)), min_plot_em=5.2 * len(result.rows),
+        tick_lines=2 if any(":" in c for c in result.columns) else 1)
     return fig
 
 
@@ -84,8 +94,9 @@ def ablation_figure(rows: list[dict], *, title: str | None = None) -> go.Figure:
 def aging_figure(result, metric: str = "acc", *, title: str | None = None) -> go.Figure:
     """Accuracy (or loss) against time since programming on a log axis: one line per model (colour)
     and device (dash), the mean over seeds and draws; the band spans the 5th to 95th percentile of
-    all draws of all seeds (accuracy) or the range over seeds (loss); for accuracy a dotted line marks
-    the 1st-percentile chip (the worst chips: p5 is the band's lower edge)."""
+    all draws of all seeds (accuracy) or the range over seeds (loss); for accuracy a line of open
+    triangles in the model's colour and the device's dash marks the 1st-percentile chip (the worst
+    chips: p5 is the band's lower edge)."""
     if metric not in ("acc", "loss"):
         raise expected("metric", "acc or loss", repr(metric))
     fig = go.Figure()
@@ -107,11 +118,15 @@ def aging_figure(result, metric: str = "acc", *, title: str | None = None) -> go
             fig.add_scatter(x=t, y=mean, mode="lines+markers", name=name, legendgroup=name,
                             line=dict(color=colour, dash=DASHES[j % len(DASHES)]))
             if metric == "acc":
-                fig.add_scatter(x=t, y=np.percentile(vals, 1, axis=1), mode="lines", name=f"{name} p1",
-                                legendgroup=name, showlegend=False, line=dict(color=colour, dash="dot", width=1),
-                                hovertemplate="p1 %{y:.1f} %<extra></extra>")
+                # The worst chips in the model's colour and the device's dash, marked by open triangles.
+                fig.add_scatter(x=t, y=np.percentile(vals, 1, axis=1), mode="lines+markers", name=f"{name} p1",
+                                legendgroup=name, showlegend=False,
+                                line=dict(color=colour, dash=DASHES[j % len(DASHES)]),
+                                marker=dict(symbol="triangle-down-open", color=colour),
+                                hovertemplate=f"{name}<br>p1 %{{y:.1f}} %<extra></extra>")
     fig.update_xaxes(type="log", title="time since programming", tickvals=list(t), ticktext=list(result.time_labels))
-    band = "band: p5-p95, dotted: p1 (over draws and seeds)" if metric == "acc" else "band: range over seeds"
+    band = ("band: p5-p95, ▽: p1, the worst 1 % of chips (over draws and seeds)" if metric == "acc"
+            else "band: range over seeds")
     fig.update_yaxes(title="test accuracy (%)" if metric == "acc" else "test loss (cross-entropy, nats)")
     fig.update_layout(legend=dict(orientation="h", y=-0.3))
     tag(fig, "lines", legend=True)  # print layouts keep room for the legend under the axis

@@ -89,7 +89,9 @@ def _text(el, m) -> list[dict]:
     for k, line in enumerate(lines):
         if line is not el:
             x0 = float(line.get("x", x0))
-            if k:
+            if line.get("y") is not None:  # Plotly gives each line the text's y and its offset from it
+                y = float(line.get("y")) + _em(el.get("dy"), size) + _em(line.get("dy") or f"{1.3 * k}em", size)
+            elif k:
                 y += _em(line.get("dy") or "1.3em", size)
         runs = [(t.replace("\u200b", ""), sz) for t, sz in _runs(line, size, line is el)]
         text = "".join(t for t, _ in runs).strip()
@@ -166,7 +168,26 @@ def all_figures(surface, curves) -> dict:
         "profile_correlation": pf.correlation_figure({"device-A": pf.correlation_profile(a),
                                                       "device-B": pf.correlation_profile(b)}),
         "profile_spectrum": pf.spectrum_figure({"device-A": a.spectrum(10), "device-B": b.spectrum(10)}, k=4),
+        **instrument_figures(),
     }
+
+
+def instrument_figures() -> dict:
+    """The transfer matrix and the aging figure on results of their shape (the figures read only these
+    fields): the longest row and column names `dat instruments` makes, and p1 lines under the band."""
+    from types import SimpleNamespace
+
+    from landscape.instruments import aging_figure, transfer_figure
+
+    rows = ["SGD-BN", "DAT-Full on device-A", "DAT-Full on device-A:diagonal", "DAT-Full on device-B"]
+    cols = ["device-A", "device-A:diagonal", "device-B", "device-B:diagonal"]
+    cell = {"mean": 0.931, "ci95_low": 0.918, "ci95_high": 0.944, "p1": 0.658, "p5": 0.801}
+    transfer = SimpleNamespace(rows=rows, columns=cols, seeds=[0, 1, 2, 3, 4], cell=lambda r, c: cell)
+    t = np.array([1.0, 3600.0, 86400.0, 3.15e7])
+    acc = np.random.default_rng(0).uniform(0.85, 0.95, size=(2, 2, len(t), 40))
+    aging = SimpleNamespace(times=t, time_labels=["1 s", "1 h", "1 d", "1 y"], models=["SGD-BN", "DAT-Fast"],
+                            devices=["device-A", "device-B"], acc=acc)
+    return {"transfer": transfer_figure(transfer), "aging": aging_figure(aging)}
 
 
 @pytest.fixture(scope="module")
