@@ -13,7 +13,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.utils.data import DataLoader, Dataset
 
-from dat.errors import UserError
+from dat.eval_rule import recipe_for, recorded_device
 
 
 def _loader(dataset: Dataset, batch_size: int) -> DataLoader:
@@ -153,50 +153,7 @@ def evaluate_splits(model: nn.Module, bundle, profile=None, targets=None, draws:
     return {"train": evaluate(model, bundle.train_eval, **kwargs), "test": evaluate(model, bundle.test, **kwargs)}
 
 
-# -- the one evaluation rule -------------------------------------------------------------------
-# Every noisy number this project reports (training's final evaluation, `dat eval`, `dat table`,
-# the dashboard's Models page) comes from this rule, so one model on one device gives one number:
-#   * the R draws eta_1..eta_R come from torch.Generator().manual_seed(eval_seed), with the
-#     profile's exact sampler (profile.sampler("full")), and the same R draws serve both splits;
-#   * eval_seed is explicit and independent of the training seed (default DEFAULT_EVAL_SEED), so
-#     every model is tested on the same R simulated chips (a paired design across models);
-#   * R and the batch size default to the ones in the model's own config (eval_draws, eval_batch_size);
-#   * every result records eval_seed, draws, batch size, device spec and profile hash.
-DEFAULT_EVAL_SEED = 0
-
-
-def recipe_for(config: dict, draws: int | None = None, eval_seed: int | None = None,
-               batch_size: int | None = None) -> dict:
-    """The evaluation settings for a model with resolved ``config`` (its checkpoint's ``config``):
-    {"eval_seed", "draws", "batch_size"}; explicit values override the model's own."""
-    config = config or {}
-    recipe = {"eval_seed": DEFAULT_EVAL_SEED if eval_seed is None else eval_seed,
-              "draws": int(config.get("eval_draws", 20)) if draws is None else draws,
-              "batch_size": int(config.get("eval_batch_size", 512)) if batch_size is None else batch_size}
-    for key, value in recipe.items():
-        minimum = 0 if key == "eval_seed" else 1
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            raise UserError(f"Invalid {key}: expected an int >= {minimum}, found {value!r}")
-    return recipe
-
-
-def recipe_matches(metrics: dict, recipe: dict, device_spec: str | None = None,
-                   profile_hash: str | None = None) -> bool:
-    """True when stored ``metrics`` (a checkpoint's) were made by ``recipe`` (and, when given, under
-    ``device_spec`` / the profile with ``profile_hash``), so they equal a fresh evaluation."""
-    if not isinstance(metrics, dict) or metrics.get("eval_seed") != recipe["eval_seed"]:
-        return False
-    if metrics.get("eval_batch_size") != recipe["batch_size"]:
-        return False
-    for split in ("train", "test"):
-        noisy = (metrics.get(split) or {}).get("noisy") or {}
-        if noisy.get("draws") != recipe["draws"] or not isinstance(noisy.get("acc_per_draw"), list):
-            return False
-    if device_spec is not None and str(metrics.get("eval_device")) != str(device_spec):
-        return False
-    return profile_hash is None or metrics.get("eval_profile_hash") == profile_hash
-
-
+# -- the one evaluation rule: its settings and matching live in dat.eval_rule (torch-free) -----------
 def evaluate_with_recipe(model: nn.Module, bundle, profile, targets, recipe: dict, device_spec: str) -> dict:
     """:func:`evaluate_splits` under ``recipe`` (see :func:`recipe_for`), with the recipe, the
     device spec and the profile's content hash recorded next to the numbers."""
@@ -229,20 +186,3 @@ def evaluate_checkpoint(path, device_spec: str | None = None, *, data_root=None,
     # The stress the model was trained with is part of its experiment (a number, validated by make_profile).
     profile = make_profile(spec, targets, stress=config.get("stress", 1.0))
     return evaluate_with_recipe(ckpt.model, bundle, profile, targets, recipe, spec)
-
-
-def recorded_device(meta: dict, source: str, key: str = "eval") -> str:
-    """The device a checkpoint was evaluated with (``key="eval"``) or trained with (``"train"``), as
-    recorded in its metadata. Only preset names are accepted from a file: a path written in a file
-    is never opened (the user passes it with --device)."""
-    from dat.noise.crossbar import PRESETS
-
-    config = meta.get("config") or {}
-    metrics = meta.get("metrics") or {}
-    spec = (metrics.get("eval_device") or config.get("eval_device") or config.get("device")) if key == "eval" \
-        else config.get("device")
-    if spec not in PRESETS:
-        raise UserError(f"{source}: expected its recorded device to be a preset {sorted(PRESETS)}, found "
-                         f"{spec!r}; a device path written in a file is never opened: name the device yourself "
-                         f"(--device on the command line, the device choice on the dashboard)")
-    return spec

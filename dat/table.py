@@ -100,9 +100,7 @@ def metrics_under(meta: dict, device: str | None = None, *, draws: int | None = 
     """A checkpoint's evaluation by the one rule (:mod:`dat.evaluate`) under ``device`` (None: the
     device it was evaluated with). Stored metrics are used when the rule made them under that
     device; otherwise the checkpoint is re-evaluated from the user's ``data_root``."""
-    from dat.checkpoint import load_checkpoint
-    from dat.evaluate import evaluate_checkpoint, recipe_for, recipe_matches, recorded_device
-    from dat.noise.io import make_profile
+    from dat.eval_rule import recipe_for, recipe_matches, recorded_device
 
     path = meta["path"]
     recipe = recipe_for(meta.get("config") or {}, draws=draws, eval_seed=eval_seed)
@@ -112,10 +110,16 @@ def metrics_under(meta: dict, device: str | None = None, *, draws: int | None = 
             return stored
         spec, ckpt = recorded_device(meta, str(path)), None
     else:
+        # torch is imported here, where a model or a profile is needed: stored numbers are read without it.
+        from dat.checkpoint import load_checkpoint
+        from dat.noise.io import make_profile
+
         spec = str(device)
         ckpt = load_checkpoint(path)
         if recipe_matches(stored, recipe, spec, make_profile(spec, ckpt.noise_targets(), stress=(meta.get("config") or {}).get("stress", 1.0)).content_hash()):
             return stored
+    from dat.evaluate import evaluate_checkpoint
+
     return evaluate_checkpoint(path, spec, data_root=data_root, verify=verify, draws=recipe["draws"],
                                eval_seed=recipe["eval_seed"], batch_size=recipe["batch_size"], checkpoint=ckpt)
 

@@ -32,7 +32,8 @@ from dat.checkpoint import default_run_name, default_trio_name, load_resume, sav
 from dat.config import TrainConfig
 from dat.data import load_dataset
 from dat.errors import UserError
-from dat.evaluate import evaluate, evaluate_with_recipe, is_head_only, recipe_for
+from dat.eval_rule import recipe_for
+from dat.evaluate import evaluate, evaluate_with_recipe, is_head_only
 from dat.fileio import OutputLocked, exclusive_lock, workspace_root
 from dat.models import build_model
 from dat.optim import DAT, SAM, NoiseInjection
@@ -403,7 +404,7 @@ def train(config: TrainConfig, callbacks: Iterable[Callback] = (), should_stop: 
     eval_spec = config.eval_device or config.device
     same = profile is not None and str(eval_spec) == str(config.device)
     eval_profile = profile if same else make_profile(eval_spec, targets, stress=config.stress)
-    # One evaluation rule everywhere (dat.evaluate.recipe_for): draws seeded by eval_seed, not the training seed.
+    # One evaluation rule everywhere (dat.eval_rule.recipe_for): draws seeded by eval_seed, not the training seed.
     recipe = recipe_for(config.to_dict(), eval_seed=config.eval_seed)
     metrics = evaluate_with_recipe(model, bundle, eval_profile, targets, recipe, str(eval_spec))
     metrics.update(train_time_s=train_time)

@@ -43,8 +43,8 @@ out = {{"metrics": {{m.label: m.value for m in at.metric}}, "trios": sorted(ws.t
     assert out["heavy"] == []
 
 
-# Pages whose whole first run (form, job list, the stored results' absence) needs no torch.
-LIGHT_PAGES = ("2_Train", "4_Noise_curves", "5_Loss_surfaces", "6_Compare_devices", "7_Instruments")
+# Pages whose whole first run (forms, job list, Table I from stored numbers) needs no torch.
+LIGHT_PAGES = ("2_Train", "3_Models", "4_Noise_curves", "5_Loss_surfaces", "6_Compare_devices", "7_Instruments")
 
 
 @pytest.mark.parametrize("page", LIGHT_PAGES)
@@ -58,7 +58,7 @@ at.switch_page("pages/{page}.py").run()
 assert not at.exception, at.exception
 out = {{"buttons": len(at.button), "selectboxes": len(at.selectbox)}}
 """, demo_workspace)
-    assert out["selectboxes"] > 0 and out["heavy"] == []
+    assert out["selectboxes"] > 0 and "torch" not in out["heavy"]  # (Table I's intervals use scipy)
 
 
 def test_device_profiles_draws_its_device_forms_before_torch(demo_workspace):

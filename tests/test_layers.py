@@ -15,7 +15,7 @@ LAYERS = {
     1: ["dat.noise.__init__", "dat.noise.choices", "dat.noise.targets", "dat.noise.checks", "dat.noise.linalg", "dat.noise.crossbar", "dat.noise.crossbar_block",
         "dat.noise.dense", "dat.noise.fitted", "dat.noise.profile", "dat.noise.fileformat", "dat.noise.io", "dat.noise.twins",
         "dat.profile_figures"],
-    2: ["dat.config", "dat.trio", "dat.data", "dat.optim", "dat.strength", "dat.checkpoint", "dat.evaluate", "dat.train",
+    2: ["dat.config", "dat.trio", "dat.data", "dat.optim", "dat.strength", "dat.checkpoint", "dat.eval_rule", "dat.evaluate", "dat.train",
         "dat.table", "dat.transfer", "dat.aging"],
     3: ["landscape.__init__", "landscape.cache", "landscape.results", "landscape.inputs", "landscape.curves",
         "landscape.surfaces", "landscape.directions", "landscape.evaluator", "landscape.defaults",

@@ -108,7 +108,8 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     from dat.checkpoint import load_checkpoint
     from dat.chips import chip_summary
-    from dat.evaluate import evaluate_checkpoint, recorded_device
+    from dat.eval_rule import recorded_device
+    from dat.evaluate import evaluate_checkpoint
 
     # One evaluation rule (dat.evaluate): the same numbers as dat table and the dashboard. The data
     # folder and the md5 check are the user's settings; the checkpoint's own are never used.

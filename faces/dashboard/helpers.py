@@ -429,7 +429,8 @@ def evaluate_checkpoint(path: str, device_spec: str | None = None, *, draws: int
     the numbers equal ``dat eval``'s and Table I's. ``data_root``: the workspace's data folder."""
     from dat.checkpoint import load_checkpoint
     from dat.data import dataset_named_by, load_dataset_named_by
-    from dat.evaluate import evaluate_checkpoint as evaluate_by_rule, evaluate_splits, recipe_for
+    from dat.eval_rule import recipe_for
+    from dat.evaluate import evaluate_checkpoint as evaluate_by_rule, evaluate_splits
 
     if device_spec:
         return evaluate_by_rule(path, device_spec, data_root=data_root, draws=draws, eval_seed=seed)
