@@ -59,7 +59,7 @@ def home() -> None:
     if summary["job_labels"]:
         st.markdown("Running: " + ", ".join(f"`{label}`" for label in summary["job_labels"]))
     if summary["checkpoints"] == 0:
-        st.info("No checkpoints yet. Make the small demo trio (SGD, DAT-A, DAT-B on digits: about 20 s on an "
+        st.info("No checkpoints yet. Make the small demo trio (SGD, DAT-A, DAT-B on digits: about 25 s on an "
                 "idle 2-core machine, many minutes on a busy one) with `dat demo` in a terminal, or with the "
                 "button below; the landscape pages use it at once.")
         if st.button("Make demo checkpoints", key="make_demo"):
