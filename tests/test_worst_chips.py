@@ -58,9 +58,13 @@ def test_transfer_heat_map_and_aging_figure_show_both_percentiles():
     acc = rng.uniform(0.3, 1.0, (2, 2, 2, 20))
     res = TransferResult(("SGD-BN", "DAT-Full on device-A"), ("device-A", "device-B"), (0, 1), acc,
                          np.ones((2, 2, 2)), np.ones((2, 2)), ((), ()), {})
-    text = transfer_figure(res).data[0].text
+    trace = transfer_figure(res).data[0]
     s = res.cell("SGD-BN", "device-B")
-    assert f"p1 {100 * s['p1']:.1f} · p5 {100 * s['p5']:.1f}" in text[0][1]
+    # the cell prints the mean, the 95 % interval's half-width and p1; the hover adds the ends and p5
+    half = 100 * (s["ci95_high"] - s["ci95_low"]) / 2
+    assert trace.text[0][1] == f"{100 * s['mean']:.1f}<br>± {half:.1f}<br>p1 {100 * s['p1']:.1f}"
+    assert f"p1 {100 * s['p1']:.1f}, p5 {100 * s['p5']:.1f}" in trace.customdata[0][1]
+    assert f"[{100 * s['ci95_low']:.1f}, {100 * s['ci95_high']:.1f}]" in trace.customdata[0][1]
     assert s["p1"] == pytest.approx(np.percentile(acc[0, 1].ravel(), 1))
     times = np.array([1.0, 3600.0])
     aging = AgingResult(("SGD-BN",), ("device-A",), ("1 s", "1 h"), times, rng.uniform(0.3, 1.0, (1, 1, 2, 2, 20)),
