@@ -129,3 +129,15 @@ def test_reproduce_in_miniature(tmp_path):
     sgd = {r["device"]: r for r in rows if r["method"] == "sgd"}
     assert sgd["device-A"]["test_clean_mean"] == sgd["device-B"]["test_clean_mean"]
     assert (tmp_path / "table1.md").exists() and (tmp_path / "table1.csv").exists()
+
+
+def test_dat_fast_trains_a_head_wider_than_a_tile(tmp_path):
+    """The 10 digit classes on 8-wide tiles span two tile columns (as a CIFAR-100 head does on the
+    paper's 64-wide tiles): DAT-Fast trains and records its low-rank report."""
+    out = str(tmp_path / "wide-head.safetensors")
+    assert main(["train", "--method", "dat-fast", "--tile", "8", "--out", out, *TINY]) == 0
+    meta = read_meta(out)
+    assert meta["config"]["tile"] == 8
+    report = meta["lowrank"]
+    assert report["mode"] == "plain" and report["k_used"] >= 10
+    assert 0 < report["captured_relevant_variance"] <= 1 and 0 < report["captured_variance"] <= 1
