@@ -5,7 +5,7 @@ import streamlit as st
 from dat.checkpoint import name_slug
 from dat.trio import LABEL_OF, LABELS, ROLES
 from landscape.defaults import CURVE_DRAWS, CURVE_POINTS, SURFACE_DRAWS, SURFACE_RESOLUTION
-from faces.dashboard.helpers import device_choices, landscape_spec, trio_labels, trio_spec
+from faces.dashboard.helpers import COMPARE_PAGE, device_choices, landscape_spec, trio_labels, trio_spec
 from faces.dashboard.workspace import Workspace
 from landscape.figures import comparison_figure
 from landscape.summary import compare_devices
@@ -74,14 +74,14 @@ if go or form.applied_link:  # a shared link shows its figure (at once when it i
         st.error(f"Could not compare the devices: {exc}")
     else:
         # The trio, data and devices are loaded once for both (the job shares them).
-        landscape_jobs.submit(ws, "compare", {"surface": surface_spec, "curves": curves_spec},
+        landscape_jobs.submit(ws, COMPARE_PAGE, {"surface": surface_spec, "curves": curves_spec},
                               f"compare {dev_a} and {dev_b}: {n_alpha} x {n_beta} grid, {int(draws)} draws per "
                               f"point, {int(curve_draws)} directions per curve")
         st.session_state["comparison_name"] = trio_names[group]
 
-done = landscape_jobs.result_of(ws, "compare", "comparison")
+done = landscape_jobs.result_of(ws, COMPARE_PAGE, "comparison")
 if done is None:
-    if landscape_jobs.followed("compare") is None:
+    if landscape_jobs.followed(COMPARE_PAGE) is None:
         st.info("Pick a trio and two devices, then press **Compare**.")
     st.stop()
 
@@ -113,26 +113,16 @@ if summary.warnings:  # differences within 2 standard errors of zero: more draws
 st.dataframe(summary.rows, hide_index=True)
 
 # -- Curvature prediction next to the measured increase (landscape.sharpness.predicted_vs_measured,
-# the recipe of `dat landscape compare`); its numbers go into the export's summary.csv.
+# the recipe of `dat landscape compare`, computed by the compare job); its numbers go into summary.csv.
 st.subheader("Predicted from curvature against measured")
 st.caption("Predicted increase: the device sharpness (1/2) tr(H Σ_w) (plus the device's mean shift, if it "
            "has one), by Hutchinson's method with probes drawn from the device, ± standard error over "
            "probes. Measured: the loss increase at the typical noise norm, ± standard error over draws. "
            "Both in nats, on the same training images.")
-stored_prediction = st.session_state.get("compare_prediction")
-prediction_key = (id(curves), float(threshold))  # the job's result and the summary's threshold
-if stored_prediction is None or stored_prediction[0] != prediction_key:
-    try:
-        from landscape.sharpness import predicted_vs_measured
-
-        with st.spinner("Estimating the device sharpness of each model..."):
-            stored_prediction = (prediction_key, predicted_vs_measured(spec, summary, cache=ws.cache_dir / "landscape"))
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        st.error(f"Could not predict the increase from curvature: {exc}")
-        stored_prediction = (prediction_key, None)
-    st.session_state["compare_prediction"] = stored_prediction
-if stored_prediction[1] is not None:
-    prediction = stored_prediction[1]
+if outputs.get("prediction_error"):
+    st.error(f"Could not predict the increase from curvature: {outputs['prediction_error']}")
+prediction = outputs.get("prediction")  # made by the compare job (faces.dashboard.helpers._prediction)
+if prediction is not None:
     st.dataframe([{"model": r["model"], "device": r["device"],
                    "predicted (nats)": f"{r['predicted_increase']:.4f} ± {r['predicted_increase_se']:.4f}",
                    "measured (nats)": f"{r['measured_increase']:.4f} ± {r['measured_increase_se']:.4f}",

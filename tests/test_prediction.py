@@ -167,8 +167,10 @@ def test_cli_compare_and_the_page_give_identical_predictions(demo_workspace, tmp
     at.run()  # the page shows the finished job's result, as its progress fragment does
     assert not at.exception and not at.error
     spec = LandscapeSpec.from_dict(job.spec["specs"]["curves"])
-    page_rows = at.session_state["compare_prediction"][1].rows
+    page_rows = job.output["prediction"].rows  # made by the compare job, shown by the page
     assert "Spearman rank correlation" in " ".join(str(m.value) for m in at.markdown)
+    (shown,) = [d.value for d in at.dataframe if "predicted (nats)" in d.value.columns]
+    assert list(shown["model"]) == [r["model"] for r in page_rows]
 
     devices = [f"--device={label}={ref}" for label, ref in spec.devices.items()]
     assert cli_main(["landscape", "compare", "--sgd", spec.checkpoints["SGD"], "--dat-a", spec.checkpoints["DAT-A"],

@@ -314,7 +314,8 @@ def resume_job(ws: Workspace, job_id: str) -> jobs.Job:
         raise UserError(f"job {job_id}: expected a job of this workspace with a saved description, found "
                         f"{'none' if job is None else 'a job without one'}")
     if job.spec.get("kind") == LANDSCAPE_KIND:  # computes what its chunk store does not hold yet
-        return jobs.registry().resume(job_id, _landscape_work(ws, landscape_specs_of(ws, job.spec)))
+        return jobs.registry().resume(job_id, _landscape_work(ws, landscape_specs_of(ws, job.spec),
+                                                              predict=job.spec.get("page") == COMPARE_PAGE))
     return jobs.registry().resume(job_id, _training_work(ws, job.spec, resuming=True))
 
 
@@ -651,11 +652,19 @@ def _evaluations(spec) -> int:
     return (na * nb + 3) * (1 + len(spec.devices) * spec.draws)
 
 
-def _landscape_work(ws: Workspace, specs: dict):
+# The page whose job compares two devices: its job also predicts each loss increase from curvature.
+COMPARE_PAGE = "compare"
+
+
+def _landscape_work(ws: Workspace, specs: dict, predict: bool = False):
     """The work of a landscape job: each spec through :func:`compute_landscape` (the workspace's
     cache, so a stopped surface resumes from its completed chunks), one progress bar over all of
     them, stopping between two chunks on a cancel request. Returns ({name: what was computed} for
-    the jobs file, {name: result} kept in memory)."""
+    the jobs file, {name: result} kept in memory). ``predict`` (a device comparison: specs "curves"
+    and "surface"): also the curvature prediction next to the measured increases
+    (``landscape.sharpness.predicted_vs_measured``, the recipe of ``dat landscape compare``, its
+    Hessian products cached on disk) as "prediction", or its failure as "prediction_error" (the
+    comparison itself stands)."""
     from landscape.spec import load_inputs
 
     def work(report, should_stop):
@@ -680,8 +689,29 @@ def _landscape_work(ws: Workspace, specs: dict):
             before += weights[name]
         summary = {name: {"kind": r.kind, "cached": bool(r.meta.get("cache", {}).get("hit")),
                           "seconds": r.meta.get("seconds")} for name, r in results.items()}
+        if predict:
+            results.update(_prediction(ws, specs["surface"], results, shared, report, should_stop))
         return {"kind": LANDSCAPE_KIND, "results": summary}, results
     return work
+
+
+def _prediction(ws: Workspace, spec, results: dict, inputs, report, should_stop) -> dict:
+    """{"prediction": Prediction} of a comparison's curves and surface, or {"prediction_error": why}.
+    The measured increases do not depend on the basin threshold, so the default one serves."""
+    from landscape.sharpness import predicted_vs_measured
+    from landscape.summary import compare_devices
+
+    def progress(done, count):
+        report("progress", {"progress": 1.0, "stage": f"curvature prediction: {done} of {count} model-device pairs"})
+        if should_stop() and done < count:
+            raise jobs.Stopped()
+
+    try:
+        comparison = compare_devices(results["curves"], results["surface"])
+        return {"prediction": predicted_vs_measured(spec, comparison, inputs, cache=ws.cache_dir / "landscape",
+                                                    progress=progress)}
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        return {"prediction_error": str(exc)}
 
 
 def find_landscape_job(ws: Workspace, job_spec: dict) -> jobs.Job | None:
@@ -706,7 +736,7 @@ def submit_landscape(ws: Workspace, page: str, specs: dict, label: str) -> jobs.
         return found
     from dat.errors import UserError
 
-    work = _landscape_work(ws, dict(specs))
+    work = _landscape_work(ws, dict(specs), predict=page == COMPARE_PAGE)
     try:
         return jobs.submit(work, label=label, spec=job_spec, store=ws.jobs_file, lane=jobs.LANDSCAPE_LANE)
     except UserError:  # a damaged jobs file (the home page says so): the job runs, kept in memory only
