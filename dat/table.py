@@ -155,8 +155,6 @@ def _percent_values(meta: dict, metrics: dict) -> dict:
 def mean_interval(values: Iterable[float], confidence: float = CONFIDENCE) -> dict:
     """Mean, sample standard deviation and the two-sided t-interval of the mean (scipy.stats.t);
     sd and the interval are None for fewer than two values."""
-    from scipy import stats
-
     x = np.asarray(list(values), dtype=np.float64)
     n = len(x)
     if n == 0:
@@ -164,6 +162,8 @@ def mean_interval(values: Iterable[float], confidence: float = CONFIDENCE) -> di
     mean = float(x.mean())
     if n < 2:
         return {"n": n, "mean": mean, "sd": None, "ci_low": None, "ci_high": None}
+    from scipy import stats  # here: a table of single runs (the demo's) never needs it (1 s to import)
+
     sd = float(x.std(ddof=1))
     half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
     return {"n": n, "mean": mean, "sd": sd, "ci_low": mean - half, "ci_high": mean + half}
@@ -172,14 +172,14 @@ def mean_interval(values: Iterable[float], confidence: float = CONFIDENCE) -> di
 def paired_difference(x: dict, y: dict, confidence: float = CONFIDENCE) -> dict | None:
     """x - y over the seeds both {seed: value} hold: mean, t-interval and the paired t-test p-value
     (scipy.stats.ttest_rel; None below two pairs or when every difference is the same)."""
-    from scipy import stats
-
     seeds = sorted(set(x) & set(y))
     if not seeds:
         return None
     a, b = np.array([x[s] for s in seeds]), np.array([y[s] for s in seeds])
     out = {**mean_interval(a - b, confidence), "seeds": seeds, "p": None}
     if len(seeds) >= 2 and out["sd"]:
+        from scipy import stats
+
         out["p"] = float(stats.ttest_rel(a, b).pvalue)
     return out
 
