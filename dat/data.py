@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
+from dat.config import DATASETS  # named once, torch-free, for the forms
 from dat.errors import UserError
 
-from dat.config import DATASETS  # noqa: E402 (named once, torch-free, for the forms)
 # Where CIFAR is looked for when the user names no folder (relative to the working folder).
 DEFAULT_DATA_ROOT = "data"
 

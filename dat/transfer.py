@@ -280,7 +280,7 @@ def run_transfer(config: TrainConfig, devices, *, test_devices=None, seeds=(0, 1
                 if progress is not None:
                     progress(done, total)
     from dat.checkpoint import versions
-    from dat.noise.io import read_metadata
+    from dat.noise.fileformat import read_metadata
 
     meta = {"inputs": {"config": config.to_dict(), "devices": devices, "test_devices": test_devices,
                        "seeds": list(seeds), "baselines": list(baselines), "draws": draws, "eval_seed": eval_seed,

@@ -12,7 +12,8 @@ from dat.noise.dense import DenseDevice
 from dat.errors import UserError
 from dat.noise.fitted import FittedTile
 from faces.cli.profile import add_profile_parser, run_profile_command
-from dat.noise.io import device_hash, load_dense, load_device, read_metadata, save_device
+from dat.noise.fileformat import read_metadata
+from dat.noise.io import device_hash, load_dense, load_device, save_device
 from dat.noise.profile import bind
 from dat.noise.targets import Targets
 

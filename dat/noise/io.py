@@ -37,7 +37,7 @@ from dat.fileio import atomic_write
 from dat.noise.checks import finite_number
 from dat.noise.crossbar import CROSSBAR_UNITS, PRESETS, CrossbarParams
 from dat.noise.dense import DenseDevice
-from dat.noise.fileformat import FORMAT, FORMAT_VERSION, read, read_metadata  # noqa: F401 (read_metadata: this module's API)
+from dat.noise.fileformat import FORMAT, FORMAT_VERSION, read
 from dat.noise.fitted import ESTIMATORS, FittedTile
 from dat.noise.profile import bind
 

@@ -23,8 +23,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-# Which weights sit on crossbars, and the units of eta: named once, torch-free, in dat.noise.choices.
-from dat.noise.choices import CHOICES, UNITS  # noqa: E402,F401
+from dat.noise.choices import CHOICES, UNITS  # which weights sit on crossbars, eta's units (torch-free)
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,11 @@ from dat.noise.dense import DenseDevice
 from dat.errors import UserError
 from dat.fileio import check_name
 from dat.noise.fitted import ESTIMATORS, FittedTile, fit_file
-from dat.noise.io import load_dense, load_device, read_metadata, save_device
+from dat.noise.fileformat import read_metadata
+from dat.noise.io import load_dense, load_device, save_device
 from dat.noise.profile import bind
-from dat.noise.targets import CHOICES, Targets, find_targets
+from dat.noise.choices import CHOICES
+from dat.noise.targets import Targets, find_targets
 
 # Input shape and classes of each dataset, to build a model for `inspect` without loading data.
 DATASET_SHAPES = {"digits": (1, 8, 10), "cifar10": (3, 32, 10), "cifar100": (3, 32, 100)}

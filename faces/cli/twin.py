@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dat.noise.targets import CHOICES
+from dat.noise.choices import CHOICES
 from dat.noise.twins import KINDS
 
 
